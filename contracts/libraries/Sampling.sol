@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title Sampling
+/// @notice The deterministic draws of a challenge (SPEC section 5). Daemons call the registry's views that use
+/// these; `registry.sampling` mirrors them in Python for off-chain planning and is pinned by test vectors.
+library Sampling {
+    /// @notice j-th sampled segment: `uint256(keccak256(abi.encode(seed, "segment", j))) % n`.
+    function segmentAt(bytes32 seed, uint256 j, uint256 n) internal pure returns (uint256) {
+        return uint256(keccak256(abi.encode(seed, "segment", j))) % n;
+    }
+
+    /// @notice Start position of the j-th committee pick: `uint256(keccak256(abi.encode(seed, "committee", j))) % n`.
+    function committeeStart(bytes32 seed, uint256 j, uint256 n) internal pure returns (uint256) {
+        return uint256(keccak256(abi.encode(seed, "committee", j))) % n;
+    }
+}

@@ -1,0 +1,50 @@
+"""Readable messages for the registry's custom-error reverts."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from eth_abi import decode as abi_decode
+
+from registry.artifact import load_artifact
+from registry.hashing import keccak256
+
+
+@lru_cache(maxsize=1)
+def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table = {}
+    for item in load_artifact().abi:
+        if item.get("type") != "error":
+            continue
+        types = [i["type"] for i in item["inputs"]]
+        names = [i["name"] for i in item["inputs"]]
+        selector = keccak256(f"{item['name']}({','.join(types)})".encode())[:4]
+        table[selector] = (item["name"], types, names)
+    return table
+
+
+def decode_revert(data: bytes | str | None) -> tuple[str, dict[str, Any]] | None:
+    """(error name, arguments) of a registry custom error, or None for other revert data."""
+    if data is None:
+        return None
+    raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
+    if len(raw) < 4:
+        return None
+    entry = _error_table().get(raw[:4])
+    if entry is None:
+        return None
+    name, types, names = entry
+    try:
+        values = abi_decode(types, raw[4:])
+    except Exception:  # noqa: BLE001 - malformed payload: report the name only
+        return name, {}
+    return name, {n: ("0x" + v.hex() if isinstance(v, bytes) else v) for n, v in zip(names, values, strict=True)}
+
+
+def describe_revert(data: bytes | str | None) -> str:
+    decoded = decode_revert(data)
+    if decoded is None:
+        return "reverted without a registry error"
+    name, args = decoded
+    return f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"

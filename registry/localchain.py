@@ -1,0 +1,51 @@
+"""The embedded chain: an in-process EVM (py-evm through eth-tester) with the registry deployed.
+
+This is the default for single-process use (demos, tests, `proofreg` without `--rpc`): no daemon, real
+EVM semantics, blocks mined on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import EthereumTesterProvider, Web3
+from web3.contract import Contract
+
+from registry.artifact import load_artifact
+from registry.params import RegistryParams, preset
+
+
+def deploy_registry(w3: Web3, params: RegistryParams, sender: str) -> tuple[Contract, Any]:
+    """Deploys the shipped artifact; returns the contract and the deployment receipt."""
+    artifact = load_artifact()
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    tx = factory.constructor(params.as_tuple()).transact({"from": sender})
+    receipt = w3.eth.wait_for_transaction_receipt(tx)
+    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi), receipt
+
+
+@dataclass
+class EmbeddedChain:
+    params: RegistryParams = field(default_factory=lambda: preset("dev"))
+
+    def __post_init__(self) -> None:
+        self.tester = EthereumTester(PyEVMBackend())
+        self.w3 = Web3(EthereumTesterProvider(self.tester))
+        self.accounts: list[str] = list(self.w3.eth.accounts)
+        self.registry, self.deploy_receipt = deploy_registry(self.w3, self.params, self.accounts[0])
+
+    def mine(self, blocks: int = 1) -> None:
+        if blocks > 0:
+            self.tester.mine_blocks(blocks)
+
+    @property
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def snapshot(self) -> int:
+        return int(self.tester.take_snapshot())
+
+    def revert(self, snapshot_id: int) -> None:
+        self.tester.revert_to_snapshot(snapshot_id)

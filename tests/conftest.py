@@ -1,0 +1,66 @@
+"""Shared fixtures: the embedded chain with the registry deployed, reverted to a clean snapshot per test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from registry.errors import decode_revert
+from registry.hashing import keccak256
+from registry.localchain import EmbeddedChain
+from registry.params import RegistryParams, preset
+
+DEV: RegistryParams = preset("dev")
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+
+
+@pytest.fixture(scope="session")
+def _session_chain() -> EmbeddedChain:
+    return EmbeddedChain(DEV)
+
+
+@pytest.fixture
+def chain(_session_chain: EmbeddedChain) -> Iterator[EmbeddedChain]:
+    snap = _session_chain.snapshot()
+    yield _session_chain
+    _session_chain.revert(snap)
+
+
+@contextlib.contextmanager
+def reverts(error: str, **expected_args: Any) -> Iterator[None]:
+    """Asserts that the block reverts with the registry custom error `error` (and these arguments)."""
+    try:
+        yield
+    except (ContractCustomError, ContractLogicError) as exc:
+        data = exc.data if isinstance(exc.data, str) else getattr(exc, "message", None)
+        decoded = decode_revert(data)
+        assert decoded is not None, f"expected {error}, got undecodable revert {exc!r}"
+        name, args = decoded
+        assert name == error, f"expected {error}, got {name}({args})"
+        for k, v in expected_args.items():
+            assert args.get(k) == v, f"{error}: {k}={args.get(k)!r}, expected {v!r}"
+    else:
+        raise AssertionError(f"expected revert {error}, but the call succeeded")
+
+
+def training_claim(seed: int = 0, *, num_segments: int = 16, steps: int = 10, root: bytes | None = None,
+                   weights: bytes | None = None, cid: str = CID) -> tuple[Any, ...]:
+    return (
+        cid,
+        root or keccak256(b"root-%d" % seed),
+        keccak256(b"head-%d" % seed),
+        weights or keccak256(b"weights-%d" % seed),
+        keccak256(b"dataset"),
+        keccak256(b"config-%d" % seed),
+        num_segments,
+        steps,
+    )
+
+
+def inference_claim(model_claim_id: int = 0, seed: int = 0, cid: str = CID) -> tuple[Any, ...]:
+    return (model_claim_id, keccak256(b"vk-%d" % seed), keccak256(b"proof-%d" % seed),
+            keccak256(b"inst-%d" % seed), cid)

@@ -1,0 +1,1 @@
+"""proof-registry verifier node: imports the protocol core from `registry`, never the reverse."""
