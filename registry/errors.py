@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from eth_abi import decode as abi_decode
+from eth_utils import to_checksum_address
 
 from registry.artifact import load_artifact
 from registry.hashing import keccak256
@@ -39,7 +40,13 @@ def decode_revert(data: bytes | str | None) -> tuple[str, dict[str, Any]] | None
         values = abi_decode(types, raw[4:])
     except Exception:  # noqa: BLE001 - malformed payload: report the name only
         return name, {}
-    return name, {n: ("0x" + v.hex() if isinstance(v, bytes) else v) for n, v in zip(names, values, strict=True)}
+    return name, {n: _show(t, v) for n, t, v in zip(names, types, values, strict=True)}
+
+
+def _show(abi_type: str, value: Any) -> Any:
+    if abi_type == "address":
+        return to_checksum_address(value)
+    return "0x" + value.hex() if isinstance(value, bytes) else value
 
 
 def describe_revert(data: bytes | str | None) -> str:

@@ -80,8 +80,9 @@ def _tensor_parts(value: Any) -> tuple[str, tuple[int, ...], memoryview]:
     arr = np.asarray(value)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    arr = np.ascontiguousarray(arr)
-    return arr.dtype.name, tuple(arr.shape), memoryview(arr.reshape(-1).view(np.uint8))
+    shape = tuple(arr.shape)  # before any copy: np.ascontiguousarray would turn a 0-d scalar into shape (1,)
+    flat = arr.reshape(-1) if arr.flags.c_contiguous else arr.copy(order="C").reshape(-1)
+    return arr.dtype.name, shape, memoryview(flat.view(np.uint8))
 
 
 def weights_hash(tensors: Mapping[str, Any]) -> bytes:

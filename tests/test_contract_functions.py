@@ -1,0 +1,640 @@
+"""Every external function of ProofRegistry: its success path and every custom-error revert."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import EthereumTesterProvider, Web3
+
+from registry.artifact import load_artifact
+from registry.hashing import keccak256
+from registry.localchain import deploy_registry
+from registry.params import RegistryParams, preset
+from registry.toolchain import compile_sources, solc_path
+from tests.conftest import CID, inference_claim, reverts, training_claim
+from tests.registry_driver import (
+    ACTIVE,
+    CH_OPEN,
+    COMMITTED,
+    EXITING,
+    INVALID,
+    V_INVALID,
+    V_VALID,
+    Driver,
+)
+
+DEV = preset("dev")
+PROVER, CHALLENGER = 1, 2
+VERIFIERS = (3, 4, 5, 6)
+
+
+def setup_verifiers(d: Driver, idx: tuple[int, ...] = VERIFIERS) -> list[str]:
+    vs = [d.accounts[i] for i in idx]
+    for v in vs:
+        d.register(v)
+    return vs
+
+
+def drawn_challenge(d: Driver, named: list[int] | None = None) -> tuple[int, int, list[str]]:
+    setup_verifiers(d)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER], named)
+    return claim_id, ch, d.draw(ch)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# constructor and parameters
+# --------------------------------------------------------------------------------------------------------------
+
+def test_parameters_are_readable(d: Driver) -> None:
+    assert RegistryParams.from_tuple(d.call("parameters")) == DEV
+    assert d.call("MAX_COMMITTEE") == 8
+    assert d.call("MAX_NAMED_SEGMENTS") == 8
+
+
+BAD_PARAMS = [
+    ("trainingBond", {"training_bond": 0}),
+    ("inferenceBond", {"inference_bond": 0}),
+    ("challengeBond", {"challenge_bond": 0}),
+    ("verifierStake", {"verifier_stake": 0}),
+    ("verifierStake", {"verifier_stake": 2**96}),
+    ("challengeWindow", {"challenge_window": 0}),
+    ("seedDelay", {"seed_delay": 0}),
+    ("attestationPeriod", {"attestation_period": 0}),
+    ("exitDelay", {"exit_delay": 0}),
+    ("committeeSize", {"committee_size": 0}),
+    ("committeeSize", {"committee_size": 9, "quorum": 9}),
+    ("quorum", {"quorum": 1}),
+    ("quorum", {"quorum": 4}),
+    ("samples", {"samples": 0}),
+    ("minoritySlashBps", {"minority_slash_bps": 10_001}),
+    ("silentSlashBps", {"silent_slash_bps": 10_001}),
+    ("verifierRewardBps", {"verifier_reward_bps": 10_001}),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), BAD_PARAMS)
+def test_constructor_rejects_bad_parameters(d: Driver, name: str, overrides: dict[str, int]) -> None:
+    with reverts("InvalidParameter", name=name):
+        deploy_registry(d.w3, replace(DEV, **overrides), d.accounts[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# commitTraining / commitInference
+# --------------------------------------------------------------------------------------------------------------
+
+def test_commit_training_stores_and_emits(d: Driver) -> None:
+    claim = training_claim(1, num_segments=5, steps=7)
+    receipt = d.send(d.reg.functions.commitTraining(claim), d.accounts[PROVER], DEV.training_bond)
+    (ev,) = d.events("TrainingClaimCommitted", receipt)
+    assert ev.args.claimId == 1 and ev.args.prover == d.accounts[PROVER]
+    assert ev.args.finalWeightsHash == claim[3]
+    assert tuple(ev.args.claim.values()) == claim
+    info = d.claim_info(1)
+    assert info["status"] == COMMITTED and info["numSegments"] == 5 and info["root"] == claim[1]
+    assert info["committedAt"] == receipt.blockNumber
+    assert d.call("challengeWindowEnd", 1) == receipt.blockNumber + DEV.challenge_window
+    assert d.w3.eth.get_balance(d.reg.address) == DEV.training_bond
+
+
+@pytest.mark.parametrize("value", [0, DEV.training_bond - 1, DEV.training_bond + 1])
+def test_commit_training_wrong_bond(d: Driver, value: int) -> None:
+    with reverts("WrongBond", expected=DEV.training_bond, given=value):
+        d.commit(training_claim(), d.accounts[PROVER], value=value)
+
+
+@pytest.mark.parametrize("field", [1, 2, 3, 5, 6, 7])
+def test_commit_training_rejects_zero_fields(d: Driver, field: int) -> None:
+    claim = list(training_claim())
+    claim[field] = 0 if field >= 6 else b"\0" * 32
+    with reverts("InvalidClaim"):
+        d.commit(tuple(claim), d.accounts[PROVER])
+
+
+@pytest.mark.parametrize("cid", ["", "b" * 129])
+def test_commit_training_rejects_bad_cid(d: Driver, cid: str) -> None:
+    with reverts("InvalidCid"):
+        d.commit(training_claim(cid=cid), d.accounts[PROVER])
+
+
+def test_commit_training_accepts_longest_cid(d: Driver) -> None:
+    assert d.commit(training_claim(cid="b" * 128), d.accounts[PROVER]) == 1
+
+
+def test_duplicate_commit_by_same_prover_reverts(d: Driver) -> None:
+    d.commit(training_claim(), d.accounts[PROVER])
+    with reverts("ClaimAlreadyCommitted", claimId=1):
+        d.commit(training_claim(), d.accounts[PROVER])
+    # someone else replaying the same transcript may commit; ownership stays with the first
+    assert d.commit(training_claim(), d.accounts[7]) == 2
+    assert d.call("ownerOf", training_claim()[3]) == d.accounts[PROVER]
+
+
+def test_commit_inference(d: Driver) -> None:
+    model = d.commit(training_claim(), d.accounts[PROVER])
+    claim = inference_claim(model)
+    receipt = d.send(d.reg.functions.commitInference(claim), d.accounts[PROVER], DEV.inference_bond)
+    (ev,) = d.events("InferenceClaimCommitted", receipt)
+    assert ev.args.modelClaimId == model and tuple(ev.args.claim.values()) == claim
+    info = d.claim_info(2)
+    assert info["kind"] == 2 and info["numSegments"] == 0
+    assert info["root"] == keccak256(claim[1] + claim[2] + claim[3])
+    assert d.commit_inference(inference_claim(0, seed=1), d.accounts[7]) == 3
+
+
+def test_commit_inference_reverts(d: Driver) -> None:
+    p = d.accounts[PROVER]
+    with reverts("WrongBond"):
+        d.send(d.reg.functions.commitInference(inference_claim()), p, DEV.training_bond)
+    for field in (1, 2, 3):
+        claim = list(inference_claim())
+        claim[field] = b"\0" * 32
+        with reverts("InvalidClaim"):
+            d.commit_inference(tuple(claim), p)
+    with reverts("InvalidCid"):
+        d.commit_inference(inference_claim(cid=""), p)
+    with reverts("UnknownModelClaim", claimId=5):
+        d.commit_inference(inference_claim(5), p)
+    inference_id = d.commit_inference(inference_claim(), p)
+    with reverts("UnknownModelClaim", claimId=inference_id):
+        d.commit_inference(inference_claim(inference_id), p)
+
+
+def test_commit_inference_on_rejected_model_reverts(d: Driver) -> None:
+    claim_id, ch, committee = drawn_challenge(d)
+    for v in committee[:2]:
+        d.attest(ch, v, V_INVALID)
+    d.settle(ch)
+    assert d.claim_info(claim_id)["status"] == INVALID
+    with reverts("ModelClaimRejected", claimId=claim_id):
+        d.commit_inference(inference_claim(claim_id), d.accounts[PROVER])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# finalize
+# --------------------------------------------------------------------------------------------------------------
+
+def test_finalize_after_window_credits_bond(d: Driver) -> None:
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    with reverts("ChallengeWindowOpen", claimId=claim_id):
+        d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+    d.chain.mine(DEV.challenge_window)
+    receipt = d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+    assert d.events("ClaimFinalized", receipt)[0].args.claimId == claim_id
+    assert d.pending(d.accounts[PROVER]) == DEV.training_bond
+    with reverts("ClaimNotFinalizable", claimId=claim_id, status=4):
+        d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+
+
+def test_finalize_reverts(d: Driver) -> None:
+    with reverts("UnknownClaim", claimId=9):
+        d.send(d.reg.functions.finalize(9), d.accounts[0])
+    claim_id, ch, _ = drawn_challenge(d)
+    d.chain.mine(DEV.challenge_window)
+    with reverts("ChallengesStillOpen", claimId=claim_id, openChallenges=1):
+        d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+    d.settle(ch)  # past the deadline with no verdict: Expired
+    d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+
+
+def test_finalize_rejected_claim_reverts(d: Driver) -> None:
+    claim_id, ch, committee = drawn_challenge(d)
+    for v in committee[:2]:
+        d.attest(ch, v, V_INVALID)
+    d.settle(ch)
+    d.chain.mine(DEV.challenge_window)
+    with reverts("ClaimNotFinalizable", status=INVALID):
+        d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# verifiers
+# --------------------------------------------------------------------------------------------------------------
+
+def test_register_and_stake_management(d: Driver) -> None:
+    v = d.accounts[3]
+    receipt = d.send(d.reg.functions.registerVerifier(), v, DEV.verifier_stake + 5)
+    ev = d.events("VerifierRegistered", receipt)[0]
+    assert (ev.args.verifier, ev.args.id, ev.args.stake) == (v, 0, DEV.verifier_stake + 5)
+    info = d.verifier_info(v)
+    assert info["status"] == ACTIVE and info["since"] == receipt.blockNumber
+    assert d.call("verifierCount") == 1 and d.call("activeVerifierCount") == 1 and d.call("verifierAt", 0) == v
+    d.send(d.reg.functions.increaseStake(), v, 10)
+    assert d.stake(v) == DEV.verifier_stake + 15
+    d.send(d.reg.functions.withdrawExcessStake(15), v)
+    assert d.stake(v) == DEV.verifier_stake and d.pending(v) == 15
+
+
+def test_register_reverts(d: Driver) -> None:
+    v = d.accounts[3]
+    with reverts("InsufficientStake", required=DEV.verifier_stake, given=DEV.verifier_stake - 1):
+        d.register(v, DEV.verifier_stake - 1)
+    d.register(v)
+    with reverts("AlreadyRegistered", verifier=v):
+        d.register(v)
+
+
+def test_stake_reverts(d: Driver) -> None:
+    v, stranger = d.accounts[3], d.accounts[8]
+    with reverts("NotActiveVerifier", account=stranger):
+        d.send(d.reg.functions.increaseStake(), stranger, 1)
+    with reverts("NotActiveVerifier", account=stranger):
+        d.send(d.reg.functions.withdrawExcessStake(1), stranger)
+    with reverts("NotActiveVerifier", account=stranger):
+        d.send(d.reg.functions.requestExit(), stranger)
+    d.register(v)
+    with reverts("ZeroAmount"):
+        d.send(d.reg.functions.increaseStake(), v, 0)
+    with reverts("ZeroAmount"):
+        d.send(d.reg.functions.withdrawExcessStake(0), v)
+    with reverts("InsufficientStake", required=DEV.verifier_stake, given=DEV.verifier_stake - 1):
+        d.send(d.reg.functions.withdrawExcessStake(1), v)
+    with reverts("InsufficientStake", given=0):
+        d.send(d.reg.functions.withdrawExcessStake(DEV.verifier_stake + 1), v)
+
+
+def test_stake_too_large() -> None:
+    """A whale account (genesis balance above uint96) is needed to reach the uint96 stake bound."""
+    state = PyEVMBackend.generate_genesis_state(overrides={"balance": 2**100}, num_accounts=2)
+    w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend(genesis_state=state))))
+    whale = w3.eth.accounts[0]
+    reg, _ = deploy_registry(w3, DEV, whale)
+    with reverts("StakeTooLarge"):
+        reg.functions.registerVerifier().transact({"from": whale, "value": 2**96})
+    w3.eth.wait_for_transaction_receipt(
+        reg.functions.registerVerifier().transact({"from": whale, "value": 2**96 - 1})
+    )
+    with reverts("StakeTooLarge"):
+        reg.functions.increaseStake().transact({"from": whale, "value": 1})
+
+
+def test_exit_flow(d: Driver) -> None:
+    v = d.accounts[3]
+    d.register(v)
+    with reverts("NotExiting", account=v):
+        d.send(d.reg.functions.completeExit(), v)
+    receipt = d.send(d.reg.functions.requestExit(), v)
+    exit_block = receipt.blockNumber + DEV.exit_delay
+    assert d.events("VerifierExitRequested", receipt)[0].args.exitBlock == exit_block
+    assert d.verifier_info(v)["status"] == EXITING and d.call("activeVerifierCount") == 0
+    with reverts("NotActiveVerifier"):
+        d.send(d.reg.functions.requestExit(), v)
+    with reverts("ExitNotReady", exitBlock=exit_block):
+        d.send(d.reg.functions.completeExit(), v)
+    d.chain.mine(exit_block - d.chain.block_number - 1)  # the next tx lands in exit_block
+    receipt = d.send(d.reg.functions.completeExit(), v)
+    assert d.events("VerifierExited", receipt)[0].args.amount == DEV.verifier_stake
+    assert d.verifier_info(v)["status"] == 0 and d.pending(v) == DEV.verifier_stake
+    d.register(v)  # may come back, under a new id
+    assert d.verifier_info(v)["id"] == 1
+
+
+def test_exit_blocked_by_open_duties(d: Driver) -> None:
+    _, ch, committee = drawn_challenge(d)
+    member = committee[0]
+    d.send(d.reg.functions.requestExit(), member)
+    d.attest(ch, member, V_VALID)  # an exiting member still serves on its committee
+    d.chain.mine(DEV.exit_delay)
+    with reverts("OpenDuties", count=1):
+        d.send(d.reg.functions.completeExit(), member)
+    d.settle(ch)
+    d.send(d.reg.functions.completeExit(), member)
+
+
+def test_active_list_swap_and_pop(d: Driver) -> None:
+    a, b, c = setup_verifiers(d, (3, 4, 5))
+    d.send(d.reg.functions.requestExit(), a)
+    assert d.call("activeVerifierCount") == 2
+    assert d.verifier_info(c)["activeIndex"] == 0 and d.verifier_info(b)["activeIndex"] == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# openChallenge / reseed / drawCommittee
+# --------------------------------------------------------------------------------------------------------------
+
+def test_open_challenge_records_seed_block(d: Driver) -> None:
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    receipt = d.send(d.reg.functions.openChallenge(claim_id, [3, 0, 15]), d.accounts[CHALLENGER], DEV.challenge_bond)
+    ev = d.events("ChallengeOpened", receipt)[0].args
+    assert ev.seedBlock == receipt.blockNumber + DEV.seed_delay
+    assert ev.deadline == ev.seedBlock + DEV.attestation_period
+    assert list(ev.namedSegments) == [3, 0, 15]
+    info = d.challenge_info(1)
+    assert info["status"] == CH_OPEN and info["claimId"] == claim_id and not info["drawn"]
+    assert d.call("namedSegments", 1) == [3, 0, 15]
+    assert d.claim_info(claim_id)["openChallenges"] == 1
+
+
+def test_open_challenge_reverts(d: Driver) -> None:
+    ch_acct = d.accounts[CHALLENGER]
+    with reverts("WrongBond"):
+        d.send(d.reg.functions.openChallenge(1, []), ch_acct, DEV.challenge_bond - 1)
+    with reverts("UnknownClaim", claimId=1):
+        d.challenge(1, ch_acct)
+    claim_id = d.commit(training_claim(num_segments=4), d.accounts[PROVER])
+    with reverts("SelfChallenge"):
+        d.challenge(claim_id, d.accounts[PROVER])
+    with reverts("TooManyNamedSegments", given=9, max=8):
+        d.challenge(claim_id, ch_acct, [0] * 9)
+    with reverts("SegmentOutOfRange", index=4, numSegments=4):
+        d.challenge(claim_id, ch_acct, [1, 4])
+    inference_id = d.commit_inference(inference_claim(claim_id), d.accounts[PROVER])
+    with reverts("SegmentOutOfRange", index=0, numSegments=0):
+        d.challenge(inference_id, ch_acct, [0])
+    d.chain.mine(DEV.challenge_window)
+    with reverts("ChallengeWindowClosed", claimId=claim_id):
+        d.challenge(claim_id, ch_acct)
+    d.send(d.reg.functions.finalize(claim_id), d.accounts[0])
+    with reverts("ClaimNotChallengeable", claimId=claim_id, status=4):
+        d.challenge(claim_id, ch_acct)
+
+
+@pytest.mark.slow
+def test_too_many_open_challenges(d: Driver) -> None:
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    for _ in range(255):
+        d.challenge(claim_id, d.accounts[CHALLENGER])
+    with reverts("TooManyOpenChallenges", claimId=claim_id):
+        d.challenge(claim_id, d.accounts[CHALLENGER])
+
+
+def test_draw_committee(d: Driver) -> None:
+    setup_verifiers(d)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    with reverts("SeedNotReady"):
+        d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
+    with reverts("SeedNotReady"):
+        d.call("seedOf", ch)
+    with reverts("CommitteeNotDrawn", challengeId=ch):
+        d.call("committee", ch)
+    with reverts("CommitteeNotDrawn", challengeId=ch):
+        d.call("sampledSegments", ch)
+    d.to_seed(ch)
+    seed = d.call("seedOf", ch)
+    seed_block = d.challenge_info(ch)["seedBlock"]
+    assert seed == d.w3.eth.get_block(seed_block)["hash"]
+    receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
+    ev = d.events("CommitteeDrawn", receipt)[0].args
+    committee = d.call("committee", ch)
+    assert ev.seed == seed and list(ev.committee) == committee
+    assert len(committee) == 3 and len(set(committee)) == 3
+    assert all(d.verifier_info(v)["openDuties"] == 1 for v in committee)
+    assert d.call("verdicts", ch) == [0, 0, 0]
+    # idempotent: a second draw changes nothing and emits nothing
+    receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
+    assert d.events("CommitteeDrawn", receipt) == [] and d.call("committee", ch) == committee
+
+
+def test_seed_expires_and_reseed(d: Driver) -> None:
+    setup_verifiers(d)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    with reverts("SeedStillAvailable"):
+        d.send(d.reg.functions.reseed(ch), d.accounts[0])
+    d.to_seed(ch)
+    d.chain.mine(256)
+    with reverts("SeedExpired"):
+        d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
+    with reverts("SeedExpired"):
+        d.call("seedOf", ch)
+    receipt = d.send(d.reg.functions.reseed(ch), d.accounts[0])
+    ev = d.events("ChallengeReseeded", receipt)[0].args
+    assert ev.seedBlock == receipt.blockNumber + DEV.seed_delay
+    assert ev.deadline == ev.seedBlock + DEV.attestation_period
+    assert len(d.draw(ch)) == 3
+    with reverts("CommitteeAlreadyDrawn", challengeId=ch):
+        d.send(d.reg.functions.reseed(ch), d.accounts[0])
+
+
+def test_challenge_lookups_revert_for_unknown_ids(d: Driver) -> None:
+    for fn, args in (("drawCommittee", (7,)), ("reseed", (7,)), ("settle", (7,))):
+        with reverts("UnknownChallenge", challengeId=7):
+            d.send(getattr(d.reg.functions, fn)(*args), d.accounts[0])
+    with reverts("UnknownChallenge", challengeId=7):
+        d.send(d.reg.functions.attest(7, V_VALID, b"\0" * 32, "bafy"), d.accounts[3])
+    for view in ("getChallenge", "committee", "verdicts", "namedSegments", "sampledSegments", "seedOf"):
+        with reverts("UnknownChallenge", challengeId=7):
+            d.call(view, 7)
+    with reverts("UnknownClaim", claimId=7):
+        d.call("getClaim", 7)
+    with reverts("UnknownClaim", claimId=7):
+        d.call("challengeWindowEnd", 7)
+
+
+def test_committee_excludes_prover_challenger_and_late_verifiers(d: Driver) -> None:
+    prover, challenger = d.accounts[PROVER], d.accounts[CHALLENGER]
+    d.register(prover)
+    d.register(challenger)
+    d.register(d.accounts[3])
+    claim_id = d.commit(training_claim(), prover)
+    ch = d.challenge(claim_id, challenger)
+    d.to_seed(ch)
+    d.register(d.accounts[4])  # registered after the seed block: ineligible
+    d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
+    assert d.call("committee", ch) == [d.accounts[3]]
+
+
+def test_committee_skips_underfunded_verifiers(d: Driver) -> None:
+    vs = setup_verifiers(d, (3, 4, 5, 6, 8))
+    # first challenge: slash one member below the minimum stake (minority verdict)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    committee = d.draw(ch)
+    d.attest(ch, committee[0], V_VALID)
+    d.attest(ch, committee[1], V_VALID)
+    d.attest(ch, committee[2], V_INVALID)
+    d.settle(ch)
+    slashed = committee[2]
+    assert d.stake(slashed) < DEV.verifier_stake
+    for _ in range(6):
+        ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+        assert slashed not in d.draw(ch)
+    assert len(vs) == 5
+
+
+def test_committee_with_no_verifiers_is_empty(d: Driver) -> None:
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    assert d.draw(ch) == []
+    with reverts("NotSettleable"):
+        d.settle(ch)
+    d.past_deadline(ch)
+    d.settle(ch)
+    assert d.challenge_info(ch)["status"] == 5
+    assert d.pending(d.accounts[CHALLENGER]) == DEV.challenge_bond
+
+
+# --------------------------------------------------------------------------------------------------------------
+# attest / settle
+# --------------------------------------------------------------------------------------------------------------
+
+def test_attest_records_verdict(d: Driver) -> None:
+    _, ch, committee = drawn_challenge(d)
+    receipt = d.attest(ch, committee[1], V_INVALID, report="bafyreport1")
+    ev = d.events("Attested", receipt)[0].args
+    assert (ev.challengeId, ev.verifier, ev.verdict, ev.reportCid) == (ch, committee[1], V_INVALID, "bafyreport1")
+    assert ev.resultsHash == keccak256(b"results")
+    assert d.call("verdicts", ch) == [0, V_INVALID, 0]
+
+
+def test_attest_draws_lazily(d: Driver) -> None:
+    setup_verifiers(d)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    d.to_seed(ch)
+    expected = None
+    snap = d.chain.snapshot()
+    d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
+    expected = d.call("committee", ch)
+    d.chain.revert(snap)
+    receipt = d.attest(ch, expected[0], V_VALID)
+    assert d.events("CommitteeDrawn", receipt)[0].args.committee == expected
+
+
+def test_attest_reverts(d: Driver) -> None:
+    claim_id, ch, committee = drawn_challenge(d)
+    outsider = next(a for a in d.accounts[3:7] if a not in committee)
+    with reverts("NotCommitteeMember", challengeId=ch, account=outsider):
+        d.attest(ch, outsider, V_VALID)
+    with reverts("NotCommitteeMember", account=d.accounts[9]):  # never registered (id 0 must not match)
+        d.attest(ch, d.accounts[9], V_VALID)
+    with reverts("InvalidVerdict"):
+        d.attest(ch, committee[0], 0)
+    with reverts("InvalidCid"):
+        d.attest(ch, committee[0], V_VALID, report="")
+    d.attest(ch, committee[0], V_VALID)
+    with reverts("AlreadyAttested", challengeId=ch, verifier=committee[0]):
+        d.attest(ch, committee[0], V_INVALID)
+    d.past_deadline(ch)
+    with reverts("DeadlinePassed", challengeId=ch):
+        d.attest(ch, committee[1], V_VALID)
+    d.settle(ch)
+    with reverts("ChallengeNotOpen", challengeId=ch, status=2):
+        d.attest(ch, committee[1], V_VALID)
+    with reverts("ChallengeNotOpen"):
+        d.settle(ch)
+    with reverts("ChallengeNotOpen"):
+        d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
+    with reverts("ChallengeNotOpen"):
+        d.send(d.reg.functions.reseed(ch), d.accounts[0])
+    assert d.claim_info(claim_id)["openChallenges"] == 0
+
+
+def test_settle_before_quorum_reverts(d: Driver) -> None:
+    _, ch, committee = drawn_challenge(d)
+    with reverts("NotSettleable", challengeId=ch):
+        d.settle(ch)
+    d.attest(ch, committee[0], V_VALID)
+    d.attest(ch, committee[1], V_INVALID)
+    with reverts("NotSettleable"):
+        d.settle(ch)
+
+
+def test_sampled_segments_match_python_mirror(d: Driver) -> None:
+    from registry.sampling import sampled_segments
+
+    for named in ([], [5, 5, 0]):
+        claim_id = d.commit(training_claim(len(named), num_segments=13), d.accounts[PROVER])
+        ch = d.challenge(claim_id, d.accounts[CHALLENGER], named)
+        d.draw(ch)
+        seed = d.call("seedOf", ch)
+        got = d.call("sampledSegments", ch)
+        assert got == sampled_segments(seed, DEV.samples, 13, named)
+        assert len(got) == DEV.samples + len(named)
+    inference_id = d.commit_inference(inference_claim(1), d.accounts[PROVER])
+    ch = d.challenge(inference_id, d.accounts[CHALLENGER])
+    d.draw(ch)
+    assert d.call("sampledSegments", ch) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# withdraw (pull payments)
+# --------------------------------------------------------------------------------------------------------------
+
+def test_withdraw_pays_once(d: Driver) -> None:
+    v = d.accounts[3]
+    d.register(v)
+    d.send(d.reg.functions.increaseStake(), v, 10**18)
+    d.send(d.reg.functions.withdrawExcessStake(10**18), v)
+    before = d.w3.eth.get_balance(v)
+    receipt = d.send(d.reg.functions.withdraw(), v)
+    fee = receipt.gasUsed * receipt.effectiveGasPrice
+    assert d.w3.eth.get_balance(v) == before + 10**18 - fee
+    assert d.events("Withdrawn", receipt)[0].args.amount == 10**18
+    with reverts("NothingToWithdraw"):
+        d.send(d.reg.functions.withdraw(), v)
+
+
+@pytest.fixture(scope="module")
+def actor_artifact() -> dict[str, Any]:
+    if not solc_path().exists():
+        pytest.fail("no Solidity compiler: run `make solc`")
+    from pathlib import Path
+
+    src = (Path(__file__).parent / "contracts" / "Actor.sol").read_text()
+    out = compile_sources({"Actor.sol": src})["contracts"]["Actor.sol"]["Actor"]
+    return {"abi": out["abi"], "bytecode": "0x" + out["evm"]["bytecode"]["object"]}
+
+
+def _actor_with_balance(d: Driver, artifact: dict[str, Any]) -> Any:
+    """A contract account with a pending balance: it registers as a verifier, exits and completes the exit."""
+    factory = d.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = d.send(factory.constructor(), d.accounts[0])
+    actor = d.w3.eth.contract(address=receipt.contractAddress, abi=artifact["abi"])
+
+    def via(fn: Any, value: int = 0) -> Any:
+        data = fn._encode_transaction_data()
+        return d.send(actor.functions.forward(d.reg.address, data), d.accounts[0], value)
+
+    via(d.reg.functions.registerVerifier(), DEV.verifier_stake)
+    via(d.reg.functions.requestExit())
+    d.chain.mine(DEV.exit_delay)
+    via(d.reg.functions.completeExit())
+    assert d.pending(actor.address) == DEV.verifier_stake
+    actor.via = via
+    return actor
+
+
+def test_withdraw_to_rejecting_contract_keeps_the_money(d: Driver, actor_artifact: dict[str, Any]) -> None:
+    actor = _actor_with_balance(d, actor_artifact)
+    d.send(actor.functions.setMode(1, d.reg.address), d.accounts[0])
+    with reverts("TransferFailed"):
+        actor.via(d.reg.functions.withdraw())
+    assert d.pending(actor.address) == DEV.verifier_stake
+    d.send(actor.functions.setMode(0, d.reg.address), d.accounts[0])
+    actor.via(d.reg.functions.withdraw())
+    assert d.w3.eth.get_balance(actor.address) == DEV.verifier_stake
+    assert d.w3.eth.get_balance(d.reg.address) == 0
+
+
+def test_withdraw_is_not_reentrant(d: Driver, actor_artifact: dict[str, Any]) -> None:
+    actor = _actor_with_balance(d, actor_artifact)
+    d.send(actor.functions.setMode(2, d.reg.address), d.accounts[0])
+    actor.via(d.reg.functions.withdraw())
+    assert actor.functions.reentryAttempts().call() == 1
+    assert actor.functions.reentrySucceeded().call() is False
+    assert d.w3.eth.get_balance(actor.address) == DEV.verifier_stake
+    assert d.pending(actor.address) == 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ownership, leaves
+# --------------------------------------------------------------------------------------------------------------
+
+def test_owner_of_unknown_weights(d: Driver) -> None:
+    assert d.call("ownerOf", keccak256(b"nothing")) == "0x" + "00" * 20
+    assert d.call("ownerClaimOf", keccak256(b"nothing")) == 0
+
+
+def test_verify_segment_on_inference_claim_reverts(d: Driver) -> None:
+    inference_id = d.commit_inference(inference_claim(), d.accounts[PROVER])
+    with reverts("UnknownClaim", claimId=inference_id):
+        d.call("verifySegment", inference_id, 0, b"\0" * 32, b"\0" * 32, b"\0" * 32, [])
+
+
+def test_cid_constant_fits_real_cids(d: Driver) -> None:
+    assert len(CID) < d.call("MAX_CID_LENGTH")
