@@ -246,8 +246,8 @@ contract ProofRegistry {
     uint16 private immutable _silentSlashBps;
     uint16 private immutable _verifierRewardBps;
 
-    uint256 private _claimCount;
-    uint256 private _challengeCount;
+    uint256 private _nextClaimId = 1; // starts non-zero so no commit pays for a zero-to-non-zero counter write
+    uint256 private _nextChallengeId = 1;
     mapping(uint256 claimId => Claim) private _claims;
     mapping(uint256 challengeId => Challenge) private _challenges;
     mapping(bytes32 finalWeightsHash => WeightsIndex) private _byWeights;
@@ -311,7 +311,7 @@ contract ProofRegistry {
             ) revert ClaimAlreadyCommitted(last);
         }
 
-        claimId = ++_claimCount;
+        claimId = _nextClaimId++;
         Claim storage claim = _claims[claimId];
         claim.prover = msg.sender;
         claim.committedAt = uint40(block.number);
@@ -336,7 +336,7 @@ contract ProofRegistry {
             if (model.kind != ClaimKind.Training) revert UnknownModelClaim(c.modelClaimId);
             if (model.status == ClaimStatus.Invalid) revert ModelClaimRejected(c.modelClaimId);
         }
-        claimId = ++_claimCount;
+        claimId = _nextClaimId++;
         Claim storage claim = _claims[claimId];
         claim.prover = msg.sender;
         claim.committedAt = uint40(block.number);
@@ -450,7 +450,7 @@ contract ProofRegistry {
         if (claim.openChallenges == type(uint8).max) revert TooManyOpenChallenges(claimId);
 
         claim.openChallenges += 1;
-        challengeId = ++_challengeCount;
+        challengeId = _nextChallengeId++;
         Challenge storage ch = _challenges[challengeId];
         ch.challenger = msg.sender;
         ch.claimId = uint64(claimId);
@@ -547,12 +547,14 @@ contract ProofRegistry {
         });
     }
 
+    /// @notice Claims committed so far (ids are 1 .. claimCount).
     function claimCount() external view returns (uint256) {
-        return _claimCount;
+        return _nextClaimId - 1;
     }
 
+    /// @notice Challenges opened so far (ids are 1 .. challengeCount).
     function challengeCount() external view returns (uint256) {
-        return _challengeCount;
+        return _nextChallengeId - 1;
     }
 
     /// @notice Verifiers ever registered (ids are 0 .. verifierCount-1).

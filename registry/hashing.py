@@ -66,7 +66,7 @@ def config_hash(config: Mapping[str, Any]) -> bytes:
     return keccak256(canonical_json(config))
 
 
-def _tensor_parts(value: Any) -> tuple[str, tuple[int, ...], memoryview]:
+def _tensor_parts(value: Any) -> tuple[str, tuple[int, ...], bytes | memoryview]:
     """(dtype name, shape, little-endian raw bytes) of a numpy array or torch tensor."""
     import numpy as np
 
@@ -76,13 +76,13 @@ def _tensor_parts(value: Any) -> tuple[str, tuple[int, ...], memoryview]:
         t = value.detach().to("cpu").contiguous()
         dtype = str(t.dtype).removeprefix("torch.")
         raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
-        return dtype, tuple(t.shape), memoryview(raw)
+        return dtype, tuple(t.shape), raw.data
     arr = np.asarray(value)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     shape = tuple(arr.shape)  # before any copy: np.ascontiguousarray would turn a 0-d scalar into shape (1,)
     flat = arr.reshape(-1) if arr.flags.c_contiguous else arr.copy(order="C").reshape(-1)
-    return arr.dtype.name, shape, memoryview(flat.view(np.uint8))
+    return arr.dtype.name, shape, flat.view(np.uint8).data
 
 
 def weights_hash(tensors: Mapping[str, Any]) -> bytes:

@@ -65,7 +65,8 @@ def _reports_version(binary: Path) -> bool:
 
 def _launcher_text() -> str:
     node = shutil.which("node") or "node"
-    return f'#!/bin/sh\n# proof-registry: offline solc {SOLC_VERSION} (npm solc via {SHIM.name})\nexec "{node}" "{SHIM}" "$@"\n'
+    header = f"# proof-registry: offline solc {SOLC_VERSION} (npm solc via {SHIM.name})"
+    return f'#!/bin/sh\n{header}\nexec "{node}" "{SHIM}" "$@"\n'
 
 
 def _try_native() -> bool:
@@ -181,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shipped = json.loads(ARTIFACT_PATH.read_text())
             fresh = build_artifact_data()
-            stale = [k for k in ("abi", "bytecode", "deployedBytecode", "sourceDigest") if shipped.get(k) != fresh[k]]
+            keys = ("abi", "bytecode", "deployedBytecode", "sourceDigest")
+            stale = [k for k in keys if shipped.get(k) != fresh[k]]
             if stale:
-                print(f"error: {ARTIFACT_PATH.name} is stale ({', '.join(stale)}): run `make artifact`", file=sys.stderr)
+                names = ", ".join(stale)
+                print(f"error: {ARTIFACT_PATH.name} is stale ({names}): run `make artifact`", file=sys.stderr)
                 return 1
             print("artifact is up to date")
     except ToolchainError as exc:

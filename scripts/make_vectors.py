@@ -60,7 +60,8 @@ def hashing_vectors() -> dict[str, object]:
     config = {"model": {"family": "mlp", "args": {"hidden": [128], "dropout": 0.1}}, "k": 10, "seed": 7,
               "name": "déjà vu"}
     return {
-        "keccak256": {"input_hex": b"proof-registry".hex(), "digest": "0x" + hashing.keccak256(b"proof-registry").hex()},
+        "keccak256": {"input_hex": b"proof-registry".hex(),
+                      "digest": "0x" + hashing.keccak256(b"proof-registry").hex()},
         "chain": {
             "ckptHashes": hashing.hashes_hex(ckpts),
             "links": hashing.hashes_hex(hashing.chain_hashes(ckpts)),

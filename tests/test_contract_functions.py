@@ -9,7 +9,6 @@ import pytest
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from registry.artifact import load_artifact
 from registry.hashing import keccak256
 from registry.localchain import deploy_registry
 from registry.params import RegistryParams, preset

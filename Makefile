@@ -1,0 +1,52 @@
+# proof-registry: every set-up step is here, so a fresh machine needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup venv npm solc artifact vectors test lint typecheck demo gas clean
+
+setup: venv npm solc
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+npm: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Offline Solidity compiler for py-solc-x / ape (native solc when online, npm solc otherwise). Idempotent.
+solc: venv npm
+	$(PY) -m registry.toolchain setup-solc
+
+# Rebuild the contract artifact shipped in the package after editing contracts/.
+artifact: solc
+	$(PY) -m registry.toolchain build-artifact
+
+# Regenerate tests/vectors after changing a protocol rule (review the diff!).
+vectors: setup
+	$(PY) scripts/make_vectors.py
+
+lint: venv
+	$(VENV)/bin/ruff check registry verifier bench scripts tests
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# The test command of the README and of CI: installs everything, then lint, types and the whole suite.
+test: setup lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/proofreg demo
+
+gas: setup
+	$(PY) -m bench.gas
+
+clean:
+	rm -rf $(VENV) node_modules .build

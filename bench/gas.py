@@ -1,0 +1,91 @@
+"""Gas used by each registry operation on the embedded EVM, against the goals and against a plain ether
+transfer measured in the same run (21,000 gas on any EVM, so the ratio doubles as a sanity check).
+
+    python -m bench.gas [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from registry.hashing import keccak256
+from registry.localchain import EmbeddedChain
+from registry.params import preset
+
+GOALS = {"commitTraining": 120_000, "commitInference": 120_000, "openChallenge": 150_000, "attest": 90_000,
+         "settle": 120_000}
+CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+
+
+def _claim(seed: int, weights: bytes | None = None) -> tuple[Any, ...]:
+    return (CID, keccak256(b"root%d" % seed), keccak256(b"head%d" % seed), weights or keccak256(b"w%d" % seed),
+            keccak256(b"data"), keccak256(b"cfg%d" % seed), 64, 10)
+
+
+def measure() -> list[tuple[str, str, int]]:
+    chain = EmbeddedChain(preset("dev"))
+    w3, reg, p, acct = chain.w3, chain.registry, chain.params, chain.accounts
+    rows: list[tuple[str, str, int]] = []
+
+    def run(op: str, case: str, fn: Any, sender: str, value: int = 0) -> Any:
+        receipt = w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "value": value}))
+        rows.append((op, case, int(receipt.gasUsed)))
+        return receipt
+
+    transfer = w3.eth.send_transaction({"from": acct[0], "to": acct[9], "value": 1})
+    base = w3.eth.wait_for_transaction_receipt(transfer)
+    rows.append(("transfer", "plain ether transfer (baseline)", int(base.gasUsed)))
+    for i, v in enumerate(acct[3:7]):
+        run("registerVerifier", "first verifier" if i == 0 else "another verifier", reg.functions.registerVerifier(),
+            v, p.verifier_stake)
+    run("commitTraining", "first claim of the deployment", reg.functions.commitTraining(_claim(1)), acct[1],
+        p.training_bond)
+    run("commitTraining", "same weights as an earlier claim", reg.functions.commitTraining(
+        _claim(2, keccak256(b"w1"))), acct[7], p.training_bond)
+    run("commitInference", "linked to a training claim", reg.functions.commitInference(
+        (1, keccak256(b"vk"), keccak256(b"pf"), keccak256(b"in"), CID)), acct[1], p.inference_bond)
+    run("openChallenge", "no named segments", reg.functions.openChallenge(1, []), acct[2], p.challenge_bond)
+    run("openChallenge", "8 named segments", reg.functions.openChallenge(1, list(range(8))), acct[8],
+        p.challenge_bond)
+    chain.mine(p.seed_delay + 1)
+    run("drawCommittee", "C=3 of 4 verifiers", reg.functions.drawCommittee(1), acct[0])
+    committee = reg.functions.committee(1).call()
+    run("attest", "committee drawn", reg.functions.attest(1, 1, keccak256(b"r"), CID), committee[0])
+    run("attest", "second member", reg.functions.attest(1, 1, keccak256(b"r"), CID), committee[1])
+    run("settle", "Valid by quorum", reg.functions.settle(1), acct[0])
+    run("attest", "draws the committee lazily", reg.functions.attest(2, 2, keccak256(b"r"), CID),
+        reg.functions.committee(1).call()[0])
+    committee2 = reg.functions.committee(2).call()
+    for v in committee2:
+        if reg.functions.verdicts(2).call()[committee2.index(v)] == 0:
+            run("attest", "second member", reg.functions.attest(2, 2, keccak256(b"r"), CID), v)
+            break
+    run("settle", "Invalid by quorum (prover slashed)", reg.functions.settle(2), acct[0])
+    run("withdraw", "challenger", reg.functions.withdraw(), acct[8])
+    run("requestExit", "", reg.functions.requestExit(), acct[6])
+    chain.mine(p.challenge_window)
+    run("finalize", "claim 3 (inference)", reg.functions.finalize(3), acct[0])
+    run("completeExit", "", reg.functions.completeExit(), acct[6])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rows = measure()
+    baseline = next(g for op, _, g in rows if op == "transfer")
+    if args.json:
+        print(json.dumps([{"op": o, "case": c, "gas": g, "goal": GOALS.get(o)} for o, c, g in rows], indent=1))
+        return
+    print(f"{'operation':<17} {'case':<36} {'gas':>9} {'x transfer':>10} {'goal':>9} {'of goal':>8}")
+    for op, case, gas in rows:
+        goal = GOALS.get(op)
+        of_goal = f"{gas / goal:.2f}" if goal else ""
+        print(f"{op:<17} {case:<36} {gas:>9,} {gas / baseline:>10.2f} {goal or '':>9} {of_goal:>8}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""`proofreg-verifier`: the verifier node's command line."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from registry import __version__
+from registry.cli import connect, deployment_option, fail, rpc_option
+from registry.errors import describe_revert
+
+
+@click.group()
+@click.version_option(__version__, prog_name="proofreg-verifier")
+def main() -> None:
+    """Verifier node of the proof registry."""
+
+
+@main.command()
+@rpc_option
+@deployment_option
+@click.option("--challenge", "challenge_id", type=int, required=True)
+def assignments(rpc_url: str, deployment_path: object, challenge_id: int) -> None:
+    """Show a drawn challenge's committee and the segments it must check (from the contract's views)."""
+    handle = connect(rpc_url, deployment_path)  # type: ignore[arg-type]
+    f = handle.contract.functions
+    try:
+        committee = f.committee(challenge_id).call()
+        segments = f.sampledSegments(challenge_id).call()
+        verdicts = f.verdicts(challenge_id).call()
+    except (ContractCustomError, ContractLogicError) as exc:
+        fail(describe_revert(exc.data if isinstance(exc.data, str) else None))
+        return
+    click.echo(json.dumps({"challenge": challenge_id, "committee": committee, "verdicts": verdicts,
+                           "segments": segments}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
