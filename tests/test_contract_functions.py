@@ -353,11 +353,18 @@ def test_open_challenge_reverts(d: Driver) -> None:
 
 @pytest.mark.slow
 def test_too_many_open_challenges(d: Driver) -> None:
-    claim_id = d.commit(training_claim(), d.accounts[PROVER])
-    for _ in range(255):
-        d.challenge(claim_id, d.accounts[CHALLENGER])
-    with reverts("TooManyOpenChallenges", claimId=claim_id):
-        d.challenge(claim_id, d.accounts[CHALLENGER])
+    """255 challenges take 255 blocks: this test uses its own registry with a window long enough."""
+    params = replace(DEV, challenge_window=1000)
+    reg, _ = deploy_registry(d.w3, params, d.accounts[0])
+    d.chain.registry, saved = reg, d.chain.registry
+    try:
+        claim_id = d.commit(training_claim(), d.accounts[PROVER])
+        for _ in range(255):
+            d.challenge(claim_id, d.accounts[CHALLENGER])
+        with reverts("TooManyOpenChallenges", claimId=claim_id):
+            d.challenge(claim_id, d.accounts[CHALLENGER])
+    finally:
+        d.chain.registry = saved
 
 
 def test_draw_committee(d: Driver) -> None:
