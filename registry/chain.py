@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eth_tester.exceptions import TransactionFailed
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
+from web3.exceptions import Web3Exception
 
 from registry.artifact import load_artifact
 from registry.deployment import Deployment, DeploymentError, load_deployment
+from registry.errors import describe_exception
 from registry.params import RegistryParams
+from registry.signer import Signer
 
 
 class ChainError(RuntimeError):
@@ -43,6 +47,55 @@ class RegistryHandle:
             "activeVerifiers": int(f.activeVerifierCount().call()),
             "parameters": self.params.to_dict(),
         }
+
+
+class TransactionError(ChainError):
+    """A transaction that would revert or did revert; the message names the registry error."""
+
+
+#: Exceptions web3.py, eth-tester and JSON-RPC nodes raise for a reverting call or transaction.
+_REVERTS: tuple[type[BaseException], ...] = (Web3Exception, TransactionFailed, ValueError)
+
+
+@dataclass
+class RegistryClient(RegistryHandle):
+    """Sends registry transactions: estimates gas, signs locally (or uses a node-managed account on the
+    embedded chain), waits for the receipt, and reports reverts by their custom error."""
+
+    sender: str = ""
+    signer: Signer | None = None
+    receipt_timeout: float = 120.0
+    gas_margin: float = 1.2
+
+    def call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self.contract.functions, name)(*args).call()
+        except _REVERTS as exc:
+            raise TransactionError(f"{name}: {describe_exception(exc)}") from None
+
+    def transact(self, name: str, *args: Any, value: int = 0) -> Any:
+        fn = getattr(self.contract.functions, name)(*args)
+        params: dict[str, Any] = {"from": self.sender, "value": value}
+        try:
+            estimate = fn.estimate_gas(params)
+        except _REVERTS as exc:
+            raise TransactionError(f"{name} would revert: {describe_exception(exc)}") from None
+        limit = int(self.w3.eth.get_block("latest")["gasLimit"])
+        params["gas"] = min(int(estimate * self.gas_margin) + 10_000, limit)
+        try:
+            if self.signer is None:
+                tx_hash = fn.transact(params)
+            else:
+                params["nonce"] = self.w3.eth.get_transaction_count(Web3.to_checksum_address(self.sender), "pending")
+                params["chainId"] = int(self.w3.eth.chain_id)
+                signed = self.signer.account.sign_transaction(fn.build_transaction(params))
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)
+        except _REVERTS as exc:
+            raise TransactionError(f"{name} failed: {describe_exception(exc)}") from None
+        if receipt["status"] != 1:
+            raise TransactionError(f"{name} reverted in transaction {tx_hash.hex()}")
+        return receipt
 
 
 def connect_rpc(rpc_url: str, deployment_path: Path | None = None, *, timeout: float = 10.0) -> RegistryHandle:

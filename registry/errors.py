@@ -55,3 +55,37 @@ def describe_revert(data: bytes | str | None) -> str:
         return "reverted without a registry error"
     name, args = decoded
     return f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
+
+
+def revert_data(exc: BaseException) -> bytes | None:
+    """The raw revert data carried by an exception from web3.py, eth-tester or a JSON-RPC node, if any."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x"):
+        return bytes.fromhex(data[2:])
+    if isinstance(data, dict) and isinstance(data.get("data"), str):
+        return bytes.fromhex(data["data"].removeprefix("0x"))
+    message = str(exc)
+    marker = message.find("b'") if "b'" in message else message.find('b"')
+    if marker >= 0:  # eth-tester shows the data as a bytes literal
+        import ast
+
+        try:
+            value = ast.literal_eval(message[marker:])
+        except (ValueError, SyntaxError):
+            return None
+        return value if isinstance(value, bytes) else None
+    if isinstance(exc.args[0] if exc.args else None, dict):
+        inner = exc.args[0].get("data")
+        if isinstance(inner, str) and inner.startswith("0x"):
+            return bytes.fromhex(inner[2:])
+    return None
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for a failed call or transaction: the registry error if there is one, else the message."""
+    decoded = decode_revert(revert_data(exc))
+    if decoded is not None:
+        name, args = decoded
+        return f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 from eth_tester.exceptions import TransactionFailed
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from registry.errors import decode_revert
+from registry.errors import decode_revert, revert_data
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
 from registry.params import RegistryParams, preset
@@ -46,19 +45,17 @@ def reverts(error: str, **expected_args: Any) -> Iterator[None]:
     try:
         yield
     except TransactionFailed as exc:
-        # eth-tester's own path: the revert data is either shown as a bytes literal, or (contract creation)
-        # reduced to the error's decoded string argument.
-        message = str(exc)
-        assert message.startswith("execution reverted"), f"expected {error}, got {message}"
-        detail = message.removeprefix("execution reverted: ")
-        if detail.startswith("b'") or detail.startswith('b"'):
-            _check_decoded(error, expected_args, decode_revert(ast.literal_eval(detail)), message)
-        else:
+        data = revert_data(exc)
+        if data is None:
+            # contract creation through eth-tester keeps only the error's decoded string argument
+            message = str(exc)
+            assert message.startswith("execution reverted"), f"expected {error}, got {message}"
             for v in expected_args.values():
                 assert str(v) in message, f"expected {error}{expected_args}, got {message}"
+        else:
+            _check_decoded(error, expected_args, decode_revert(data), str(exc))
     except (ContractCustomError, ContractLogicError) as exc:
-        data = exc.data if isinstance(exc.data, str) else getattr(exc, "message", None)
-        _check_decoded(error, expected_args, decode_revert(data), repr(exc))
+        _check_decoded(error, expected_args, decode_revert(revert_data(exc)), repr(exc))
     else:
         raise AssertionError(f"expected revert {error}, but the call succeeded")
 
