@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup venv npm solc artifact vectors test lint typecheck demo gas clean
+.PHONY: setup venv npm solc artifact vectors test lint typecheck demo gas clean node deploy
 
 setup: venv npm solc
 
@@ -50,3 +50,10 @@ gas: setup
 
 clean:
 	rm -rf $(VENV) node_modules .build
+
+# A local JSON-RPC node (Hardhat, offline) and a deployment to it with the dev preset.
+node: npm
+	npx hardhat node --hostname 127.0.0.1 --port $(or $(PORT),8545)
+
+deploy: solc
+	$(VENV)/bin/ape run deploy --network ethereum:local:hardhat --preset dev

@@ -1,0 +1,16 @@
+// Hardhat is only used as a local JSON-RPC node here (`npx hardhat node --hostname 127.0.0.1 --port 8545`);
+// contracts are compiled by solc (registry/toolchain.py, ape-solidity), never by Hardhat.
+// Accounts: the mnemonic, HD path and count of ape's test accounts (ape-config.yaml), so ape, web3.py and
+// Hardhat agree on addresses. Works offline.
+module.exports = {
+  networks: {
+    hardhat: {
+      chainId: 31337,
+      accounts: {
+        mnemonic: "test test test test test test test test test test test junk",
+        path: "m/44'/60'/0'/0",
+        count: 10,
+      },
+    },
+  },
+};
