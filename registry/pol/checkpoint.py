@@ -1,0 +1,268 @@
+"""Checkpoint files of a Proof-of-Learning transcript: safetensors only, never pickle (SPEC section 3).
+
+`checkpoints/NNNNNN.safetensors` (format "proofreg-ckpt/1") holds everything needed to re-execute the
+segment that starts at it, besides the configuration and the batches:
+
+tensors
+    ``model.<name>``          every entry of the model's ``state_dict()`` (parameters and buffers), on CPU
+    ``optim.<pid>.<key>``     every tensor in the optimizer's ``state_dict()["state"][pid][key]``
+metadata
+    one key, ``"proofreg"``, holding canonical JSON (one key because safetensors' own writer orders several
+    metadata keys at random, which would make identical checkpoints hash differently)::
+
+        {"format": "proofreg-ckpt/1", "index": i, "step": global step,
+         "model": [state_dict names, sorted],
+         "optimizer": {"paramGroups": [{...hyperparameters..., "params": [pid, ...]}],
+                       "state": {"<pid>": {"<key>": {"tensor": "optim.<pid>.<key>"} | {"value": scalar}}}},
+         "rng": "proofreg/pol-rng/1"}
+
+The random draws of every step follow from the configuration's seed and the step number (`registry.pol.rng`),
+so a checkpoint carries no generator state. The file layout is fixed (tensors in name order, see
+`safetensors_chunks`), so the same state gives the same bytes and the same `ckptHash`.
+
+Reading parses the safetensors header itself (bounded size, JSON only) before handing the bytes to
+`safetensors.torch.load`, so a pickle or any other hostile file fails with `TranscriptError` and runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+
+from registry.hashing import as_hash, canonical_json, sha256, to_hex
+from registry.pol.rng import RNG_SCHEME
+
+CKPT_FORMAT = "proofreg-ckpt/1"
+METADATA_KEY = "proofreg"
+MAX_HEADER_BYTES = 64 << 20
+
+
+class TranscriptError(ValueError):
+    """A transcript file that is missing, malformed, inconsistent with the manifest, or hostile."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON values of optimizer param groups
+# ---------------------------------------------------------------------------------------------------------
+
+
+def json_scalar(value: Any, where: str) -> Any:
+    """A param-group / optimizer-state value as JSON (tuples become lists, 0-d tensors floats)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TranscriptError(f"{where}: tensor hyperparameters are not supported")
+        value = value.item()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TranscriptError(f"{where}: non-finite value {value}")
+        return value
+    if isinstance(value, list | tuple):
+        return [json_scalar(v, where) for v in value]
+    raise TranscriptError(f"{where}: value of type {type(value).__name__} cannot be recorded")
+
+
+def from_json_group_value(value: Any) -> Any:
+    """Inverse of `json_scalar` for param groups: lists (e.g. Adam's betas) become tuples."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------------------
+
+_ST_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def safetensors_chunks(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
+    """A safetensors file with a fixed layout: tensors in sorted name order, header keys in that order after
+    `__metadata__`, header padded with spaces to a multiple of 8. Written here rather than by
+    `safetensors.torch.save` because that one orders metadata keys at random and does its per-tensor work in
+    Python slowly enough to stall a training thread; the result is read back by the official parser.
+    The chunks (header, then each tensor's bytes, viewing the tensors' memory) concatenate to the file."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    chunks: list[bytes | memoryview] = []
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        if t.device.type != "cpu":
+            raise TranscriptError(f"tensor {name!r} must be on the CPU to be written")
+        code = _ST_DTYPES.get(t.dtype)
+        if code is None:
+            raise TranscriptError(f"tensor {name!r} has unsupported dtype {t.dtype}")
+        raw = t.contiguous().reshape(-1).view(torch.uint8).numpy().data if t.numel() else memoryview(b"")
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + raw.nbytes]}
+        chunks.append(raw)
+        offset += raw.nbytes
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    head += b" " * (-len(head) % 8)
+    return [struct.pack("<Q", len(head)) + head, *chunks]
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    return b"".join(safetensors_chunks(tensors, metadata))
+
+
+
+def encode_checkpoint(index: int, step: int, model_state: dict[str, torch.Tensor],
+                      optim_state: dict[str, Any]) -> bytes:
+    """The checkpoint file's bytes (module docstring). Tensors must already be CPU copies."""
+    return b"".join(checkpoint_chunks(index, step, model_state, optim_state))
+
+
+def checkpoint_chunks(index: int, step: int, model_state: dict[str, torch.Tensor],
+                      optim_state: dict[str, Any]) -> list[bytes | memoryview]:
+    """`encode_checkpoint` as pieces to write and hash one after the other (no copy of the tensors' bytes)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in model_state.items():
+        tensors[f"model.{name}"] = t.contiguous()
+    state_layout: dict[str, dict[str, Any]] = {}
+    for pid, entries in optim_state["state"].items():
+        layout: dict[str, Any] = {}
+        for key, value in entries.items():
+            if not isinstance(key, str) or not key:
+                raise TranscriptError(f"optimizer state key {key!r} cannot be recorded")
+            if isinstance(value, torch.Tensor):
+                name = f"optim.{int(pid)}.{key}"
+                tensors[name] = value.contiguous()
+                layout[key] = {"tensor": name}
+            else:
+                layout[key] = {"value": json_scalar(value, f"optimizer state {pid}.{key}")}
+        state_layout[str(int(pid))] = layout
+    groups = []
+    for g in optim_state["param_groups"]:
+        groups.append({k: ([int(p) for p in v] if k == "params" else json_scalar(v, f"param group {k}"))
+                       for k, v in g.items()})
+    meta = {
+        "format": CKPT_FORMAT,
+        "index": int(index),
+        "step": int(step),
+        "model": sorted(model_state),
+        "optimizer": {"paramGroups": groups, "state": state_layout},
+        "rng": RNG_SCHEME,
+    }
+    return safetensors_chunks(tensors, {METADATA_KEY: canonical_json(meta).decode()})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding (hostile input)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A decoded checkpoint. Tensors are fresh CPU tensors owned by this object."""
+
+    index: int
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # torch's Optimizer.state_dict() format (int param ids)
+    ckpt_hash: bytes = b""
+
+
+def _header(data: bytes) -> dict[str, Any]:
+    if len(data) < 8:
+        raise TranscriptError("not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n < 2 or n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise TranscriptError("not a safetensors file (bad header length)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise TranscriptError(f"not a safetensors file (header is not JSON): {exc}") from exc
+    if not isinstance(header, dict):
+        raise TranscriptError("not a safetensors file (header is not an object)")
+    return header
+
+
+def decode_checkpoint(data: bytes, expected_hash: bytes | None = None) -> Checkpoint:
+    """Parses checkpoint bytes; checks sha256 against `expected_hash` first when given."""
+    digest = sha256(data)
+    if expected_hash is not None and digest != as_hash(expected_hash):
+        raise TranscriptError(f"checkpoint hash {to_hex(digest)} is not the manifest's "
+                              f"{to_hex(as_hash(expected_hash))}")
+    header = _header(data)
+    raw_meta = header.get("__metadata__")
+    if not isinstance(raw_meta, dict) or not isinstance(raw_meta.get(METADATA_KEY), str):
+        raise TranscriptError("checkpoint has no proofreg metadata")
+    try:
+        meta = json.loads(raw_meta[METADATA_KEY])
+    except ValueError as exc:
+        raise TranscriptError(f"checkpoint metadata is not JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:
+        raise TranscriptError(f"checkpoint format is not {CKPT_FORMAT!r}")
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types; all mean "malformed"
+        raise TranscriptError(f"checkpoint tensors cannot be read: {exc}") from exc
+    used: set[str] = set()
+
+    def take(name: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+        if not isinstance(name, str) or name not in tensors:
+            raise TranscriptError(f"checkpoint lacks tensor {name!r}")
+        t = tensors[name]
+        if dtype is not None and t.dtype != dtype:
+            raise TranscriptError(f"checkpoint tensor {name!r} has dtype {t.dtype}, expected {dtype}")
+        used.add(name)
+        return t
+
+    try:
+        model = {n: take(f"model.{n}") for n in meta["model"]}
+        opt = meta["optimizer"]
+        state: dict[int, dict[str, Any]] = {}
+        for pid, layout in opt["state"].items():
+            entry: dict[str, Any] = {}
+            for key, ref in layout.items():
+                entry[key] = take(ref["tensor"]) if "tensor" in ref else ref["value"]
+            state[int(pid)] = entry
+        groups = []
+        for g in opt["paramGroups"]:
+            groups.append({k: ([int(p) for p in v] if k == "params" else from_json_group_value(v))
+                           for k, v in g.items()})
+        if meta.get("rng") != RNG_SCHEME:
+            raise TranscriptError(f"checkpoint randomness scheme {meta.get('rng')!r} is not {RNG_SCHEME!r}")
+        index, step = int(meta["index"]), int(meta["step"])
+    except TranscriptError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TranscriptError(f"checkpoint metadata is malformed: {exc!r}") from exc
+    extra = set(tensors) - used
+    if extra:
+        raise TranscriptError(f"checkpoint has unexpected tensors {sorted(extra)[:5]}")
+    return Checkpoint(index, step, model, {"state": state, "param_groups": groups}, digest)
+
+
+def read_checkpoint(path: Any, expected_hash: bytes | None = None) -> Checkpoint:
+    """Reads and decodes a checkpoint file (never unpickles; see `decode_checkpoint`)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise TranscriptError(f"cannot read checkpoint {path}: {exc}") from exc
+    return decode_checkpoint(data, expected_hash)
+
+
+def copy_optimizer_state(state: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
+    """A deep copy with fresh tensors: `Optimizer.load_state_dict` may keep the tensors it is given (same dtype
+    and device), so the next `step()` would otherwise mutate the loaded checkpoint in place (TOOLCHAIN pitfall)."""
+
+    def copy(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.detach().clone() if device is None else v.detach().to(device, copy=True)
+        return v
+
+    return {
+        "state": {pid: {k: copy(v) for k, v in entry.items()} for pid, entry in state["state"].items()},
+        "param_groups": [dict(g, params=list(g["params"])) for g in state["param_groups"]],
+    }

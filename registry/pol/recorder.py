@@ -1,0 +1,511 @@
+"""The transcript recorder: a few lines added to an existing PyTorch training loop (SPEC sections 2-3).
+
+    rec = Recorder(out_dir, model, optimizer, family="mlp", family_args={...}, dataset=ds, steps_per_segment=10,
+                   config={"seed": 0})
+    for idx in batch_index_source:                     # int64 example indices of one step
+        x, y = ds.batch(idx)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        rec.step(idx)
+    summary = rec.finish()
+
+What it records, and why it can be replayed exactly:
+
+- Checkpoint 0 is taken when the recorder is created (before any training), then one every k steps, and a
+  last one at `finish()`. Each holds the model's state_dict and the optimizer's state and param groups
+  (`registry.pol.checkpoint`).
+- Randomness: a hook on the model's forward re-seeds torch's generators before every step's first
+  training-mode forward from `rng_seed` and the step number (`registry.pol.rng`), so dropout replays bit for
+  bit whatever the loop does with the global RNG between steps. This changes which random numbers the loop
+  sees (not how they are distributed).
+- The learning rate of every param group is captured when `optimizer.step()` runs (so any LR scheduler works,
+  whenever it is stepped); a scheduler changing any other hyperparameter (momentum, betas...) is refused.
+- Exactly one `optimizer.step()` and one training-mode forward of `model` must happen per `rec.step()`:
+  gradient accumulation over several forwards or optimizer steps is refused with a clear error, since replay
+  does one forward per step.
+- Batches must have a constant size (use `drop_last=True`); indices are int64 example indices into `dataset`.
+- When the number of steps is not a multiple of k, the last segment is shorter (its step range in the manifest
+  says so); `stepsPerSegment` stays k.
+- Files are encoded, hashed and written by a background thread fed through a bounded queue with CPU copies
+  of the tensors; an error there is raised in the training thread at the next `step()` or at `finish()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from registry.datasets import Dataset
+from registry.hashing import chain_head, config_hash, to_hex, weights_hash
+from registry.pol.checkpoint import TranscriptError, checkpoint_chunks
+from registry.pol.config import (
+    DEFAULT_TOLERANCE_POLICY,
+    SUPPORTED_LOSSES,
+    VARYING_GROUP_KEYS,
+    check_model_matches_family,
+    describe_optimizer,
+    make_config,
+    model_dtype,
+)
+from registry.pol.rng import seed_step
+from registry.pol.transcript import (
+    MANIFEST_NAME,
+    TRANSCRIPT_FORMAT,
+    TranscriptSummary,
+    batches_path,
+    checkpoint_path,
+    segment_tree,
+    summary_of,
+    write_manifest,
+)
+
+
+class RecorderError(RuntimeError):
+    """The training loop did something the transcript cannot represent, or writing the transcript failed."""
+
+
+@dataclass
+class _Snapshot:
+    """CPU copies of model and optimizer state at a checkpoint boundary.
+
+    From a CUDA model the copies are asynchronous (into pinned memory, ordered on the training stream), so
+    the training thread never waits for them; `ready` is the event whoever reads them waits on first."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optim: dict[str, Any]
+    ready: Any = None  # torch.cuda.Event | None
+
+    def wait(self) -> None:
+        if self.ready is not None:
+            self.ready.synchronize()
+
+
+@dataclass
+class _SegmentJob:
+    index: int
+    start: _Snapshot
+    end: _Snapshot
+    batches: np.ndarray
+    lrs: list[list[float]]
+    epoch: int
+
+
+@dataclass
+class _FinalJob:
+    index: int
+    snapshot: _Snapshot
+
+
+@dataclass
+class _Results:
+    ckpt_hashes: dict[int, bytes] = field(default_factory=dict)
+    segments: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    if t.device.type == "cpu":
+        return t.clone(memory_format=torch.contiguous_format)
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t, non_blocking=True)
+    return out
+
+
+def _snapshot(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, cuda: bool = False) -> _Snapshot:
+    sd = optimizer.state_dict()
+    optim = {
+        "state": {pid: {k: _cpu_copy(v) if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+                  for pid, entry in sd["state"].items()},
+        "param_groups": [dict(g, params=list(g["params"])) for g in sd["param_groups"]],
+    }
+    model_state = {k: _cpu_copy(v) for k, v in model.state_dict().items()}
+    ready = None
+    if cuda:
+        ready = torch.cuda.Event()
+        ready.record()
+    return _Snapshot(step, model_state, optim, ready)
+
+
+def update_norm(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> float:
+    """‖b − a‖₂ over the named tensors, accumulated in float64.
+
+    Computed with numpy element-wise operations (no BLAS, no torch kernels) because it runs on the writer
+    thread: a torch op there starts a second OpenMP team that competes with the training thread's."""
+    total = 0.0
+    for n in names:
+        x = b[n].detach().cpu().reshape(-1).numpy().astype(np.float64)
+        x -= a[n].detach().cpu().reshape(-1).numpy()
+        total += float(np.sum(x * x))
+    return total ** 0.5
+
+
+_BLOCK = 8 << 20
+
+
+def _blocks(chunks: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    """Consecutive chunks joined up to `_BLOCK` bytes; larger chunks pass through without a copy."""
+    out: list[bytes | memoryview] = []
+    pending: list[bytes | memoryview] = []
+    size = 0
+    for c in chunks:
+        n = memoryview(c).nbytes
+        if n >= _BLOCK:
+            if pending:
+                out.append(b"".join(pending))
+                pending, size = [], 0
+            out.append(c)
+            continue
+        if size + n > _BLOCK:
+            out.append(b"".join(pending))
+            pending, size = [], 0
+        pending.append(c)
+        size += n
+    if pending:
+        out.append(b"".join(pending))
+    return out
+
+
+class Recorder:
+    """Records a Proof-of-Learning transcript of a training run into `out_dir` (see the module docstring)."""
+
+    def __init__(self, out_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, family: str,
+                 family_args: Mapping[str, Any] | None, dataset: Dataset, steps_per_segment: int,
+                 config: Mapping[str, Any] | None = None, scheduler: Any = None, loss: str = "cross_entropy",
+                 dataset_cid: str | None = None, tolerance_policy: str = DEFAULT_TOLERANCE_POLICY,
+                 rng_seed: int = 0, queue_size: int = 4) -> None:
+        if steps_per_segment < 1:
+            raise RecorderError("steps_per_segment must be at least 1")
+        if loss not in SUPPORTED_LOSSES:
+            raise RecorderError(f"unsupported loss {loss!r}; supported: {sorted(SUPPORTED_LOSSES)}")
+        self.out_dir = Path(out_dir)
+        if (self.out_dir / MANIFEST_NAME).exists() or any((self.out_dir / "checkpoints").glob("*")):
+            raise RecorderError(f"{self.out_dir} already holds a transcript; use an empty directory")
+        try:
+            self._family_args = check_model_matches_family(model, family, family_args or {})
+            self._optimizer_spec = describe_optimizer(model, optimizer)
+            self._dtype = model_dtype(model)
+        except (TranscriptError, ValueError) as exc:
+            raise RecorderError(str(exc)) from exc
+        devices = {p.device for p in model.parameters()}
+        if len(devices) != 1:
+            raise RecorderError(f"model parameters must live on one device, found {sorted(map(str, devices))}")
+        self.device = next(iter(devices))
+        self._cuda_index: int | None = None
+        if self.device.type == "cuda":
+            self._cuda_index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        elif self.device.type != "cpu":
+            raise RecorderError(f"device {self.device} is not supported (cpu or cuda)")
+
+        self.model, self.optimizer, self.dataset = model, optimizer, dataset
+        self.family, self.k, self.loss = family, int(steps_per_segment), loss
+        self._user_config = dict(config or {})
+        self._scheduler, self._dataset_cid, self._policy = scheduler, dataset_cid, tolerance_policy
+        self._param_names = [n for n, _ in model.named_parameters()]
+        if isinstance(rng_seed, bool) or not isinstance(rng_seed, int) or not 0 <= rng_seed < 1 << 64:
+            raise RecorderError("rng_seed must be an unsigned 64-bit integer")
+        self._rng_seed = rng_seed
+        self._num_groups = len(optimizer.param_groups)
+        self._fixed_checks = [(gi, k, v) for gi, g in enumerate(optimizer.param_groups) for k, v in g.items()
+                              if k not in VARYING_GROUP_KEYS]
+        try:
+            make_config(family=family, family_args=self._family_args, dtype=self._dtype,
+                        optimizer=self._optimizer_spec, scheduler=scheduler, loss=loss, batch_size=1,
+                        steps_per_segment=self.k, dataset_root=to_hex(dataset.root), num_examples=len(dataset),
+                        rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config)
+        except TranscriptError as exc:
+            raise RecorderError(str(exc)) from exc
+
+        (self.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "batches").mkdir(parents=True, exist_ok=True)
+
+        # Training-thread state.
+        self._step = 0  # optimizer steps recorded
+        self._j = 0  # position inside the current segment
+        self._segment = 0
+        self._batch_size: int | None = None
+        self._seg_batches: np.ndarray | None = None
+        self._seg_lrs: list[list[float]] = []
+        self._seg_epoch = 0
+        self._start = _snapshot(0, model, optimizer, self._cuda_index is not None)
+        self._forwards = 0
+        self._opt_steps = 0
+        self._step_lrs: list[Any] | None = None
+        self._hook_error: str | None = None
+        self._finished = False
+        self._closed = False
+
+        # Background writer.
+        self._results = _Results()
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[_SegmentJob | _FinalJob | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._thread = threading.Thread(target=self._writer, name="proofreg-pol-writer", daemon=True)
+        self._thread.start()
+
+        self._handles = [
+            model.register_forward_pre_hook(self._on_forward),
+            optimizer.register_step_pre_hook(self._on_step_pre),
+        ]
+
+    # --- hooks (training thread; kept lean: they run on every step) -----------------------------------------
+    def _on_forward(self, module: nn.Module, args: Any) -> None:
+        if not module.training:
+            return
+        self._forwards += 1
+        if self._forwards == 1:
+            seed_step(self._rng_seed, self._step, self._cuda_index)
+
+    def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._opt_steps += 1
+        groups = optimizer.param_groups
+        self._step_lrs = [g["lr"] for g in groups]
+        if len(groups) != self._num_groups:
+            self._hook_error = "param groups were added to the optimizer during a recorded run"
+            return
+        for gi, key, value in self._fixed_checks:
+            if groups[gi].get(key) != value:
+                self._hook_error = (f"param group {gi} hyperparameter {key!r} changed from {value!r} to "
+                                    f"{groups[gi].get(key)!r}; only the learning rate may vary during a recorded run")
+
+    # --- public API -----------------------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self._step
+
+    def step(self, indices: Sequence[int] | np.ndarray | torch.Tensor, *, lr: float | Sequence[float] | None = None,
+             epoch: int | None = None) -> None:
+        """Records the optimizer step just taken on the examples `indices` (call right after `optimizer.step()`).
+
+        `lr`, if given, is checked against the learning rates captured from the optimizer; `epoch` overrides the
+        default epoch of a segment (its first step's examples seen // dataset size)."""
+        self._check_open()
+        self._raise_writer_error()
+        if self._hook_error is not None:
+            raise RecorderError(self._hook_error)
+        if self._opt_steps != 1:
+            raise RecorderError(
+                "optimizer.step() must run exactly once per rec.step(), it ran "
+                f"{self._opt_steps} times; gradient accumulation and skipped steps cannot be replayed"
+            )
+        if self._forwards != 1:
+            raise RecorderError(
+                f"the model ran {self._forwards} training-mode forwards in this step; replay does exactly one "
+                "forward per step (no gradient accumulation over micro-batches)"
+            )
+        idx = self._indices(indices)
+        assert self._step_lrs is not None
+        if lr is not None:
+            used = [float(v) for v in self._step_lrs]
+            given = [float(lr)] * len(used) if isinstance(lr, int | float) else [float(v) for v in lr]
+            if given != used:
+                raise RecorderError(f"lr {given} differs from the optimizer's learning rates {used}")
+        if self._j == 0:
+            self._seg_epoch = int(epoch) if epoch is not None else (self._step * len(idx)) // len(self.dataset)
+        assert self._seg_batches is not None
+        self._seg_batches[self._j] = idx
+        self._seg_lrs.append(self._step_lrs)
+        self._step += 1
+        self._j += 1
+        self._forwards = 0
+        self._opt_steps = 0
+        if self._j == self.k:
+            self._close_segment()
+
+    def finish(self) -> TranscriptSummary:
+        """Closes a partial last segment, writes the final checkpoint and `manifest.json`, returns the digests."""
+        self._check_open()
+        self._raise_writer_error()
+        if self._forwards or self._opt_steps:
+            raise RecorderError("a training step ran after the last rec.step(); record it or drop it first")
+        if self._j > 0:
+            self._close_segment()
+        if self._segment == 0:
+            raise RecorderError("no steps were recorded; a transcript needs at least one segment")
+        self._put(_FinalJob(self._segment, self._start))
+        self._queue.put(None)
+        self._thread.join()
+        self._remove_hooks()
+        self._closed = True
+        self._raise_writer_error()
+        self._start.wait()
+        manifest = self._manifest()
+        path = self.out_dir / MANIFEST_NAME
+        write_manifest(path, manifest)
+        self._finished = True
+        return summary_of(manifest, path)
+
+    def close(self) -> None:
+        """Stops recording without writing a manifest (e.g. the training loop failed)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._remove_hooks()
+        self._queue.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+    # --- internals (training thread) ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RecorderError("the recorder is finished or closed")
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            err = self._error
+            if not self._closed:
+                self.close()
+            raise RecorderError(f"writing the transcript failed: {err!r}") from err
+
+    def _indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+        if (type(indices) is np.ndarray and indices.dtype == np.int64 and indices.ndim == 1  # the common case
+                and indices.size == self._batch_size):
+            return indices
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise RecorderError(f"indices must be a non-empty 1-d integer array, got {idx.dtype} {idx.shape}")
+        if self._batch_size is None:
+            self._batch_size = int(idx.size)
+            self._seg_batches = np.empty((self.k, self._batch_size), dtype="<i8")
+        elif idx.size != self._batch_size:
+            raise RecorderError(f"batch size changed from {self._batch_size} to {idx.size}; batches must have a "
+                                "constant size (e.g. DataLoader(drop_last=True))")
+        return idx
+
+    def _close_segment(self) -> None:
+        assert self._seg_batches is not None
+        batches = self._seg_batches[:self._j]
+        if int(batches.min()) < 0 or int(batches.max()) >= len(self.dataset):  # once per segment: cheaper
+            raise RecorderError(f"segment {self._segment} uses example indices outside [0, {len(self.dataset)})")
+        end = _snapshot(self._step, self.model, self.optimizer, self._cuda_index is not None)
+        job = _SegmentJob(
+            index=self._segment, start=self._start, end=end, batches=batches.copy(),
+            lrs=[[float(v) for v in r] for r in self._seg_lrs], epoch=self._seg_epoch,
+        )
+        self._put(job)
+        self._segment += 1
+        self._start = end
+        self._j = 0
+        self._seg_lrs = []
+
+    def _put(self, job: _SegmentJob | _FinalJob) -> None:
+        self._queue.put(job)
+
+    def _remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # --- background writer ------------------------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is not None:
+                continue  # drain: the training thread raises at its next call
+            try:
+                if isinstance(job, _SegmentJob):
+                    self._write_segment(job)
+                else:
+                    self._write_checkpoint(job.index, job.snapshot)
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                self._error = exc
+
+    def _write_file(self, rel: str, chunks: Sequence[bytes | memoryview]) -> bytes:
+        """Writes the chunks to `rel` and returns their sha256.
+
+        Small pieces are joined into blocks of up to `_BLOCK` bytes first: every write or hash call of the writer
+        hands the GIL back and forth with the training thread, and on small models those hand-offs, not the
+        bytes, are what slows training down. Files are written in place (the manifest, written last and
+        atomically, is what makes a transcript complete)."""
+        h = hashlib.sha256()
+        with open(self.out_dir / rel, "wb") as f:
+            for block in _blocks(chunks):
+                h.update(block)
+                f.write(block)
+        return h.digest()
+
+    def _write_checkpoint(self, index: int, snap: _Snapshot) -> None:
+        snap.wait()
+        chunks = checkpoint_chunks(index, snap.step, snap.model, snap.optim)
+        self._results.ckpt_hashes[index] = self._write_file(checkpoint_path(index), chunks)
+
+    def _write_segment(self, job: _SegmentJob) -> None:
+        self._write_checkpoint(job.index, job.start)
+        job.end.wait()
+        buf = io.BytesIO()
+        np.save(buf, job.batches, allow_pickle=False)
+        batches_hash = self._write_file(batches_path(job.index), [buf.getvalue()])
+        self._results.segments[job.index] = {
+            "index": job.index,
+            "startStep": job.start.step,
+            "endStep": job.end.step,
+            "batches": batches_path(job.index),
+            "batchesHash": to_hex(batches_hash),
+            "learningRates": job.lrs,
+            "updateNorm": update_norm(job.start.model, job.end.model, self._param_names),
+            "epoch": job.epoch,
+        }
+
+    # --- manifest -----------------------------------------------------------------------------------------------
+    def _manifest(self) -> dict[str, Any]:
+        assert self._batch_size is not None
+        n = self._segment
+        config = make_config(
+            family=self.family, family_args=self._family_args, dtype=self._dtype, optimizer=self._optimizer_spec,
+            scheduler=self._scheduler, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
+            dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
+            tolerance_policy=self._policy, user=self._user_config,
+        )
+        hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]
+        checkpoints = [{"index": i, "step": (self._results.segments[i]["startStep"] if i < n else self._step),
+                        "path": checkpoint_path(i), "ckptHash": to_hex(h)} for i, h in enumerate(hashes)]
+        manifest: dict[str, Any] = {
+            "format": TRANSCRIPT_FORMAT,
+            "config": config,
+            "configHash": to_hex(config_hash(config)),
+            "dataset": self.dataset.reference(self._dataset_cid),
+            "stepsPerSegment": self.k,
+            "batchSize": self._batch_size,
+            "numSteps": self._step,
+            "numSegments": n,
+            "checkpoints": checkpoints,
+            "segments": [self._results.segments[i] for i in range(n)],
+            "chainHead": to_hex(chain_head(hashes)),
+            "finalWeightsHash": to_hex(weights_hash(self._start.model)),
+            "environment": self._environment(),
+        }
+        manifest["segmentRoot"] = to_hex(segment_tree(manifest).root)
+        return manifest
+
+    def _environment(self) -> dict[str, Any]:
+        env: dict[str, Any] = {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }
+        if self._cuda_index is not None:
+            env["deviceName"] = torch.cuda.get_device_name(self._cuda_index)
+            env["cuda"] = torch.version.cuda
+        return env
