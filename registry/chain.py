@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_tester.exceptions import TransactionFailed
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import Web3Exception
@@ -53,8 +52,16 @@ class TransactionError(ChainError):
     """A transaction that would revert or did revert; the message names the registry error."""
 
 
-#: Exceptions web3.py, eth-tester and JSON-RPC nodes raise for a reverting call or transaction.
-_REVERTS: tuple[type[BaseException], ...] = (Web3Exception, TransactionFailed, ValueError)
+#: Exceptions web3.py and JSON-RPC nodes raise for a reverting call or transaction. eth-tester's
+#: TransactionFailed is matched by module and name (`_is_revert`) so that importing this module does not pull
+#: in py-evm for users of real nodes.
+_REVERTS: tuple[type[BaseException], ...] = (Web3Exception, ValueError)
+
+
+def _is_revert(exc: BaseException) -> bool:
+    cls = type(exc)
+    from_tester = cls.__module__.startswith("eth_tester") and cls.__name__ == "TransactionFailed"
+    return isinstance(exc, _REVERTS) or from_tester
 
 
 @dataclass
@@ -70,7 +77,9 @@ class RegistryClient(RegistryHandle):
     def call(self, name: str, *args: Any) -> Any:
         try:
             return getattr(self.contract.functions, name)(*args).call()
-        except _REVERTS as exc:
+        except Exception as exc:
+            if not _is_revert(exc):
+                raise
             raise TransactionError(f"{name}: {describe_exception(exc)}") from None
 
     def transact(self, name: str, *args: Any, value: int = 0) -> Any:
@@ -78,7 +87,9 @@ class RegistryClient(RegistryHandle):
         params: dict[str, Any] = {"from": self.sender, "value": value}
         try:
             estimate = fn.estimate_gas(params)
-        except _REVERTS as exc:
+        except Exception as exc:
+            if not _is_revert(exc):
+                raise
             raise TransactionError(f"{name} would revert: {describe_exception(exc)}") from None
         limit = int(self.w3.eth.get_block("latest")["gasLimit"])
         params["gas"] = min(int(estimate * self.gas_margin) + 10_000, limit)
@@ -91,10 +102,12 @@ class RegistryClient(RegistryHandle):
                 signed = self.signer.account.sign_transaction(fn.build_transaction(params))
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)
-        except _REVERTS as exc:
+        except Exception as exc:
+            if not _is_revert(exc):
+                raise
             raise TransactionError(f"{name} failed: {describe_exception(exc)}") from None
         if receipt["status"] != 1:
-            raise TransactionError(f"{name} reverted in transaction {tx_hash.hex()}")
+            raise TransactionError(f"{name} reverted in transaction {Web3.to_hex(tx_hash)}")
         return receipt
 
 

@@ -1,28 +1,65 @@
-"""`proofreg`: the command line of provers, challengers and anyone reading the registry."""
+"""`proofreg`: the command line of provers, challengers and anyone reading the registry.
+
+Chains: `--rpc URL` (env PROOFREG_RPC) with a deployment record talks to a real node; without it, commands
+run on an embedded in-process chain that lives only as long as the command (useful for `train`, dry runs
+and the demo; a claim committed there is gone when the command ends, and the CLI says so).
+Content: the embedded store in $PROOFREG_HOME/store by default, or a Kubo-compatible daemon with `--ipfs`.
+Every failure is one line on stderr and exit code 1.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
+from web3 import Web3
 
 from registry import __version__
-from registry.chain import ChainError, RegistryHandle, connect_rpc
+from registry.chain import ChainError, RegistryClient, RegistryHandle, connect_rpc
+from registry.deployment import proofreg_home
+from registry.errors import PublishError
+from registry.hashing import as_hash, to_hex
 from registry.params import PRESETS, preset
+from registry.signer import SignerError, load_signer
+from registry.store.base import StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+CLAIM_STATUS = {1: "Committed", 2: "Valid", 3: "Invalid", 4: "Finalized"}
+CHALLENGE_STATUS = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
+KIND = {1: "training", 2: "inference"}
 
 
-def fail(message: str) -> None:
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def fail(message: str) -> NoReturn:
     """One clear line on stderr and a non-zero exit."""
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
 
+def handle_errors(fn: F) -> F:
+    """Turns the project's expected failures into one line and exit 1; anything else is a bug and shows."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (CliError, ChainError, SignerError, PublishError, StoreError) as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
 def emit(data: Any, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif isinstance(data, dict):
         width = max((len(k) for k in data), default=0)
         for k, v in data.items():
@@ -31,8 +68,14 @@ def emit(data: Any, as_json: bool) -> None:
         click.echo(str(data))
 
 
+def wei(amount: int) -> str:
+    return f"{amount / 10**18:.6g} ETH ({amount} wei)"
+
+
 rpc_option = click.option("--rpc", "rpc_url", envvar="PROOFREG_RPC", required=True,
                           help="Ethereum JSON-RPC URL (env PROOFREG_RPC).")
+optional_rpc_option = click.option("--rpc", "rpc_url", envvar="PROOFREG_RPC", default=None,
+                                   help="Ethereum JSON-RPC URL (env PROOFREG_RPC); default: embedded chain.")
 deployment_option = click.option(
     "--deployment", "deployment_path", type=click.Path(path_type=Path), envvar="PROOFREG_DEPLOYMENT",
     help="Deployment record (default: $PROOFREG_HOME/deployments/<chainId>.json).",
@@ -40,13 +83,75 @@ deployment_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def signer_options(fn: F) -> F:
+    fn = click.option("--account", default=None,
+                      help="ape account alias, or dev:N for the development mnemonic (local chains only).")(fn)
+    fn = click.option("--keystore", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                      help="Encrypted JSON keystore (password from $PROOFREG_KEYSTORE_PASSWORD or a prompt).")(fn)
+    return fn
+
+
 def connect(rpc_url: str, deployment_path: Path | None) -> RegistryHandle:
     try:
         return connect_rpc(rpc_url, deployment_path)
     except ChainError as exc:
         fail(str(exc))
-        raise  # unreachable; keeps type checkers honest
 
+
+def open_client(rpc_url: str | None, deployment_path: Path | None, account: str | None,
+                keystore: Path | None) -> RegistryClient:
+    if rpc_url is None:
+        from registry.localchain import EmbeddedChain
+
+        click.echo("note: no --rpc: using an embedded in-process chain that ends with this command", err=True)
+        chain = EmbeddedChain()
+        return RegistryClient(chain.w3, chain.registry, None, sender=chain.accounts[1])
+    handle = connect_rpc(rpc_url, deployment_path)
+    signer = load_signer(chain_id=int(handle.w3.eth.chain_id), account=account, keystore=keystore)
+    return RegistryClient(handle.w3, handle.contract, handle.deployment, sender=signer.address, signer=signer)
+
+
+def open_store(ipfs: str | None, store_dir: Path | None) -> Any:
+    if ipfs:
+        from registry.store.daemon import DaemonStore
+
+        return DaemonStore(ipfs)
+    from registry.store.embedded import EmbeddedStore
+
+    return EmbeddedStore(store_dir or proofreg_home() / "store")
+
+
+store_options = [
+    click.option("--ipfs", default=None, envvar="PROOFREG_IPFS",
+                 help="Kubo-compatible RPC API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001/http (env PROOFREG_IPFS)."),
+    click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Embedded store directory (default: $PROOFREG_HOME/store)."),
+]
+
+
+def with_store_options(fn: F) -> F:
+    for option in reversed(store_options):
+        fn = option(fn)
+    return fn
+
+
+def _require_balance(client: RegistryClient, value: int, what: str) -> None:
+    balance = int(client.w3.eth.get_balance(client.w3.to_checksum_address(client.sender)))
+    if balance < value:
+        raise CliError(f"insufficient balance for {what}: {client.sender} has {wei(balance)}, needs {wei(value)} "
+                       "plus gas")
+
+
+def _event_args(client: RegistryClient, receipt: Any, event: str) -> Any:
+    logs = getattr(client.contract.events, event)().process_receipt(receipt)
+    if not logs:
+        raise CliError(f"transaction {receipt['transactionHash'].hex()} emitted no {event}")
+    return logs[0]["args"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------------------------
 
 @click.group()
 @click.version_option(__version__, prog_name="proofreg")
@@ -69,6 +174,199 @@ def params(preset_name: str, as_json: bool) -> None:
 def info(rpc_url: str, deployment_path: Path | None, as_json: bool) -> None:
     """Show the deployed registry: address, counts and on-chain parameters."""
     emit(connect(rpc_url, deployment_path).summary(), as_json)
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: transcript/ and dataset/ are written inside.")
+@click.option("--family", default="mlp", show_default=True, help="Model family (mlp, cnn, resnet20, plugins).")
+@click.option("--dataset", default="digits", show_default=True, help="Built-in dataset (digits, synthetic).")
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.05, show_default=True, type=float)
+@click.option("--steps-per-segment", "-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--max-steps", default=None, type=click.IntRange(min=1), help="Stop after this many steps.")
+@json_option
+@handle_errors
+def train(out_dir: Path, family: str, dataset: str, epochs: int, batch_size: int, lr: float, k: int, seed: int,
+          device: str, max_steps: int | None, as_json: bool) -> None:
+    """Train a built-in model family on a built-in dataset with Proof-of-Learning recording on."""
+    from registry.pol.train import train as run_training
+
+    if (out_dir / "transcript" / "manifest.json").exists():
+        raise CliError(f"{out_dir / 'transcript'} already holds a transcript: choose another --out")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("--device cuda: no CUDA device is available here (use --device cpu)")
+    try:
+        result = run_training(out_dir, family=family, dataset=dataset, epochs=epochs, batch_size=batch_size,
+                              lr=lr, steps_per_segment=k, seed=seed, device=device, max_steps=max_steps)
+    except (ValueError, KeyError) as exc:
+        raise CliError(str(exc).strip("'\"")) from None
+    emit({"transcript": str(result.transcript_dir), "dataset": str(result.dataset_dir),
+          "finalLoss": round(result.final_loss, 6), "accuracy": round(result.accuracy, 6),
+          **result.summary.to_json()}, as_json)
+
+
+@main.command()
+@click.argument("transcript", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", "dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Dataset folder if the manifest has no dataset CID yet (default: ../dataset).")
+@with_store_options
+@optional_rpc_option
+@deployment_option
+@signer_options
+@json_option
+@handle_errors
+def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_dir: Path | None,
+           rpc_url: str | None, deployment_path: Path | None, account: str | None, keystore: Path | None,
+           as_json: bool) -> None:
+    """Publish a transcript (and its dataset) to the content store, then commit its training claim."""
+    from registry.publish import publish_transcript, verify_transcript
+
+    verify_transcript(transcript)  # fail fast, before touching the chain or the store
+    client = open_client(rpc_url, deployment_path, account, keystore)
+    bond = client.params.training_bond
+    _require_balance(client, bond, "the training bond")
+    published = publish_transcript(transcript, open_store(ipfs, store_dir), dataset_dir)
+    receipt = client.transact("commitTraining", published.claim_tuple(), value=bond)
+    args = _event_args(client, receipt, "TrainingClaimCommitted")
+    emit({"claimId": int(args["claimId"]), "prover": client.sender, "transcriptCid": published.transcript_cid,
+          "datasetCid": published.dataset_cid, "finalWeightsHash": to_hex(published.summary.final_weights_hash),
+          "segmentRoot": to_hex(published.summary.segment_root), "numSegments": published.summary.num_segments,
+          "bond": bond, "txHash": Web3.to_hex(receipt["transactionHash"]), "gasUsed": int(receipt["gasUsed"])}, as_json)
+
+
+def _claim_event(client: RegistryHandle, claim_id: int, kind: int) -> dict[str, Any]:
+    events = client.contract.events
+    event = events.TrainingClaimCommitted if kind == 1 else events.InferenceClaimCommitted
+    start = client.deployment.block_number if client.deployment else 0
+    logs = event().get_logs(from_block=start, argument_filters={"claimId": claim_id})
+    if not logs:
+        return {}
+    fields = dict(logs[0]["args"]["claim"])
+    return {k: (to_hex(v) if isinstance(v, bytes) else v) for k, v in fields.items()}
+
+
+@main.command()
+@click.argument("claim_id", type=click.IntRange(min=1))
+@rpc_option
+@deployment_option
+@json_option
+@handle_errors
+def status(claim_id: int, rpc_url: str, deployment_path: Path | None, as_json: bool) -> None:
+    """Show a claim: status, committed fields (from its event) and its challenges."""
+    handle = connect(rpc_url, deployment_path)
+    client = RegistryClient(handle.w3, handle.contract, handle.deployment)
+    c = client.call("getClaim", claim_id)
+    prover, committed_at, kind, state, open_challenges, num_segments = c[0], c[1], c[2], c[3], c[4], c[5]
+    start = handle.deployment.block_number if handle.deployment else 0
+    challenges = []
+    for log in handle.contract.events.ChallengeOpened().get_logs(from_block=start,
+                                                                  argument_filters={"claimId": claim_id}):
+        cid = int(log["args"]["challengeId"])
+        ch = client.call("getChallenge", cid)
+        challenges.append({"challengeId": cid, "challenger": ch[0], "status": CHALLENGE_STATUS.get(ch[2], ch[2]),
+                           "deadline": int(ch[7])})
+    emit({"claimId": claim_id, "kind": KIND.get(kind, kind), "status": CLAIM_STATUS.get(state, state),
+          "prover": prover, "committedAt": int(committed_at), "numSegments": int(num_segments),
+          "challengeWindowEnd": int(client.call("challengeWindowEnd", claim_id)),
+          "openChallenges": int(open_challenges), "committed": _claim_event(handle, claim_id, kind),
+          "challenges": challenges}, as_json)
+
+
+@main.command()
+@click.argument("claim_id", type=click.IntRange(min=1))
+@click.option("--segment", "segments", type=click.IntRange(min=0), multiple=True,
+              help="Name a segment the committee must check (repeatable, at most 8).")
+@rpc_option
+@deployment_option
+@signer_options
+@json_option
+@handle_errors
+def challenge(claim_id: int, segments: tuple[int, ...], rpc_url: str, deployment_path: Path | None,
+              account: str | None, keystore: Path | None, as_json: bool) -> None:
+    """Challenge a claim with the challenge bond."""
+    client = open_client(rpc_url, deployment_path, account, keystore)
+    bond = client.params.challenge_bond
+    _require_balance(client, bond, "the challenge bond")
+    receipt = client.transact("openChallenge", claim_id, list(segments), value=bond)
+    args = _event_args(client, receipt, "ChallengeOpened")
+    emit({"challengeId": int(args["challengeId"]), "claimId": claim_id, "seedBlock": int(args["seedBlock"]),
+          "deadline": int(args["deadline"]), "namedSegments": list(args["namedSegments"]), "bond": bond,
+          "txHash": Web3.to_hex(receipt["transactionHash"])}, as_json)
+
+
+def _simple_tx(name: str, help_text: str) -> None:
+    @main.command(name=name, help=help_text)
+    @click.argument("target_id", type=click.IntRange(min=1))
+    @rpc_option
+    @deployment_option
+    @signer_options
+    @json_option
+    @handle_errors
+    def command(target_id: int, rpc_url: str, deployment_path: Path | None, account: str | None,
+                keystore: Path | None, as_json: bool) -> None:
+        client = open_client(rpc_url, deployment_path, account, keystore)
+        fn = {"settle": "settle", "finalize": "finalize", "draw": "drawCommittee"}[name]
+        receipt = client.transact(fn, target_id)
+        emit({"id": target_id, "txHash": Web3.to_hex(receipt["transactionHash"]), "gasUsed": int(receipt["gasUsed"])},
+             as_json)
+
+
+_simple_tx("settle", "Settle a challenge (quorum reached or deadline passed).")
+_simple_tx("finalize", "Finalize a claim whose window has passed with no open challenge; credits its bond back.")
+_simple_tx("draw", "Draw a challenge's committee once its seed block is mined.")
+
+
+@main.command()
+@click.argument("weights", required=False)
+@click.option("--transcript", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Take finalWeightsHash from this transcript's manifest.")
+@rpc_option
+@deployment_option
+@json_option
+@handle_errors
+def ownerof(weights: str | None, transcript: Path | None, rpc_url: str, deployment_path: Path | None,
+            as_json: bool) -> None:
+    """Who owns a model: the prover of the earliest standing claim with these final weights."""
+    if (weights is None) == (transcript is None):
+        raise CliError("give either a finalWeightsHash (0x...) or --transcript DIR")
+    if transcript is not None:
+        from registry.publish import verify_transcript
+
+        weights_hash = verify_transcript(transcript)[1].final_weights_hash
+    else:
+        try:
+            weights_hash = as_hash(str(weights))
+        except ValueError as exc:
+            raise CliError(f"not a 32-byte hash: {weights} ({exc})") from None
+    handle = connect(rpc_url, deployment_path)
+    client = RegistryClient(handle.w3, handle.contract, handle.deployment)
+    owner = client.call("ownerOf", weights_hash)
+    emit({"finalWeightsHash": to_hex(weights_hash), "owner": None if int(owner, 16) == 0 else owner,
+          "claimId": int(client.call("ownerClaimOf", weights_hash)) or None}, as_json)
+
+
+@main.command()
+@rpc_option
+@deployment_option
+@signer_options
+@json_option
+@handle_errors
+def withdraw(rpc_url: str, deployment_path: Path | None, account: str | None, keystore: Path | None,
+             as_json: bool) -> None:
+    """Withdraw everything credited to your account (bonds, rewards, exited stake)."""
+    client = open_client(rpc_url, deployment_path, account, keystore)
+    amount = int(client.call("pendingWithdrawal", client.sender))
+    if amount == 0:
+        raise CliError(f"nothing to withdraw for {client.sender}")
+    receipt = client.transact("withdraw")
+    emit({"account": client.sender, "amount": amount, "txHash": Web3.to_hex(receipt["transactionHash"])}, as_json)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Readable messages for the registry's custom-error reverts."""
+"""Readable messages for the registry's custom-error reverts, and the light-weight error types the CLI
+catches (kept here so that importing the CLI does not import torch)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from eth_utils import to_checksum_address
 
 from registry.artifact import load_artifact
 from registry.hashing import keccak256
+
+
+class PublishError(RuntimeError):
+    """A transcript cannot be published; one line saying what is wrong."""
 
 
 @lru_cache(maxsize=1)

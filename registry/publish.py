@@ -1,0 +1,96 @@
+"""Publishing a transcript before its claim: verify every file, store the dataset and the transcript, and
+read the manifest back, so that a claim is only ever committed for evidence that is fully stored.
+
+A transcript directory is checked end to end before anything is stored: the manifest's digests (by
+`load_manifest`), every checkpoint and batch file against its listed hash (a half-written or edited
+directory fails here), and the final checkpoint's weights against `finalWeightsHash`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry.datasets import Dataset, DatasetError
+from registry.errors import PublishError
+from registry.hashing import as_hash, sha256_file, weights_hash
+from registry.pol.checkpoint import TranscriptError, read_checkpoint
+from registry.pol.transcript import MANIFEST_NAME, TranscriptSummary, load_manifest, summary_of, write_manifest
+from registry.store.base import ContentStore, StoreError
+
+__all__ = ["PublishError", "Published", "publish_transcript", "verify_transcript"]
+
+
+@dataclass(frozen=True)
+class Published:
+    transcript_cid: str
+    dataset_cid: str
+    summary: TranscriptSummary
+
+    def claim_tuple(self) -> tuple[Any, ...]:
+        """The `TrainingClaim` struct, in ABI order, for `commitTraining`."""
+        s = self.summary
+        return (self.transcript_cid, s.segment_root, s.chain_head, s.final_weights_hash, s.dataset_root,
+                s.config_hash, s.num_segments, s.steps_per_segment)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"transcriptCid": self.transcript_cid, "datasetCid": self.dataset_cid, **self.summary.to_json()}
+
+
+def verify_transcript(transcript_dir: str | Path) -> tuple[dict[str, Any], TranscriptSummary]:
+    """Checks a local transcript completely; returns its manifest and the digests a claim commits."""
+    tdir = Path(transcript_dir)
+    if not (tdir / MANIFEST_NAME).is_file():
+        raise PublishError(f"{tdir} is not a transcript directory (no {MANIFEST_NAME}): run `proofreg train` first")
+    try:
+        manifest = load_manifest(tdir)
+        for entry in manifest["checkpoints"]:
+            _check_file(tdir, entry["path"], entry["ckptHash"], f"checkpoint {entry['index']}")
+        for seg in manifest["segments"]:
+            _check_file(tdir, seg["batches"], seg["batchesHash"], f"batch file of segment {seg['index']}")
+        last = manifest["checkpoints"][-1]
+        final = read_checkpoint(tdir / last["path"], as_hash(last["ckptHash"]))
+    except TranscriptError as exc:
+        raise PublishError(f"invalid transcript {tdir}: {exc}") from None
+    if weights_hash(final.model) != as_hash(manifest["finalWeightsHash"]):
+        raise PublishError(f"invalid transcript {tdir}: the last checkpoint's weights do not give finalWeightsHash")
+    return manifest, summary_of(manifest, tdir / MANIFEST_NAME)
+
+
+def _check_file(tdir: Path, rel: str, expected: str, what: str) -> None:
+    path = tdir / rel
+    if not path.is_file():
+        raise PublishError(f"invalid transcript {tdir}: {what} is missing ({rel}); was the run finished?")
+    if sha256_file(path) != as_hash(expected):
+        raise PublishError(f"invalid transcript {tdir}: {what} ({rel}) does not match its hash (half-written?)")
+
+
+def publish_transcript(transcript_dir: str | Path, store: ContentStore,
+                       dataset_dir: str | Path | None = None) -> Published:
+    """Stores the dataset (when the manifest has no CID for it yet) and the transcript; returns both CIDs.
+
+    The dataset directory defaults to `dataset/` beside the transcript (where `proofreg train` puts it); its
+    root must equal the transcript's `datasetRoot`. The manifest is updated with the dataset CID first,
+    which changes no committed digest."""
+    tdir = Path(transcript_dir)
+    manifest, summary = verify_transcript(tdir)
+    try:
+        dataset_cid = manifest["dataset"].get("cid")
+        if not dataset_cid:
+            ddir = Path(dataset_dir) if dataset_dir is not None else tdir.parent / "dataset"
+            try:
+                Dataset.load(ddir, expected_root=summary.dataset_root)
+            except (DatasetError, OSError) as exc:
+                raise PublishError(f"cannot publish the dataset from {ddir}: {exc}") from None
+            dataset_cid = store.add_directory(ddir)
+            manifest["dataset"]["cid"] = dataset_cid
+            write_manifest(tdir / MANIFEST_NAME, manifest)
+        transcript_cid = store.add_directory(tdir)
+        stored = store.cat(f"{transcript_cid}/{MANIFEST_NAME}")
+    except StoreError as exc:
+        raise PublishError(f"content store failed: {exc}") from None
+    if stored != (tdir / MANIFEST_NAME).read_bytes():
+        raise PublishError(f"the store returned a different manifest for {transcript_cid}")
+    return Published(transcript_cid, str(dataset_cid), summary)
+
