@@ -43,7 +43,7 @@ test: setup lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/proofreg demo
+	$(PY) scripts/demo.py
 
 gas: setup
 	$(PY) -m bench.gas
