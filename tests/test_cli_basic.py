@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,17 @@ def test_versions() -> None:
     for tool in ("proofreg", "proofreg-verifier"):
         out = run(tool, "--version")
         assert out.returncode == 0 and "0.1.0" in out.stdout
+
+
+def test_train_and_commit_on_the_embedded_chain(tmp_path: Path) -> None:
+    env = {**os.environ, "PROOFREG_HOME": str(tmp_path / "home")}
+    env.pop("PROOFREG_RPC", None)
+    out = run("proofreg", "train", "--out", str(tmp_path / "run"), "--max-steps", "25", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    trained = json.loads(out.stdout)
+    out = run("proofreg", "commit", str(tmp_path / "run" / "transcript"), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    committed = json.loads(out.stdout)
+    assert committed["claimId"] == 1 and committed["segmentRoot"] == trained["segmentRoot"]
+    assert "embedded in-process chain" in out.stderr
+    assert (tmp_path / "home" / "store" / "blocks").is_dir()
