@@ -4,9 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup venv npm solc artifact vectors test lint typecheck demo gas clean node deploy
+.PHONY: setup venv npm ipfs solc artifact vectors test lint typecheck demo gas clean node deploy
 
-setup: venv npm solc
+setup: venv npm ipfs solc
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,12 @@ $(VENV)/.installed: pyproject.toml
 npm: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# js-ipfs 0.66.1, the real IPFS daemon the tests start on loopback (a separate npm project: ~300 MB).
+ipfs: tools/ipfs/node_modules/.installed
+tools/ipfs/node_modules/.installed: tools/ipfs/package.json tools/ipfs/package-lock.json
+	npm ci --prefix tools/ipfs --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Offline Solidity compiler for py-solc-x / ape (native solc when online, npm solc otherwise). Idempotent.
@@ -49,7 +55,7 @@ gas: setup
 	$(PY) -m bench.gas
 
 clean:
-	rm -rf $(VENV) node_modules .build
+	rm -rf $(VENV) node_modules tools/ipfs/node_modules .build
 
 # A local JSON-RPC node (Hardhat, offline) and a deployment to it with the dev preset.
 node: npm

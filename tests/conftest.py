@@ -15,7 +15,7 @@ from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
 from registry.params import RegistryParams, preset
 
-pytest_plugins = ["tests.nodes"]
+pytest_plugins = ["tests.nodes", "tests.ipfs_node"]
 
 DEV: RegistryParams = preset("dev")
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
