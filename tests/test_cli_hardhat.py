@@ -155,3 +155,24 @@ def test_bad_arguments_are_one_line(world: dict[str, Any]) -> None:
     one_line_error(proofreg("challenge", "1", "--account", "dev:0", "--rpc", "http://127.0.0.1:9", env=env,
                             check=False), "cannot reach")
     one_line_error(proofreg("train", "--out", str(world["run"]), env=env, check=False), "already holds a transcript")
+
+
+def test_commit_through_an_ipfs_daemon(world: dict[str, Any], ipfs_daemon: Any, tmp_path: Path) -> None:
+    """Publishing to a real js-ipfs daemon gives the embedded store's CIDs; a daemon that is down commits
+    nothing."""
+    env, reg = world["env"], world["reg"]
+    run = tmp_path / "run"
+    proofreg("train", "--out", str(run), "--epochs", "1", "--max-steps", "20", "--seed", "9", env=env)
+    count = reg.functions.claimCount().call()
+    one_line_error(proofreg("commit", str(run / "transcript"), "--ipfs", "/ip4/127.0.0.1/tcp/9/http",
+                            "--account", "dev:5", env=env, check=False), "not answering")
+    assert reg.functions.claimCount().call() == count
+    out = proofreg("commit", str(run / "transcript"), "--ipfs", ipfs_daemon.api, "--account", "dev:5", "--json",
+                   env=env)
+    committed = json.loads(out.stdout)
+    from registry.store.embedded import EmbeddedStore
+
+    local = EmbeddedStore(tmp_path / "local")
+    assert local.add_directory(run / "transcript") == committed["transcriptCid"]
+    assert local.add_directory(run / "dataset") == committed["datasetCid"]
+    assert ipfs_daemon.rpc("pin/ls", arg=committed["transcriptCid"])  # pinned on the daemon
