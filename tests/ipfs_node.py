@@ -33,17 +33,12 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -54,11 +49,12 @@ from typing import IO, Any
 
 import pytest
 
+from tests.procs import HOST, free_port, log_tail, pdeathsig_kill, stop_group, track, untrack
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IPFS_TOOLS = REPO_ROOT / "tools" / "ipfs"
 JSIPFS_BIN = IPFS_TOOLS / "node_modules" / ".bin" / "jsipfs"
 INSTALL_COMMAND = "npm ci --prefix tools/ipfs"
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 INIT_TIMEOUT_S = 60.0
@@ -66,13 +62,6 @@ INIT_TIMEOUT_S = 60.0
 
 class IpfsStartError(RuntimeError):
     """A daemon that could not be set up or did not start; the message ends with the tail of its log."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that was free on `host` a moment ago (start() retries on other ports if it is lost)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def jsipfs_command() -> list[str]:
@@ -84,28 +73,6 @@ def jsipfs_command() -> list[str]:
     if node is None:
         raise IpfsStartError("`node` is not on PATH: install Node.js 20 to run the js-ipfs daemon")
     return [node, str(JSIPFS_BIN.resolve())]
-
-
-def _load_libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()  # loaded here, not in the forked child
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the thread that started it exits (Linux PR_SET_PDEATHSIG)."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGKILL)
-
-
-_LIVE: set[IpfsDaemon] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 class IpfsDaemon:
@@ -205,12 +172,7 @@ class IpfsDaemon:
         return 0
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        tail = text.rsplit("--- start", 1)[-1].strip().splitlines()[-lines:]
-        return "\n".join(tail) if tail else "(empty log)"
+        return log_tail(self.log_path, lines, since="--- start")
 
     def rpc(self, command: str, *, timeout: float = 5.0, **params: str) -> Any:
         """One RPC call (POST /api/v0/<command>), JSON answer; raises OSError/URLError when unreachable."""
@@ -240,14 +202,13 @@ class IpfsDaemon:
                     command, cwd=self.repo.parent, env=self._env(), stdin=subprocess.DEVNULL, stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: stop() signals the whole group
-                    preexec_fn=_die_with_parent if die_with_parent else None,
+                    preexec_fn=pdeathsig_kill if die_with_parent else None,
                 )
             except OSError as exc:
                 log_file.close()
                 raise IpfsStartError(f"cannot run {command[0]}: {exc}") from exc
             self._log_file = log_file
-            with _LIVE_LOCK:
-                _LIVE.add(self)
+            track(self)
             try:
                 self._wait_until_ready(timeout)
                 self.start_seconds = time.monotonic() - began
@@ -296,23 +257,11 @@ class IpfsDaemon:
         """SIGTERM to the daemon's process group, SIGKILL after `timeout`; idempotent. Returns the exit code."""
         proc = self.process
         if proc is not None:
-            if proc.poll() is None:
-                for sig in (signal.SIGTERM, signal.SIGKILL):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, sig)
-                    try:
-                        proc.wait(timeout=timeout)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
-            # The group leader is gone; make sure nothing it spawned survives in its group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(proc, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        untrack(self)
         return proc.returncode if proc is not None else None
 
     def kill(self) -> None:
@@ -349,17 +298,6 @@ def start_ipfs_daemon(base_dir: Path, *, timeout: float = START_TIMEOUT_S) -> Ip
     daemon = IpfsDaemon.create(base_dir)
     daemon.start(timeout)
     return daemon
-
-
-def _stop_all_live() -> None:
-    with _LIVE_LOCK:
-        daemons = list(_LIVE)
-    for daemon in daemons:
-        with contextlib.suppress(Exception):
-            daemon.stop(timeout=3.0)
-
-
-atexit.register(_stop_all_live)
 
 
 # --- pytest integration ---------------------------------------------------------------------------------

@@ -27,18 +27,11 @@ PYTEST_DONT_REWRITE (no asserts here; test modules may import this before pytest
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,10 +42,11 @@ from typing import IO, Any
 
 import pytest
 
+from tests.procs import HOST, free_port, log_tail, pdeathsig_kill, stop_group, track, untrack
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HARDHAT_BIN = REPO_ROOT / "node_modules" / ".bin" / "hardhat"
 HARDHAT_CHAIN_ID = 31337
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 #: The mnemonic of hardhat.config.js and ape-config.yaml; account i is m/44'/60'/0'/0/i.
@@ -61,13 +55,6 @@ TEST_MNEMONIC = "test test test test test test test test test test test junk"
 
 class NodeStartError(RuntimeError):
     """A node that did not start; the message ends with the tail of its log."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that was free on `host` a moment ago (the caller must tolerate losing a race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def rpc_call(url: str, method: str, params: list[Any] | None = None, *, timeout: float = 10.0) -> Any:
@@ -79,38 +66,6 @@ def rpc_call(url: str, method: str, params: list[Any] | None = None, *, timeout:
     if "error" in reply:
         raise RuntimeError(f"{method}: {reply['error']}")
     return reply["result"]
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    tail = text.strip().splitlines()[-lines:]
-    return "\n".join(tail) if tail else "(empty log)"
-
-
-def _load_libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()  # loaded here, not in the forked child
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the thread that started it exits (Linux PR_SET_PDEATHSIG)."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGKILL)
-
-
-#: Nodes started and not yet stopped (strong references, so the atexit hook always finds them).
-_LIVE: set[HardhatNode] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -160,28 +115,16 @@ class HardhatNode:
         return f"JSON-RPC server at {self.url}/" in text.rsplit("--- attempt", 1)[-1]
 
     def log_tail(self, lines: int = 30) -> str:
-        return _log_tail(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM to the node's process group, SIGKILL after `timeout`; idempotent. Returns the exit code."""
         proc = self.process
-        if proc.poll() is None:
-            for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(timeout=wait_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # The group leader is gone; make sure nothing it spawned survives in its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        untrack(self)
         return proc.returncode
 
     def __enter__(self) -> HardhatNode:
@@ -190,19 +133,8 @@ class HardhatNode:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def __hash__(self) -> int:  # for the WeakSet of live nodes
+    def __hash__(self) -> int:  # for the set of live nodes
         return id(self)
-
-
-def _stop_all_live() -> None:
-    with _LIVE_LOCK:
-        nodes = list(_LIVE)
-    for node in nodes:
-        with contextlib.suppress(Exception):
-            node.stop(timeout=3.0)
-
-
-atexit.register(_stop_all_live)
 
 
 def _hardhat_command(port: int, extra_args: tuple[str, ...]) -> list[str]:
@@ -286,15 +218,14 @@ def start_hardhat_node(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() signals the whole group
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=pdeathsig_kill if die_with_parent else None,
             )
         except OSError as exc:
             log_file.close()
             raise NodeStartError(f"cannot run {command[0]}: {exc}") from exc
         node = HardhatNode(url=f"http://{HOST}:{chosen}", port=chosen, process=process, log_path=log_path,
                            _log_file=log_file)
-        with _LIVE_LOCK:
-            _LIVE.add(node)
+        track(node)
         try:
             _wait_until_ready(node, timeout)
             return node

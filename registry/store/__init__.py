@@ -4,6 +4,7 @@
 - `cid`: CIDv0/CIDv1 text and binary forms (sha2-256; raw and dag-pb codecs).
 - `dagpb`: dag-pb and UnixFS protobuf encoding/decoding, byte-exact with Kubo and js-ipfs.
 - `unixfs`: the `ipfs add` importer (256 KiB chunks, balanced DAG of 174 links), files and directories.
+- `dag`: `DagReader`, UnixFS DAG walking over verified blocks under `StoreLimits` (shared by the stores).
 - `embedded`: `EmbeddedStore`, blocks in a local directory, verified reads of byte ranges.
 - `bench`: add throughput against plain sha256 (`python -m registry.store.bench`).
 """

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import stat
 import threading
 import time
@@ -45,7 +44,6 @@ import requests
 from registry.store.base import (
     Corrupt,
     Entry,
-    EntryKind,
     LimitExceeded,
     Malformed,
     NotFound,
@@ -53,12 +51,11 @@ from registry.store.base import (
     Unavailable,
     Unsupported,
     split_path,
-    split_ref,
     valid_name,
 )
-from registry.store.cid import CID, DAG_PB, RAW
-from registry.store.dagpb import T_DIRECTORY, T_FILE, T_RAW, TYPE_NAMES, Link, decode_node, decode_unixfs
-from registry.store.embedded import EmbeddedStore, StoreLimits
+from registry.store.cid import CID, RAW
+from registry.store.dag import FILE, DagReader, Node, StoreLimits
+from registry.store.embedded import EmbeddedStore
 from registry.store.unixfs import (
     DEFAULT_SETTINGS,
     JS_SHARD_THRESHOLD_ENTRIES,
@@ -71,8 +68,6 @@ from registry.store.unixfs import (
 )
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
-FILE: EntryKind = "file"
-DIRECTORY: EntryKind = "directory"
 _UPLOAD_PIECE = 1024 * 1024
 _ROOT_NAME = "root"  # name of the top directory in an `add -r` upload; it does not enter any CID
 
@@ -108,18 +103,6 @@ def api_base_url(api: str) -> str:
 
 def _v1(cid: CID) -> str:
     return str(cid.to_v1())
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    """A decoded, verified block: a file node (own bytes plus sized children) or a directory."""
-
-    cid: CID
-    kind: EntryKind
-    data: bytes
-    links: tuple[Link, ...]
-    blocksizes: tuple[int, ...]
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,76 +261,27 @@ class DaemonStore:
 
     def iter_cat(self, ref: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Like `cat`, piece by piece; at most `parallel` blocks held at a time."""
-        if offset < 0 or (length is not None and length < 0):
-            raise ValueError("offset and length must be non-negative")
-        node = self._load(self._ref(ref))
-        if node.kind != FILE:
-            raise Malformed(f"{_v1(node.cid)} is a {node.kind}, not a file")
-        start = min(offset, node.size)
-        end = node.size if length is None else min(node.size, offset + length)
-        if end - start > self.limits.max_cat_bytes:
-            raise LimitExceeded(f"{_v1(node.cid)}: reading {end - start} bytes exceeds the limit of "
-                                f"{self.limits.max_cat_bytes}")
-        pieces = self._read_range(node, start, end, 0) if self.verify else self._api_cat(node, start, end)
-        got = 0
-        for piece in pieces:
-            got += len(piece)
-            yield piece
-        if got != end - start:
-            raise Malformed(f"{_v1(node.cid)}: got {got} bytes where {end - start} were expected")
+        dag = self._dag
+        node, start, end = dag.open_range(ref, offset, length)
+        yield from dag.checked(node, self._file_pieces(node, start, end), end - start)
 
     def size(self, ref: str) -> int:
         """Content size of a file (from its verified root block alone)."""
-        node = self._load(self._ref(ref))
-        if node.kind != FILE:
-            raise Malformed(f"{_v1(node.cid)} is a {node.kind}, not a file")
-        return node.size
+        return self._dag.load_kind(ref, FILE).size
 
     def resolve(self, cid: str, path: str = "") -> str:
         """CID of the entry at `path` inside directory `cid`, walking verified directory blocks."""
-        return _v1(self._resolve(CID.parse(cid), split_path(path)))
+        return _v1(self._dag.resolve(CID.parse(cid), split_path(path)))
 
     def ls(self, ref: str) -> list[Entry]:
         """Entries of a directory, sorted by name (each dag-pb child's root block is read for kind and size)."""
-        node = self._load(self._ref(ref))
-        if node.kind != DIRECTORY:
-            raise Malformed(f"{_v1(node.cid)} is a {node.kind}, not a directory")
-        out: list[Entry] = []
-        pending = [link for link in node.links if link.cid.codec != RAW]
-        children = dict(zip((link.name for link in pending), self._map(self._load, [lk.cid for lk in pending]),
-                            strict=True))
-        for link in node.links:
-            if link.cid.codec == RAW:  # a raw block is a file whose size is its Tsize
-                out.append(Entry(link.name, _v1(link.cid), FILE, link.tsize, link.tsize))
-                continue
-            child = children[link.name]
-            out.append(Entry(link.name, _v1(link.cid), child.kind, child.size if child.kind == FILE else None,
-                             link.tsize))
-        return sorted(out, key=lambda e: e.name.encode())
+        return self._dag.ls(ref)
 
     def get(self, ref: str, dest: str | Path) -> Path:
         """Writes the file or directory tree at `dest` (which must not exist); all or nothing. Directory
         blocks are always verified; file bytes too unless `verify=False` (then the daemon's `cat`, with the
         byte count checked)."""
-        target = Path(dest)
-        if os.path.lexists(target):
-            raise FileExistsError(f"{target} already exists")
-        root = self._load(self._ref(ref))
-        staging = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
-        budget = _Budget(self.limits.max_get_bytes, self.limits.max_get_entries)
-        try:
-            if root.kind == DIRECTORY:
-                self._materialize_dir(root, staging, 0, budget)
-            else:
-                self._materialize_file(root, staging, budget)
-            os.rename(staging, target)
-        except BaseException:
-            if staging.is_dir() and not staging.is_symlink():
-                shutil.rmtree(staging, ignore_errors=True)
-            elif os.path.lexists(staging):
-                staging.unlink()
-            raise
-        return target
+        return self._dag.get(ref, dest)
 
     # ---- pins ------------------------------------------------------------------------------------------
 
@@ -584,85 +518,19 @@ class DaemonStore:
                           "that do not hash to it")
         return data
 
-    def _ref(self, ref: str) -> CID:
-        cid_text, parts = split_ref(ref)
-        cid = CID.parse(cid_text)
-        return self._resolve(cid, parts) if parts else cid
+    @property
+    def _dag(self) -> DagReader:
+        """The DAG walker over verified blocks from the daemon (children fetched `parallel` at a time)."""
+        return DagReader(self._block, self.limits, name=_v1, fetch_map=self._map, file_pieces=self._file_pieces,
+                         yielded="got")
 
-    def _load(self, cid: CID) -> _Node:
-        return self._decode(cid, self._block(cid))
+    def _file_pieces(self, node: Node, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of a file: walked over verified blocks, or the daemon's `cat` (verify=False)."""
+        if not self.verify:
+            return self._api_cat(node, start, end)
+        return (piece.tobytes() for piece in self._dag.read_range(node, start, end))
 
-    @staticmethod
-    def _decode(cid: CID, block: bytes) -> _Node:
-        """A verified block as a file or directory node, with the embedded store's consistency checks."""
-        if cid.codec == RAW:
-            return _Node(cid, FILE, block, (), (), len(block))
-        if cid.codec != DAG_PB:  # CID.parse accepts only raw and dag-pb; kept for clarity
-            raise Unsupported(f"{_v1(cid)}: codec {cid.codec_name} is not UnixFS")
-        data, links = decode_node(block)
-        if data is None:
-            raise Malformed(f"{_v1(cid)}: dag-pb node without UnixFS data")
-        u = decode_unixfs(data)
-        if u.type in (T_FILE, T_RAW):
-            if len(links) != len(u.blocksizes):
-                raise Malformed(f"{_v1(cid)}: file node with {len(links)} links but {len(u.blocksizes)} blocksizes")
-            total = len(u.data) + sum(u.blocksizes)
-            if u.filesize is not None and u.filesize != total:
-                raise Malformed(f"{_v1(cid)}: filesize {u.filesize} differs from the {total} bytes its parts hold")
-            return _Node(cid, FILE, u.data, tuple(links), tuple(u.blocksizes), total)
-        if u.type == T_DIRECTORY:
-            names: set[str] = set()
-            for link in links:
-                if not valid_name(link.name):
-                    raise Malformed(f"{_v1(cid)}: directory entry with a forbidden name {link.name!r}")
-                if link.name in names:
-                    raise Malformed(f"{_v1(cid)}: duplicate directory entry {link.name!r}")
-                names.add(link.name)
-            return _Node(cid, DIRECTORY, b"", tuple(links), (), 0)
-        raise Unsupported(f"{_v1(cid)}: UnixFS {TYPE_NAMES.get(u.type, str(u.type))} nodes are not supported")
-
-    def _resolve(self, cid: CID, parts: list[str]) -> CID:
-        root = cid
-        if len(parts) > self.limits.max_depth:
-            raise LimitExceeded(f"path of {len(parts)} components exceeds the depth limit")
-        for i, part in enumerate(parts):
-            node = self._load(cid)
-            if node.kind != DIRECTORY:
-                raise NotFound(f"{'/'.join(parts[:i]) or _v1(cid)} is not a directory")
-            for link in node.links:
-                if link.name == part:
-                    cid = link.cid
-                    break
-            else:
-                raise NotFound(f"no entry {'/'.join(parts[:i + 1])!r} in the directory tree {_v1(root)}")
-        return cid
-
-    def _read_range(self, node: _Node, start: int, end: int, depth: int) -> Iterator[bytes]:
-        """Content [start, end) of a file node; children overlapping the range are fetched in parallel."""
-        if depth > self.limits.max_depth:
-            raise LimitExceeded(f"file DAG deeper than {self.limits.max_depth} at {_v1(node.cid)}")
-        data = node.data
-        if start < len(data):
-            yield data[start:min(end, len(data))]
-        wanted: list[tuple[Link, int, int]] = []
-        pos = len(data)
-        for link, bsize in zip(node.links, node.blocksizes, strict=True):
-            if pos >= end:
-                break
-            if pos + bsize > start and bsize:
-                wanted.append((link, bsize, pos))
-            pos += bsize
-        for (link, bsize, child_pos), child in zip(wanted, self._map(self._load, [w[0].cid for w in wanted]),
-                                                   strict=True):
-            if child.kind != FILE:
-                raise Malformed(f"{_v1(node.cid)}: file links to a {child.kind} ({_v1(link.cid)})")
-            if child.size != bsize:
-                raise Malformed(f"{_v1(node.cid)}: child {_v1(link.cid)} holds {child.size} bytes, "
-                                f"parent says {bsize}")
-            yield from self._read_range(child, max(start - child_pos, 0), min(end, child_pos + bsize) - child_pos,
-                                        depth + 1)
-
-    def _api_cat(self, node: _Node, start: int, end: int) -> Iterator[bytes]:
+    def _api_cat(self, node: Node, start: int, end: int) -> Iterator[bytes]:
         """The daemon's own `cat` of [start, end): trusted bytes, only their count is checked (verify=False)."""
         if end <= start:
             return
@@ -671,49 +539,6 @@ class DaemonStore:
         response = self._post("cat", params, subject=_v1(node.cid), stream=True,
                               read_timeout=self.fetch_timeout + self.timeout)
         yield from self._stream(response, "cat", _v1(node.cid), end - start)
-
-    def _materialize_file(self, node: _Node, path: Path, budget: _Budget) -> None:
-        budget.entry(path)
-        budget.spend(node.size, path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags, 0o644)
-        with open(fd, "wb") as f:
-            pieces = self._read_range(node, 0, node.size, 0) if self.verify else self._api_cat(node, 0, node.size)
-            for piece in pieces:
-                f.write(piece)
-            if f.tell() != node.size:
-                raise Malformed(f"{_v1(node.cid)}: got {f.tell()} bytes where {node.size} were expected")
-
-    def _materialize_dir(self, node: _Node, path: Path, depth: int, budget: _Budget) -> None:
-        if depth > self.limits.max_depth:
-            raise LimitExceeded(f"directory tree deeper than {self.limits.max_depth} at {_v1(node.cid)}")
-        budget.entry(path)
-        os.mkdir(path, 0o755)
-        for link in node.links:  # names validated in _decode
-            child = self._load(link.cid)
-            target = path / link.name
-            if child.kind == DIRECTORY:
-                self._materialize_dir(child, target, depth + 1, budget)
-            else:
-                self._materialize_file(child, target, budget)
-
-
-class _Budget:
-    """Running totals of what `get` has written, against the store's limits."""
-
-    def __init__(self, max_bytes: int, max_entries: int) -> None:
-        self.bytes_left = max_bytes
-        self.entries_left = max_entries
-
-    def spend(self, n: int, path: Path) -> None:
-        self.bytes_left -= n
-        if self.bytes_left < 0:
-            raise LimitExceeded(f"get: writing {path} exceeds the byte limit")
-
-    def entry(self, path: Path) -> None:
-        self.entries_left -= 1
-        if self.entries_left < 0:
-            raise LimitExceeded(f"get: {path} exceeds the entry limit")
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
