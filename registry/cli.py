@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -55,6 +56,29 @@ def handle_errors(fn: F) -> F:
             fail(str(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, fed `(done, total)`; stdout stays clean for results (and silent with --json).
+    Off a terminal, click prints only the label once."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if not enabled:
+            return
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = click.progressbar(length=max(total, 1), label=label, file=sys.stderr,
+                                                   show_pos=True, show_eta=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
 
 
 def emit(data: Any, as_json: bool) -> None:
@@ -203,8 +227,10 @@ def train(out_dir: Path, family: str, dataset: str, epochs: int, batch_size: int
         if not torch.cuda.is_available():
             raise CliError("--device cuda: no CUDA device is available here (use --device cpu)")
     try:
-        result = run_training(out_dir, family=family, dataset=dataset, epochs=epochs, batch_size=batch_size,
-                              lr=lr, steps_per_segment=k, seed=seed, device=device, max_steps=max_steps)
+        with progress_bar("training (recording every step)", not as_json) as update:
+            result = run_training(out_dir, family=family, dataset=dataset, epochs=epochs, batch_size=batch_size,
+                                  lr=lr, steps_per_segment=k, seed=seed, device=device, max_steps=max_steps,
+                                  progress=update)
     except (ValueError, KeyError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
     emit({"transcript": str(result.transcript_dir), "dataset": str(result.dataset_dir),
@@ -228,7 +254,8 @@ def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_d
     """Publish a transcript (and its dataset) to the content store, then commit its training claim."""
     from registry.publish import publish_transcript, verify_transcript
 
-    verify_transcript(transcript)  # fail fast, before touching the chain or the store
+    with progress_bar("verifying transcript files", not as_json) as update:
+        verify_transcript(transcript, update)  # fail fast, before touching the chain or the store
     client = open_client(rpc_url, deployment_path, account, keystore)
     bond = client.params.training_bond
     _require_balance(client, bond, "the training bond")

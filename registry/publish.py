@@ -8,6 +8,7 @@ directory fails here), and the final checkpoint's weights against `finalWeightsH
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,22 @@ class Published:
         return {"transcriptCid": self.transcript_cid, "datasetCid": self.dataset_cid, **self.summary.to_json()}
 
 
-def verify_transcript(transcript_dir: str | Path) -> tuple[dict[str, Any], TranscriptSummary]:
-    """Checks a local transcript completely; returns its manifest and the digests a claim commits."""
+def verify_transcript(transcript_dir: str | Path, progress: Callable[[int, int], None] | None = None,
+                      ) -> tuple[dict[str, Any], TranscriptSummary]:
+    """Checks a local transcript completely; returns its manifest and the digests a claim commits.
+
+    `progress(done, total)` is called after each file is hashed (the CLI's progress bar)."""
     tdir = Path(transcript_dir)
     if not (tdir / MANIFEST_NAME).is_file():
         raise PublishError(f"{tdir} is not a transcript directory (no {MANIFEST_NAME}): run `proofreg train` first")
     try:
         manifest = load_manifest(tdir)
-        for entry in manifest["checkpoints"]:
-            _check_file(tdir, entry["path"], entry["ckptHash"], f"checkpoint {entry['index']}")
-        for seg in manifest["segments"]:
-            _check_file(tdir, seg["batches"], seg["batchesHash"], f"batch file of segment {seg['index']}")
+        files = [(e["path"], e["ckptHash"], f"checkpoint {e['index']}") for e in manifest["checkpoints"]]
+        files += [(s["batches"], s["batchesHash"], f"batch file of segment {s['index']}") for s in manifest["segments"]]
+        for done, (rel, expected, what) in enumerate(files, 1):
+            _check_file(tdir, rel, expected, what)
+            if progress is not None:
+                progress(done, len(files))
         last = manifest["checkpoints"][-1]
         final = read_checkpoint(tdir / last["path"], as_hash(last["ckptHash"]))
     except TranscriptError as exc:

@@ -7,7 +7,7 @@ batch 32, k = 10, 5 epochs (280 steps) — a few seconds on a 2-core CPU.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ def train(out_dir: str | Path, *, family: str = "mlp", family_args: Mapping[str,
           dataset: str | Dataset = "digits", dataset_dir: str | Path | None = None, epochs: int = 5,
           batch_size: int = 32, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0,
           optimizer: str = "sgd", steps_per_segment: int = 10, seed: int = 0, device: str = "cpu",
-          max_steps: int | None = None, dataset_cid: str | None = None) -> TrainResult:
-    """Trains and records into `out_dir/transcript` (dataset built into `out_dir/dataset` unless given)."""
+          max_steps: int | None = None, dataset_cid: str | None = None,
+          progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Trains and records into `out_dir/transcript` (dataset built into `out_dir/dataset` unless given).
+
+    `progress(done, total)` is called after every step (the CLI draws its progress bar from it)."""
     out = Path(out_dir)
     if isinstance(dataset, Dataset):
         ds = dataset
@@ -60,6 +63,9 @@ def train(out_dir: str | Path, *, family: str = "mlp", family_args: Mapping[str,
     config = {"seed": seed, "epochs": epochs, "shuffle": "numpy PCG64 permutation per epoch, drop_last"}
     rec = Recorder(out / "transcript", model, opt, family=family, family_args=args, dataset=ds,
                    steps_per_segment=steps_per_segment, config=config, dataset_cid=dataset_cid, rng_seed=seed)
+    total = epochs * (len(ds) // batch_size) if 1 <= batch_size <= len(ds) else 0
+    if max_steps is not None:
+        total = min(total, max_steps)
     model.train()
     loss_value = float("nan")
     with rec:
@@ -73,6 +79,8 @@ def train(out_dir: str | Path, *, family: str = "mlp", family_args: Mapping[str,
             opt.zero_grad(set_to_none=True)
             rec.step(idx, epoch=epoch)
             loss_value = float(loss.detach())
+            if progress is not None:
+                progress(n + 1, total)
         summary = rec.finish()
     model.eval()
     with torch.no_grad():
