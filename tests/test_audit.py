@@ -14,6 +14,7 @@ from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from scripts.demo import forge_data_substitution
 from verifier.audit import INVALID, UNAVAILABLE, VALID, TrainingClaimFields, audit_training_claim
+from verifier.policy import get_policy
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def fields(published: Any, **overrides: Any) -> TrainingClaimFields:
 
 
 def test_honest_claim_is_valid_and_fetches_only_audited_segments(world: dict[str, Any]) -> None:
-    report = audit_training_claim(world["store"], fields(world["honest"]), [1, 1, 3])
+    only_assigned = get_policy(None).with_overrides(top_q=0, init_check=False)  # no top-Q/init files here
+    report = audit_training_claim(world["store"], fields(world["honest"]), [1, 1, 3], policy=only_assigned)
     assert report.verdict == VALID, report.reason
     assert [s.index for s in report.segments] == [1, 3] and all(s.rho == 0.0 for s in report.segments)
     manifest_dir = world["out"] / "honest" / "transcript"

@@ -37,5 +37,12 @@ def assignments(rpc_url: str, deployment_path: object, challenge_id: int) -> Non
                            "segments": segments}, indent=2))
 
 
+from verifier.check_cli import calibrate as _calibrate_command  # noqa: E402 - engine commands live apart
+from verifier.check_cli import check as _check_command  # noqa: E402
+
+main.add_command(_check_command)
+main.add_command(_calibrate_command)
+
+
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from registry.datasets import Dataset
@@ -88,11 +89,13 @@ def _cuda_index(device: torch.device) -> int | None:
 
 def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
                    device: torch.device | str = "cpu", manifest: dict[str, Any] | None = None,
-                   checkpoint: Checkpoint | None = None) -> dict[str, torch.Tensor]:
+                   checkpoint: Checkpoint | None = None,
+                   batches: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Re-executes segment `index` from checkpoint `index`; returns the model state_dict after its steps.
 
     `dataset` must be the transcript's training set (its root is checked); `manifest` and `checkpoint` may be
-    passed when already loaded (the checkpoint is not modified, so it can be re-used)."""
+    passed when already loaded (the checkpoint is not modified, so it can be re-used), and `batches` when the
+    caller already read and hash-checked the segment's batch file (a verifier holding fetched bytes)."""
     tdir = Path(transcript_dir)
     m = manifest if manifest is not None else load_manifest(tdir)
     config = m["config"]
@@ -103,7 +106,11 @@ def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
                               f"{m['dataset']['datasetRoot']}")
     seg = m["segments"][index]
     steps = seg["endStep"] - seg["startStep"]
-    batches = read_batches(tdir / seg["batches"], seg["batchesHash"], (steps, int(m["batchSize"])))
+    if batches is None:
+        batches = read_batches(tdir / seg["batches"], seg["batchesHash"], (steps, int(m["batchSize"])))
+    elif batches.shape != (steps, int(m["batchSize"])) or batches.dtype != np.int64:
+        raise TranscriptError(f"segment {index} batches have shape {batches.shape}, expected "
+                              f"{(steps, int(m['batchSize']))}")
     if int(batches.min()) < 0 or int(batches.max()) >= len(dataset):
         raise TranscriptError(f"segment {index} uses example indices outside the dataset")
     ckpt = checkpoint if checkpoint is not None else load_segment_checkpoint(tdir, m, index)

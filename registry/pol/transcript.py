@@ -184,12 +184,19 @@ def load_manifest(transcript_dir: str | Path) -> dict[str, Any]:
 def read_batches(path: str | Path, expected_hash: bytes | str | None = None,
                  shape: tuple[int, int] | None = None) -> np.ndarray:
     """A segment's batch file: plain int64 [steps, batch] .npy (never unpickled), checked against its hash."""
-    from registry.hashing import sha256
-
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise TranscriptError(f"cannot read batch file {path}: {exc}") from exc
+    return parse_batches(data, expected_hash, shape, where=str(path))
+
+
+def parse_batches(data: bytes, expected_hash: bytes | str | None = None, shape: tuple[int, int] | None = None,
+                  *, where: str = "") -> np.ndarray:
+    """`read_batches` on bytes already in memory (a verifier's fetched file): same checks, no pickle."""
+    from registry.hashing import sha256
+
+    path = where or "(in memory)"
     if expected_hash is not None and sha256(data) != as_hash(expected_hash):
         raise TranscriptError(f"batch file {path} does not match its batchesHash")
     import io

@@ -1,0 +1,213 @@
+"""Calibration of tolerance policies on this hardware (SPEC section 6): how far honest replays land from the
+recorded checkpoints, and how far forged segments do, so that δ can sit between the two with measured
+false-reject and false-accept rates.
+
+For every segment of every honest transcript given (local directories, e.g. from `proofreg train`, or runs
+this module trains itself), and for every thread count asked for, the segment is replayed from its
+checkpoint with the engine's replay (`registry.pol.replay`) and ρ is measured. Then three forgeries of that
+segment are measured the same way, built in memory from the honest evidence:
+
+- `tampered-batch`: one of the k recorded batches replaced by other example indices (data substitution);
+- `other-seed`: the claimed next checkpoint taken from another honest run of the same configuration but
+  another seed (a spliced transcript), when two or more runs share an architecture;
+- `interpolated`: checkpoints linearly interpolated between the first and the last (the PoL paper's
+  cheapest spoof), replayed from the interpolated W_i and compared with the interpolated W_{i+1}.
+
+A policy's false-reject rate is the share of honest replays with ρ > δ; its false-accept rate is the share
+of forgeries with ρ ≤ δ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from registry.datasets import Dataset
+from registry.hashing import as_hash
+from registry.pol.checkpoint import Checkpoint, read_checkpoint
+from registry.pol.replay import parameter_names, replay_segment, segment_distance
+from registry.pol.transcript import load_manifest, read_batches
+from verifier.engine import resolve_device
+from verifier.policy import POLICIES, TolerancePolicy
+
+FORGERIES = ("tampered-batch", "other-seed", "interpolated")
+
+
+@dataclass
+class Run:
+    """One honest transcript on disk, with its training set."""
+
+    transcript: Path
+    dataset: Dataset
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, transcript: str | Path, dataset_dir: str | Path | None = None) -> Run:
+        tdir = Path(transcript)
+        manifest = load_manifest(tdir)
+        ddir = Path(dataset_dir) if dataset_dir is not None else tdir.parent / "dataset"
+        return cls(tdir, Dataset.load(ddir, expected_root=as_hash(manifest["dataset"]["datasetRoot"])), manifest)
+
+    def checkpoint(self, i: int) -> Checkpoint:
+        entry = self.manifest["checkpoints"][i]
+        return read_checkpoint(self.transcript / entry["path"], as_hash(entry["ckptHash"]))
+
+    def batches(self, i: int) -> np.ndarray:
+        seg = self.manifest["segments"][i]
+        return read_batches(self.transcript / seg["batches"], seg["batchesHash"])
+
+    def arch(self) -> str:
+        c = self.manifest["config"]
+        return json.dumps([c["model"], c["dtype"], c["optimizer"]["type"]], sort_keys=True)
+
+
+def quantiles(values: Sequence[float]) -> dict[str, Any]:
+    """min/p50/p90/p99/max and how many are exactly 0 (bitwise replays)."""
+    if not values:
+        return {"count": 0}
+    arr = np.asarray([v if math.isfinite(v) else np.inf for v in values], dtype=np.float64)
+    q = {f"p{p}": float(np.quantile(arr, p / 100)) for p in (50, 90, 99)}
+    return {"count": int(arr.size), "zero": int(np.sum(arr == 0.0)), "min": float(arr.min()), **q,
+            "max": float(arr.max())}
+
+
+def _rho(run: Run, i: int, device: str, start: Checkpoint, nxt: dict[str, torch.Tensor],
+         batches: np.ndarray | None = None) -> float:
+    replayed = replay_segment(run.transcript, i, run.dataset, device=device, manifest=run.manifest,
+                              checkpoint=start, batches=batches)
+    names = parameter_names(run.manifest["config"])
+    return segment_distance(replayed, nxt, start.model, names).rho
+
+
+def _lerp(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
+    return {n: (a[n] + t * (b[n] - a[n])).to(a[n].dtype) if a[n].is_floating_point() else a[n].clone() for n in a}
+
+
+def calibrate(runs: Sequence[Run], *, device: str = "cpu", threads: Sequence[int] = (), max_segments: int | None = None,
+              seed: int = 0, policies: Sequence[TolerancePolicy] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Replays honest segments (at each thread count) and forged ones; returns the ρ distributions and each
+    policy's false-reject and false-accept rates (module docstring)."""
+    dev = resolve_device(device)
+    pols = list(policies) if policies is not None else list(POLICIES.values())
+    rng = np.random.default_rng(seed)
+    thread_counts = list(threads) or [torch.get_num_threads()]
+    honest: dict[str, list[float]] = {str(t): [] for t in thread_counts}
+    forged: dict[str, list[float]] = {k: [] for k in FORGERIES}
+    plan = [(r, i) for r in runs for i in range(r.manifest["numSegments"])[:max_segments]]
+    total, done = len(plan), 0
+    before = torch.get_num_threads()
+    try:
+        for run, i in plan:
+            start, end = run.checkpoint(i), run.checkpoint(i + 1)
+            for t in thread_counts:
+                torch.set_num_threads(t)
+                honest[str(t)].append(_rho(run, i, dev, start, end.model))
+            torch.set_num_threads(thread_counts[0])
+            # tampered batch: one step's examples replaced by random other ones
+            b = run.batches(i).copy()
+            row = int(rng.integers(0, b.shape[0]))
+            b[row] = rng.integers(0, len(run.dataset), size=b.shape[1], dtype=np.int64)
+            forged["tampered-batch"].append(_rho(run, i, dev, start, end.model, b))
+            # spliced: the next checkpoint from another run with the same architecture
+            other = next((o for o in runs if o is not run and o.arch() == run.arch()
+                          and o.manifest["numSegments"] > i), None)
+            if other is not None:
+                forged["other-seed"].append(_rho(run, i, dev, start, other.checkpoint(i + 1).model))
+            # interpolated between the first and the last checkpoint
+            n = run.manifest["numSegments"]
+            first, last = run.checkpoint(0).model, run.checkpoint(n).model
+            fake_start = Checkpoint(start.index, start.step, _lerp(first, last, i / n), start.optimizer)
+            forged["interpolated"].append(_rho(run, i, dev, fake_start, _lerp(first, last, (i + 1) / n)))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    finally:
+        torch.set_num_threads(before)
+    all_honest = [v for vs in honest.values() for v in vs]
+    all_forged = [v for vs in forged.values() for v in vs]
+    policy_rows = []
+    for p in pols:
+        fr = sum(1 for v in all_honest if not v <= p.threshold)
+        fa = sum(1 for v in all_forged if v <= p.threshold)
+        policy_rows.append({"policy": p.name, "threshold": p.threshold,
+                            "falseRejects": fr, "honest": len(all_honest),
+                            "falseRejectRate": fr / len(all_honest) if all_honest else None,
+                            "falseAccepts": fa, "forged": len(all_forged),
+                            "falseAcceptRate": fa / len(all_forged) if all_forged else None})
+    recorded_threads = sorted({r.manifest.get("environment", {}).get("threads") for r in runs}, key=str)
+    return {
+        "device": dev,
+        "recordedThreads": recorded_threads,
+        "transcripts": [str(r.transcript) for r in runs],
+        "segmentsPerRun": max_segments,
+        "honest": {f"threads={t}": quantiles(v) for t, v in honest.items()},
+        "honestAll": quantiles(all_honest),
+        "forged": {k: quantiles(v) for k, v in forged.items()},
+        "forgedAll": quantiles(all_forged),
+        "policies": policy_rows,
+        "samples": {"honest": honest, "forged": forged},
+    }
+
+
+def train_runs(out: Path, count: int, *, max_steps: int = 60, k: int = 5, device: str = "cpu",
+               progress: Callable[[int, int], None] | None = None) -> list[Run]:
+    """`count` honest MLP-on-digits runs (seeds 0..count−1) under `out` sharing one dataset."""
+    from registry.pol.train import train
+
+    runs = []
+    for s in range(count):
+        r = train(out / f"run{s}", seed=s, epochs=max(1, max_steps // 56 + 1), max_steps=max_steps,
+                  steps_per_segment=k, device=device, dataset_dir=out / "dataset")
+        runs.append(Run(r.transcript_dir, Dataset.load(r.dataset_dir), load_manifest(r.transcript_dir)))
+        if progress is not None:
+            progress(s + 1, count)
+    return runs
+
+
+def plot_calibration(result: dict[str, Any], path: str | Path) -> Path:
+    """PNG: ρ of honest replays and of each forgery (log scale), with each policy's δ."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    floor = 1e-12
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    try:
+        groups = [(f"honest {k}", v) for k, v in result["samples"]["honest"].items()]
+        groups += [(f"forged {k}", v) for k, v in result["samples"]["forged"].items() if v]
+        for y, (label, vals) in enumerate(groups):
+            xs = [max(v, floor) if math.isfinite(v) else 1e6 for v in vals]
+            ax.scatter(xs, np.full(len(xs), y) + np.linspace(-0.2, 0.2, len(xs)), s=8,
+                       c="tab:green" if label.startswith("honest") else "tab:red")
+        for p in result["policies"]:
+            if p["threshold"] > 0:
+                ax.axvline(p["threshold"], linestyle="--", color="tab:orange", alpha=0.7)
+                ax.text(p["threshold"], len(groups) - 0.5, p["policy"], fontsize=7, rotation=90, va="top")
+        ax.set_yticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("ρ (exact zeros drawn at 1e-12)")
+        ax.set_title(f"calibration on {result['device']}", fontsize=9)
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def calibrate_fresh(count: int = 3, *, max_steps: int = 60, k: int = 5, threads: Sequence[int] = (),
+                    device: str = "cpu") -> dict[str, Any]:
+    """Trains `count` runs in a temporary folder and calibrates on them (bench and tests)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = train_runs(Path(tmp), count, max_steps=max_steps, k=k)
+        return calibrate(runs, device=device, threads=threads)
