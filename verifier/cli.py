@@ -37,6 +37,10 @@ def assignments(rpc_url: str, deployment_path: object, challenge_id: int) -> Non
                            "segments": segments}, indent=2))
 
 
+from verifier.daemon_cli import run as _run_command  # noqa: E402 - `run` (the node daemon) lives apart
+
+main.add_command(_run_command)
+
 from verifier.check_cli import calibrate as _calibrate_command  # noqa: E402 - engine commands live apart
 from verifier.check_cli import check as _check_command  # noqa: E402
 

@@ -1,0 +1,809 @@
+"""The verifier node daemon (`proofreg-verifier run`, SPEC sections 5 and 7).
+
+One loop, one thread for the chain, a small pool of audit workers:
+
+- **Registration.** At start, registers the account with the stake (`--stake`, default the registry's
+  minimum) unless it is already registered.
+- **Events.** `verifier.follower.Follower` reads the registry's events `--confirmations` blocks behind the
+  head from a cursor persisted in SQLite (`verifier.db`), backfills after downtime and rewinds on reorgs.
+  Commit events give the claims' fields; `ChallengeOpened` creates a job.
+- **Jobs.** Every poll, each open job is brought forward from the contract's *current* view functions, never
+  from remembered state: draw the committee once the seed block is mined (or `reseed` once its hash is
+  gone), read `committee` and `sampledSegments`, queue the audit, attest, settle. So a daemon restarted
+  after a crash, a reorg or a long outage simply continues.
+- **Audits** run on `--workers` threads (the GPU queue: one worker per device is the sane setting). The
+  claim kind picks the handler from `CLAIM_HANDLERS` (training: `verifier.audit`; inference: `verifier.zk`
+  when installed); `register_claim_handler` adds more. An audit never raises out of a handler: any failure
+  is a verdict with a reason. An `Unavailable` verdict (evidence not fetchable) is retried with backoff
+  and only attested once `--unavailable-after` seconds have passed or the deadline is `--deadline-margin`
+  blocks away, so a content daemon that is briefly down does not flip verdicts.
+- **Reports** (JSON: verdict, per-segment distances, threshold, hardware, software) are published to the
+  content store; their CID goes into `attest`. If the store is down the CID is computed locally (same
+  importer, same CID) and publishing is retried until it succeeds.
+- **Transactions** are signed locally and written to the state file *before* they are broadcast; a
+  pending one is re-broadcast (same bytes, same nonce) when the node dropped it, and one whose nonce was
+  taken by another is abandoned after re-checking the chain. Before every attestation the daemon checks
+  on-chain that its position holds no verdict yet and that no attestation of its own is pending, so each
+  challenge gets exactly one attestation across crashes and restarts.
+- **Settlement.** A committee member settles once a verdict has a quorum (staggered by position so members
+  do not race), anyone tracked settles after the deadline.
+- **Faults.** Any RPC failure makes the tick end and the loop back off (exponentially, up to 30 s);
+  content-store failures become retries of the audit. SIGTERM/SIGINT stop the loop, wait up to `--grace`
+  seconds for running audits, and exit 0; unfinished audits run again after a restart.
+- **Observability.** JSON-lines logs on stderr (never a key: the signer only exposes its address);
+  `/healthz` and `/metrics` (Prometheus) on 127.0.0.1:`--metrics-port`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from web3 import HTTPProvider, Web3
+from web3.contract import Contract
+from web3.exceptions import TransactionNotFound
+
+from registry import __version__
+from registry.artifact import load_artifact
+from registry.chain import TransactionError, _is_revert
+from registry.deployment import DeploymentError, load_deployment
+from registry.errors import describe_exception
+from registry.hashing import keccak256, to_hex
+from registry.params import RegistryParams
+from registry.signer import Signer
+from registry.store.base import ContentStore, StoreError
+from verifier.audit import (
+    DEFAULT_RHO_THRESHOLD,
+    INVALID,
+    UNAVAILABLE,
+    VERDICT_CODE,
+    AuditReport,
+    TrainingClaimFields,
+    audit_training_claim,
+)
+from verifier.db import Job, StateDB, StateMismatch
+from verifier.follower import Event, Follower
+from verifier.metrics import HealthServer, Metrics
+
+REPORT_FORMAT = "proofreg-verifier-report/1"
+CHALLENGE_STATUS = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
+BLOCKHASH_WINDOW = 256
+#: getChallenge tuple positions (the contract's Challenge struct).
+CH_STATUS, CH_DRAWN, CH_SEED_BLOCK, CH_DEADLINE = 2, 5, 6, 7
+#: getVerifier tuple positions.
+V_STAKE, V_STATUS = 0, 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# logs
+# ------------------------------------------------------------------------------------------------------------
+
+
+class JsonLog:
+    """One JSON object per line: ts, level, event, then fields. Values are never secrets: callers pass
+    addresses, ids, hashes and messages only."""
+
+    def __init__(self, stream: TextIO = sys.stderr, extra: dict[str, Any] | None = None) -> None:
+        self.stream = stream
+        self.extra = extra or {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
+        record = {"ts": round(time.time(), 3), "level": level, "event": event, **self.extra, **fields}
+        line = json.dumps(record, default=str, sort_keys=False)
+        with self._lock:
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+# ------------------------------------------------------------------------------------------------------------
+# claim handlers: claim kind -> audit
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AuditContext:
+    """What a claim handler may use: the content store, where to work, and how to look up other claims."""
+
+    store: ContentStore
+    workdir: Path
+    device: str = "cpu"
+    threshold: float = DEFAULT_RHO_THRESHOLD
+    claim_lookup: Callable[[int], tuple[int, dict[str, Any]] | None] = lambda _id: None
+
+
+#: A handler audits one claim: (context, the claim's committed fields as JSON, assigned segments) -> report.
+ClaimHandler = Callable[[AuditContext, dict[str, Any], list[int]], AuditReport]
+
+
+def audit_training(ctx: AuditContext, claim: dict[str, Any], segments: list[int]) -> AuditReport:
+    """Kind 1: Proof-of-Learning re-execution of the sampled segments (`verifier.audit`)."""
+    fields = TrainingClaimFields.from_event(claim)
+    return audit_training_claim(ctx.store, fields, segments, threshold=ctx.threshold, device=ctx.device,
+                                workdir=ctx.workdir)
+
+
+def audit_inference(ctx: AuditContext, claim: dict[str, Any], segments: list[int]) -> AuditReport:
+    """Kind 2: ZK inference proof checks, from `verifier.zk` when it is installed (imported lazily: the ZK
+    stack is heavy and optional); without it the verdict is Unavailable."""
+    try:
+        zk = importlib.import_module("verifier.zk")
+        fields_cls, audit_fn = zk.InferenceClaimFields, zk.audit_inference_claim
+    except (ImportError, AttributeError):
+        return AuditReport(UNAVAILABLE, "no ZK verifier installed", 0.0)
+    model_claim: TrainingClaimFields | None = None
+    model_id = int(claim.get("modelClaimId", 0) or 0)
+    if model_id:
+        found = ctx.claim_lookup(model_id)
+        if found is None or found[0] != 1:
+            return AuditReport(INVALID, f"model claim {model_id} is not a training claim this node can read", 0.0)
+        model_claim = TrainingClaimFields.from_event(found[1])
+    report: AuditReport = audit_fn(ctx.store, fields_cls.from_event(claim), model_claim=model_claim,
+                                   workdir=ctx.workdir)
+    return report
+
+
+CLAIM_HANDLERS: dict[int, ClaimHandler] = {1: audit_training, 2: audit_inference}
+
+
+def register_claim_handler(kind: int, handler: ClaimHandler) -> None:
+    """Adds or replaces the audit of a claim kind (the extension point for further checks)."""
+    CLAIM_HANDLERS[kind] = handler
+
+
+def run_handler(ctx: AuditContext, kind: int, claim: dict[str, Any], segments: list[int]) -> AuditReport:
+    """The handler's report; a handler that raises gives Unavailable with the exception as the reason (the
+    daemon retries it like any other unavailability)."""
+    handler = CLAIM_HANDLERS.get(kind)
+    if handler is None:
+        return AuditReport(UNAVAILABLE, f"no handler for claim kind {kind}", 0.0)
+    try:
+        return handler(ctx, claim, segments)
+    except Exception as exc:  # noqa: BLE001 - a verdict, never a crash of the daemon
+        return AuditReport(UNAVAILABLE, f"audit failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                           ctx.threshold)
+
+
+def environment() -> dict[str, Any]:
+    """Hardware and software the report was made on (the audit's distances depend on them)."""
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                            "machine": platform.machine(), "cpus": os.cpu_count(), "proofreg": __version__}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return info
+
+
+def event_json(value: Any) -> Any:
+    """Event arguments as JSON: bytes become 0x-hex, tuples lists, attribute dicts plain dicts."""
+    if isinstance(value, bytes | bytearray):
+        return to_hex(bytes(value))
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): event_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [event_json(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DaemonConfig:
+    rpc_url: str
+    state_path: Path
+    store: ContentStore
+    workdir: Path
+    deployment_path: Path | None = None
+    confirmations: int = 2
+    poll_interval: float = 1.0
+    workers: int = 1
+    device: str = "cpu"
+    threshold: float = DEFAULT_RHO_THRESHOLD
+    stake: int | None = None
+    register: bool = True
+    metrics_port: int | None = None
+    from_block: int | None = None
+    unavailable_after: float = 120.0
+    deadline_margin: int = 5
+    retry_base: float = 2.0
+    rpc_timeout: float = 10.0
+    receipt_timeout: float = 30.0
+    resend_after: float = 30.0
+    grace: float = 30.0
+    settle_stagger: float = 2.0
+    chunk: int = 2000
+
+
+# ------------------------------------------------------------------------------------------------------------
+# transactions
+# ------------------------------------------------------------------------------------------------------------
+
+
+class TxSender:
+    """Signs locally, writes the signed bytes to the state file, then broadcasts; finds what happened to
+    pending transactions after a timeout or a restart (mined, dropped and re-broadcast, or replaced)."""
+
+    def __init__(self, w3: Web3, contract: Contract, signer: Signer, db: StateDB, metrics: Metrics, log: JsonLog,
+                 *, receipt_timeout: float, resend_after: float, gas_margin: float = 1.3) -> None:
+        self.w3, self.contract, self.signer, self.db = w3, contract, signer, db
+        self.metrics, self.log = metrics, log
+        self.receipt_timeout, self.resend_after, self.gas_margin = receipt_timeout, resend_after, gas_margin
+        self.address = Web3.to_checksum_address(signer.address)
+        self._chain_id: int | None = None
+
+    def pending_for(self, challenge_id: int, purpose: str) -> bool:
+        return any(t.challenge_id == challenge_id and t.purpose == purpose for t in self.db.pending_txs())
+
+    def send(self, purpose: str, challenge_id: int | None, fn_name: str, *args: Any, value: int = 0) -> Any | None:
+        """Estimates (a revert raises TransactionError before anything is signed), signs, records, broadcasts
+        and waits up to `receipt_timeout`; returns the receipt, or None if still pending (then `recover`
+        follows it up)."""
+        fn = getattr(self.contract.functions, fn_name)(*args)
+        params: dict[str, Any] = {"from": self.address, "value": value}
+        try:
+            estimate = fn.estimate_gas(params)
+        except Exception as exc:
+            if not _is_revert(exc):
+                raise
+            raise TransactionError(f"{fn_name} would revert: {describe_exception(exc)}") from None
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        nonce = int(self.w3.eth.get_transaction_count(self.address, "pending"))
+        recorded = [t.nonce for t in self.db.pending_txs()]
+        if recorded:
+            nonce = max(nonce, max(recorded) + 1)
+        params.update(gas=int(estimate * self.gas_margin) + 10_000, nonce=nonce, chainId=self._chain_id)
+        tx = fn.build_transaction(params)
+        signed = self.signer.account.sign_transaction(tx)
+        tx_hash = Web3.to_hex(signed.hash)
+        raw = bytes(signed.raw_transaction)
+        self.db.add_tx(tx_hash, purpose, challenge_id, nonce, raw)  # written before it leaves the process
+        self._broadcast(tx_hash, raw)
+        self.metrics.inc("tx_sent_total", purpose=purpose)
+        self.log("tx_sent", purpose=purpose, challenge=challenge_id, tx=tx_hash, nonce=nonce)
+        return self._wait(tx_hash, purpose, challenge_id, self.receipt_timeout)
+
+    def _broadcast(self, tx_hash: str, raw: bytes) -> None:
+        try:
+            self.w3.eth.send_raw_transaction(raw)
+        except Exception as exc:
+            text = str(exc).lower()
+            if "already known" in text or "known transaction" in text or "already imported" in text:
+                return
+            if "nonce too low" in text or "nonce has already been used" in text:
+                return  # mined already, or replaced: `recover` finds out which
+            if _is_revert(exc):
+                self.db.set_tx_state(tx_hash, "failed")
+                raise TransactionError(f"transaction {tx_hash} rejected: {describe_exception(exc)}") from None
+            raise
+
+    def _receipt(self, tx_hash: str) -> Any | None:
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+
+    def _wait(self, tx_hash: str, purpose: str, challenge_id: int | None, timeout: float) -> Any | None:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            receipt = self._receipt(tx_hash)
+            if receipt is not None:
+                ok = int(receipt["status"]) == 1
+                self.db.set_tx_state(tx_hash, "mined" if ok else "failed")
+                if not ok:
+                    self.metrics.inc("tx_failed_total", purpose=purpose)
+                    self.log("tx_failed", level="warning", purpose=purpose, challenge=challenge_id, tx=tx_hash)
+                return receipt
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def recover(self) -> None:
+        """Settles the fate of every pending transaction: mined (or failed), still in the node's pool,
+        dropped (re-broadcast, same bytes), or its nonce used by another transaction (abandoned)."""
+        for tx in self.db.pending_txs():
+            receipt = self._receipt(tx.hash)
+            if receipt is not None:
+                self._wait(tx.hash, tx.purpose, tx.challenge_id, 0)
+                continue
+            latest_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))
+            if latest_nonce > tx.nonce:
+                self.db.set_tx_state(tx.hash, "replaced")
+                self.log("tx_replaced", level="warning", purpose=tx.purpose, challenge=tx.challenge_id, tx=tx.hash)
+                continue
+            try:
+                known = self.w3.eth.get_transaction(tx.hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                known = None
+            if known is None or time.time() - tx.created > self.resend_after:
+                self.log("tx_resent", level="warning", purpose=tx.purpose, challenge=tx.challenge_id, tx=tx.hash,
+                         dropped=known is None)
+                self.metrics.inc("tx_resent_total", purpose=tx.purpose)
+                try:
+                    self._broadcast(tx.hash, tx.raw)
+                except TransactionError as exc:
+                    self.log("tx_rejected", level="warning", tx=tx.hash, error=str(exc))
+                    continue
+                self._wait(tx.hash, tx.purpose, tx.challenge_id, min(self.receipt_timeout, 5.0))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the daemon
+# ------------------------------------------------------------------------------------------------------------
+
+
+class VerifierDaemon:
+    def __init__(self, config: DaemonConfig, signer: Signer, log: JsonLog | None = None) -> None:
+        self.config = config
+        self.signer = signer
+        self.address = Web3.to_checksum_address(signer.address)
+        self.log = log or JsonLog(extra={"verifier": self.address})
+        self.metrics = Metrics()
+        self._declare_metrics()
+        self.stop_event = threading.Event()
+        self.db = StateDB(config.state_path)
+        self.queue: queue.Queue[int] = queue.Queue()
+        self.running: set[int] = set()
+        self._running_lock = threading.Lock()
+        self._quorum_seen: dict[int, float] = {}
+        self.head = 0
+        self.last_ok = 0.0
+        self.registered = False
+        self.w3: Web3 | None = None
+        self.contract: Contract | None = None
+        self.params: RegistryParams | None = None
+        self.follower: Follower | None = None
+        self.sender: TxSender | None = None
+        self.health: HealthServer | None = None
+        self._workers: list[threading.Thread] = []
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        self.ctx = AuditContext(config.store, config.workdir, config.device, config.threshold, self.db.get_claim)
+
+    def _declare_metrics(self) -> None:
+        m = self.metrics
+        for name, kind, text in [
+            ("head_block", "gauge", "Latest block seen"), ("cursor_block", "gauge", "Last block scanned for events"),
+            ("lag_blocks", "gauge", "Blocks between head and cursor"), ("jobs", "gauge", "Jobs by state"),
+            ("audits_running", "gauge", "Audits in progress"), ("audits_total", "counter", "Audits by verdict"),
+            ("audit_seconds_total", "counter", "Time spent auditing"),
+            ("attestations_total", "counter", "Attestations sent by verdict"),
+            ("tx_sent_total", "counter", "Transactions sent by purpose"),
+            ("tx_resent_total", "counter", "Pending transactions re-broadcast"),
+            ("tx_failed_total", "counter", "Transactions mined with a failure status"),
+            ("rpc_errors_total", "counter", "Ticks ended by an RPC failure"),
+            ("audit_retries_total", "counter", "Unavailable audits scheduled again"),
+            ("reorgs_total", "counter", "Reorgs detected at the cursor"),
+            ("events_total", "counter", "Registry events processed by name"),
+            ("publish_failures_total", "counter", "Report publications that failed (retried)"),
+        ]:
+            m.declare(name, kind, text)
+
+    # ---- start-up ---------------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        """Connects to the node and the registry of the deployment record, retrying while it is down."""
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                w3 = Web3(HTTPProvider(self.config.rpc_url, request_kwargs={"timeout": self.config.rpc_timeout},
+                                       exception_retry_configuration=None))
+                chain_id = int(w3.eth.chain_id)
+                record = load_deployment(self.config.deployment_path, chain_id=chain_id)
+                address = Web3.to_checksum_address(record.address)
+                if not w3.eth.get_code(address):
+                    raise DeploymentError(f"no contract at {address} on chain {chain_id}: stale deployment record")
+                self.w3 = w3
+                self.contract = w3.eth.contract(address=address, abi=load_artifact().abi)
+                self.params = RegistryParams.from_tuple(self.contract.functions.parameters().call())
+                self.db.bind(chain_id, address, self.address)
+                start = self.config.from_block if self.config.from_block is not None else record.block_number
+                self.follower = Follower(w3, self.contract, self.db, start_block=start,
+                                         confirmations=self.config.confirmations, chunk=self.config.chunk,
+                                         on_reorg=self._on_reorg)
+                self.sender = TxSender(w3, self.contract, self.signer, self.db, self.metrics, self.log,
+                                       receipt_timeout=self.config.receipt_timeout,
+                                       resend_after=self.config.resend_after)
+                self.log("connected", chain_id=chain_id, registry=address, rpc=self.config.rpc_url,
+                         start_block=start, cursor=self.db.cursor())
+                return
+            except (DeploymentError, StateMismatch):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the node may be down at start: wait for it
+                self.metrics.inc("rpc_errors_total")
+                self.log("rpc_unreachable", level="warning", error=_short(exc), retry_in=delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _ensure_registered(self) -> None:
+        assert self.contract is not None and self.params is not None and self.sender is not None
+        v = self.contract.functions.getVerifier(self.address).call()
+        status, stake = int(v[V_STATUS]), int(v[V_STAKE])
+        if status == 0 and self.config.register:
+            amount = self.config.stake or self.params.verifier_stake
+            self.sender.send("register", None, "registerVerifier", value=amount)
+            self.log("registered", stake=amount)
+            self.registered = True
+        elif status == 0:
+            self.log("not_registered", level="warning", note="--no-register: never drawn onto a committee")
+        else:
+            self.registered = True
+            if stake < self.params.verifier_stake:
+                self.log("stake_below_minimum", level="warning", stake=stake, minimum=self.params.verifier_stake)
+            if status == 2:
+                self.log("exiting", level="warning", note="serves committees already drawn; not drawn again")
+
+    # ---- main loop --------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Runs until SIGTERM/SIGINT (or `stop()`); returns the exit code."""
+        self._install_signals()
+        self.log("starting", version=__version__, state=str(self.config.state_path), workers=self.config.workers,
+                 device=self.config.device, confirmations=self.config.confirmations)
+        if self.config.metrics_port is not None:
+            self.health = HealthServer(self.config.metrics_port, self.metrics, self._health)
+            self.health.start()
+            self.log("health_listening", port=self.health.port)
+        try:
+            self._connect()
+            if self.stop_event.is_set():
+                return 0
+            for i in range(max(1, self.config.workers)):
+                t = threading.Thread(target=self._worker, name=f"audit-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
+            delay = 1.0
+            registered = False
+            while not self.stop_event.is_set():
+                try:
+                    if not registered:
+                        self._ensure_registered()
+                        registered = True
+                    busy = self.tick()
+                    self.last_ok = time.time()
+                    delay = 1.0
+                    if not busy:
+                        self.stop_event.wait(self.config.poll_interval)
+                except Exception as exc:  # noqa: BLE001 - RPC outages, node restarts: back off and go on
+                    self.metrics.inc("rpc_errors_total")
+                    self.log("tick_failed", level="warning", error=_short(exc), retry_in=delay)
+                    self.stop_event.wait(delay)
+                    delay = min(delay * 2, 30.0)
+            return 0
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.log("signal", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.config.grace
+        for _ in self._workers:
+            self.queue.put(-1)
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        unfinished = sorted(self.running)
+        if self.health is not None:
+            self.health.stop()
+        self.log("stopped", unfinished_audits=unfinished)
+        self.db.close()
+
+    def tick(self) -> bool:
+        """One pass: pending transactions, new events, every open job. True when there is more to scan."""
+        assert self.follower is not None and self.sender is not None
+        self.sender.recover()
+        scanned = self.follower.poll(self._on_event)
+        self.head = self.follower.head
+        for job in self.db.jobs():
+            if self.stop_event.is_set():
+                break
+            self._step(job)
+        self._retry_publish()
+        m = self.metrics
+        m.set("head_block", self.head)
+        m.set("cursor_block", self.follower.cursor)
+        m.set("lag_blocks", self.follower.lag)
+        for state, n in self.db.job_counts().items():
+            m.set("jobs", n, state=state)
+        m.set("audits_running", len(self.running))
+        return scanned >= self.follower.chunk
+
+    # ---- events -----------------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        self.metrics.inc("events_total", name=event.name)
+        args = event.args
+        if event.name in ("TrainingClaimCommitted", "InferenceClaimCommitted"):
+            kind = 1 if event.name == "TrainingClaimCommitted" else 2
+            self.db.put_claim(int(args["claimId"]), kind, event_json(args["claim"]), event.block)
+        elif event.name == "ChallengeOpened":
+            cid = int(args["challengeId"])
+            if self.db.add_job(cid, int(args["claimId"]), event.block):
+                self.log("challenge_seen", challenge=cid, claim=int(args["claimId"]), block=event.block,
+                         seed_block=int(args["seedBlock"]), deadline=int(args["deadline"]))
+        elif event.name == "ChallengeSettled":
+            cid = int(args["challengeId"])
+            job = self.db.job(cid)
+            if job is not None and job.state != "done":
+                self.db.update_job(cid, state="done", outcome=CHALLENGE_STATUS.get(int(args["outcome"])))
+
+    def _on_reorg(self, fork: int, reset: int) -> None:
+        self.metrics.inc("reorgs_total")
+        self.log("reorg", level="warning", fork_point=fork, jobs_reset=reset)
+
+    def _claim(self, claim_id: int) -> tuple[int, dict[str, Any]] | None:
+        """The claim's committed fields: from the state file, else from its commit event (a claim committed
+        before `--from-block`)."""
+        found = self.db.get_claim(claim_id)
+        if found is not None:
+            return found
+        assert self.contract is not None
+        for kind, name in ((1, "TrainingClaimCommitted"), (2, "InferenceClaimCommitted")):
+            logs = getattr(self.contract.events, name)().get_logs(from_block=0,
+                                                                   argument_filters={"claimId": claim_id})
+            if logs:
+                self.db.put_claim(claim_id, kind, event_json(logs[0]["args"]["claim"]), int(logs[0]["blockNumber"]))
+                return kind, event_json(dict(logs[0]["args"]["claim"]))
+        return None
+
+    # ---- jobs -------------------------------------------------------------------------------------------
+
+    def _step(self, job: Job) -> None:
+        """Moves one challenge forward from the contract's current state."""
+        assert self.contract is not None and self.sender is not None and self.params is not None
+        f = self.contract.functions
+        cid = job.challenge_id
+        try:
+            ch = f.getChallenge(cid).call()
+        except Exception as exc:
+            if not _is_revert(exc):
+                raise
+            # UnknownChallenge: it existed only on a fork that a reorg removed
+            self.db.update_job(cid, state="done", outcome="unknown")
+            self.log("challenge_unknown", level="warning", challenge=cid, error=describe_exception(exc))
+            return
+        status = int(ch[CH_STATUS])
+        if status != 1:
+            self.db.update_job(cid, state="done", outcome=CHALLENGE_STATUS.get(status))
+            self.log("challenge_closed", challenge=cid, outcome=CHALLENGE_STATUS.get(status))
+            self._quorum_seen.pop(cid, None)
+            return
+        if self.sender.pending_for(cid, "attest") or self.sender.pending_for(cid, "settle"):
+            return  # recover() follows it up
+        seed_block, deadline = int(ch[CH_SEED_BLOCK]), int(ch[CH_DEADLINE])
+        if not ch[CH_DRAWN]:
+            self._draw_or_reseed(cid, seed_block)
+            return
+        if job.state == "new":
+            members = [Web3.to_checksum_address(a) for a in f.committee(cid).call()]
+            if self.address not in members:
+                self.db.update_job(cid, state="observer")
+                self.log("not_on_committee", challenge=cid)
+                return
+            segments = [int(s) for s in f.sampledSegments(cid).call()]
+            self.db.update_job(cid, state="member", position=members.index(self.address), segments=segments)
+            self.log("assigned", challenge=cid, position=members.index(self.address), segments=segments)
+            job = self.db.job(cid) or job
+        if job.state == "observer":
+            if self.head > deadline:
+                self._settle(cid, "deadline")
+            return
+        assert job.position is not None
+        verdicts = [int(v) for v in f.verdicts(cid).call()]
+        mine = verdicts[job.position] if job.position < len(verdicts) else 0
+        if mine != 0 and job.state != "attested":
+            self.db.update_job(cid, state="attested")
+            self.log("attestation_on_chain", challenge=cid, verdict=mine)
+            job.state = "attested"
+        if job.state == "member":
+            self._queue_audit(job)
+        elif job.state == "audited" and self._attest(job, deadline):
+            job.state = "attested"
+            verdicts = [int(v) for v in f.verdicts(cid).call()]
+        if job.state == "attested":
+            self._maybe_settle(cid, job.position, verdicts, deadline)
+        elif self.head > deadline:
+            self._settle(cid, "deadline")
+
+    def _draw_or_reseed(self, cid: int, seed_block: int) -> None:
+        assert self.sender is not None
+        if self.head > seed_block + BLOCKHASH_WINDOW:
+            self._tx("reseed", cid, "reseed")
+        elif self.head > seed_block:
+            self._tx("draw", cid, "drawCommittee")
+
+    def _tx(self, purpose: str, cid: int, fn_name: str, *args: Any) -> bool:
+        """Sends a transaction; a revert at estimation (someone was faster, the deadline passed) is logged
+        and the job re-reads the chain next tick."""
+        assert self.sender is not None
+        try:
+            receipt = self.sender.send(purpose, cid, fn_name, cid, *args)
+        except TransactionError as exc:
+            self.log(f"{purpose}_skipped", challenge=cid, reason=str(exc))
+            return False
+        return receipt is not None and int(receipt["status"]) == 1
+
+    def _queue_audit(self, job: Job) -> None:
+        if time.time() < job.next_try:
+            return
+        with self._running_lock:
+            if job.challenge_id in self.running:
+                return
+            self.running.add(job.challenge_id)
+        if job.first_try is None:
+            self.db.update_job(job.challenge_id, first_try=time.time())
+        self.queue.put(job.challenge_id)
+
+    def _worker(self) -> None:
+        while True:
+            cid = self.queue.get()
+            if cid < 0:
+                return
+            try:
+                self._audit(cid)
+            except Exception as exc:  # noqa: BLE001 - the job is retried, the worker lives on
+                self.log("audit_crashed", level="error", challenge=cid, error=_short(exc))
+                self.db.update_job(cid, next_try=time.time() + self.config.retry_base)
+            finally:
+                with self._running_lock:
+                    self.running.discard(cid)
+
+    def _audit(self, cid: int) -> None:
+        job = self.db.job(cid)
+        if job is None or job.state != "member" or self.stop_event.is_set():
+            return
+        found = self._claim(job.claim_id)
+        started = time.perf_counter()
+        if found is None:
+            report = AuditReport(UNAVAILABLE, f"claim {job.claim_id}: commit event not found", 0.0)
+            kind, claim = 0, dict[str, Any]()
+        else:
+            kind, claim = found
+            self.log("audit_started", challenge=cid, claim=job.claim_id, kind=kind, segments=job.segments,
+                     attempt=job.attempts + 1)
+            report = run_handler(self.ctx, kind, claim, job.segments or [])
+        seconds = time.perf_counter() - started
+        self.metrics.inc("audit_seconds_total", seconds)
+        self.metrics.inc("audits_total", verdict=report.verdict)
+        if report.verdict == UNAVAILABLE and not self._give_up(job):
+            delay = min(self.config.retry_base * 2 ** job.attempts, 60.0)
+            self.db.update_job(cid, attempts=job.attempts + 1, next_try=time.time() + delay, reason=report.reason)
+            self.metrics.inc("audit_retries_total")
+            self.log("audit_unavailable_retry", level="warning", challenge=cid, reason=report.reason, retry_in=delay)
+            return
+        doc = {"format": REPORT_FORMAT, "challengeId": cid, "claimId": job.claim_id, "claimKind": kind,
+               "verifier": self.address, "assignedSegments": job.segments or [], "attempts": job.attempts + 1,
+               "audit": report.to_json(), "resultsHash": to_hex(keccak256(report.results_bytes())),
+               "environment": environment(), "finishedAt": int(time.time())}
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        report_cid, published = self._publish(data)
+        self.db.update_job(cid, state="audited", verdict=report.verdict, reason=report.reason,
+                           results_hash=doc["resultsHash"], report_cid=report_cid, report=doc, published=published,
+                           attempts=job.attempts + 1)
+        self.log("audited", challenge=cid, verdict=report.verdict, reason=report.reason, seconds=round(seconds, 3),
+                 report=report_cid, published=published)
+
+    def _give_up(self, job: Job) -> bool:
+        """Whether an Unavailable result is final: retried long enough, or the deadline is near."""
+        assert self.contract is not None
+        first = job.first_try or time.time()
+        if time.time() - first >= self.config.unavailable_after:
+            return True
+        try:
+            deadline = int(self.contract.functions.getChallenge(job.challenge_id).call()[CH_DEADLINE])
+        except Exception:  # noqa: BLE001 - no chain now: keep retrying, the main loop backs off
+            return False
+        return self.head >= deadline - self.config.deadline_margin
+
+    def _publish(self, data: bytes) -> tuple[str, bool]:
+        """The report's CID: from the store, or computed locally (same importer, same CID) when the store
+        is down, to be published later."""
+        try:
+            return self.config.store.add_bytes(data), True
+        except StoreError as exc:
+            from registry.store.unixfs import import_bytes
+
+            self.metrics.inc("publish_failures_total")
+            self.log("report_publish_failed", level="warning", error=str(exc))
+            return str(import_bytes(data).cid), False
+
+    def _retry_publish(self) -> None:
+        for job in self.db.jobs(("audited", "attested", "done")):
+            if job.published or job.report is None:
+                continue
+            data = json.dumps(job.report, sort_keys=True, separators=(",", ":")).encode()
+            try:
+                stored = self.config.store.add_bytes(data)
+            except StoreError:
+                return  # still down; next tick
+            self.db.update_job(job.challenge_id, published=True)
+            self.log("report_published", challenge=job.challenge_id, report=stored)
+
+    def _attest(self, job: Job, deadline: int) -> bool:
+        """Sends our one attestation; True once it is on-chain."""
+        assert self.contract is not None and job.position is not None
+        cid = job.challenge_id
+        if self.head >= deadline:
+            self.log("attestation_too_late", level="warning", challenge=cid, deadline=deadline, head=self.head)
+            return False
+        # exactly once: re-read our position's verdict right before signing (recover() already ran)
+        verdicts = self.contract.functions.verdicts(cid).call()
+        if int(verdicts[job.position]) != 0:
+            self.db.update_job(cid, state="attested")
+            return True
+        verdict = job.verdict or UNAVAILABLE
+        ok = self._tx("attest", cid, "attest", VERDICT_CODE[verdict], bytes.fromhex((job.results_hash or "")[2:]),
+                      job.report_cid or "")
+        if ok:
+            self.db.update_job(cid, state="attested")
+            self.metrics.inc("attestations_total", verdict=verdict)
+            self.log("attested", challenge=cid, verdict=verdict, report=job.report_cid)
+        return ok
+
+    def _maybe_settle(self, cid: int, position: int | None, verdicts: list[int], deadline: int) -> None:
+        assert self.params is not None
+        counts = [verdicts.count(v) for v in (1, 2, 3)]
+        if self.head > deadline:
+            self._settle(cid, "deadline")
+            return
+        if max(counts) < self.params.quorum:
+            return
+        seen = self._quorum_seen.setdefault(cid, time.monotonic())
+        if time.monotonic() - seen >= (position or 0) * self.config.settle_stagger:
+            self._settle(cid, "quorum")
+
+    def _settle(self, cid: int, why: str) -> None:
+        if self._tx("settle", cid, "settle"):
+            self.log("settled", challenge=cid, why=why)
+
+    # ---- health -----------------------------------------------------------------------------------------
+
+    def _health(self) -> tuple[int, dict[str, Any]]:
+        age = time.time() - self.last_ok if self.last_ok else None
+        stale = age is None or age > max(30.0, 10 * self.config.poll_interval)
+        status = "stopping" if self.stop_event.is_set() else ("degraded" if stale else "ok")
+        data = {"status": status, "verifier": self.address, "registered": self.registered, "head": self.head,
+                "cursor": self.follower.cursor if self.follower else None,
+                "lag": self.follower.lag if self.follower else None,
+                "lastTickAgeSeconds": None if age is None else round(age, 3),
+                "auditsRunning": sorted(self.running), "jobs": self.db.job_counts()}
+        return (503 if stale and not self.stop_event.is_set() else 200), data
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}"
