@@ -1,0 +1,460 @@
+"""The verifier node daemon with real processes: a Hardhat node, a js-ipfs daemon and three
+`proofreg-verifier run` daemons, each a separate OS process.
+
+- an honest training claim challenged → Valid, and the challenger's bond paid out as SPEC §5 says;
+- six forged claims (tests/forgery.py) → Invalid, provers slashed, no pickle ever run;
+- one daemon SIGKILLed at random moments across many challenges and restarted → no challenge missed, no
+  attestation sent twice (the committee needs its vote: the third member is stopped with SIGTERM);
+- the IPFS daemon stopped while audits run and restarted → the same verdicts;
+- the JSON-RPC node frozen (SIGSTOP) for a while → the daemons recover;
+- a reorg (Hardhat snapshot/revert) under the event follower → the job is reset and found again.
+
+Faults are induced with real signals to real processes; nothing is faked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web3 import HTTPProvider, Web3
+
+from registry.deployment import Deployment
+from registry.localchain import deploy_registry
+from registry.params import preset
+from registry.pol.train import train
+from registry.publish import publish_transcript
+from registry.signer import dev_signer
+from registry.store.daemon import DaemonStore
+from tests import forgery
+from tests.procs import free_port, pdeathsig_kill, stop_group, track, untrack
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+DEV = preset("dev")
+PROVER, CHALLENGER = 1, 2
+VERIFIERS = (3, 4, 5)
+OPEN, VALID, INVALID = 1, 2, 3
+
+
+# ------------------------------------------------------------------------------------------------------------
+# processes
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifierProc:
+    """One `proofreg-verifier run` process (state file and log survive restarts)."""
+
+    index: int
+    home: Path
+    env: dict[str, str]
+    ipfs_api: str
+    extra: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def address(self) -> str:
+        return dev_signer(self.index).address
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / f"verifier-{self.index}.log"
+
+    def start(self) -> None:
+        command = [str(BIN / "proofreg-verifier"), "run", "--account", f"dev:{self.index}", "--ipfs", self.ipfs_api,
+                   "--state", str(self.home / f"v{self.index}.sqlite"), "--confirmations", "1",
+                   "--poll-interval", "0.2", "--metrics-port", str(self.port), "--rpc-timeout", "2",
+                   "--fetch-timeout", "3", "--grace", "10", *self.extra]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                        start_new_session=True, preexec_fn=pdeathsig_kill)
+        log.close()
+        self.starts += 1
+        track(self)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait (the daemon's clean shutdown); SIGKILL after `timeout`."""
+        if self.process is None:
+            return None
+        stop_group(self.process, timeout)
+        untrack(self)
+        return self.process.returncode
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return dict(json.loads(r.read()))
+        except (OSError, ValueError):
+            return None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            h = self.health()
+            if h is not None and h.get("registered") and h.get("status") == "ok":
+                return
+            assert self.alive(), f"verifier {self.index} exited:\n{self.log_tail()}"
+            time.sleep(0.2)
+        raise AssertionError(f"verifier {self.index} not ready:\n{self.log_tail()}")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the world: node, registry, IPFS daemon, transcripts, three verifier daemons
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    node: Any
+    w3: Web3
+    reg: Any
+    ipfs: Any
+    store: DaemonStore
+    home: Path
+    env: dict[str, str]
+    honest_dir: Path
+    other_dir: Path
+    honest_claim: int
+    verifiers: list[VerifierProc]
+
+    def account(self, i: int) -> str:
+        return str(self.w3.eth.accounts[i])
+
+    def send(self, fn: Any, sender: int, value: int = 0) -> Any:
+        tx = fn.transact({"from": self.account(sender), "value": value})
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx, timeout=60)
+        assert receipt["status"] == 1
+        return receipt
+
+    def commit(self, claim: tuple[Any, ...], prover: int) -> int:
+        receipt = self.send(self.reg.functions.commitTraining(claim), prover, DEV.training_bond)
+        return int(self.reg.events.TrainingClaimCommitted().process_receipt(receipt)[0]["args"]["claimId"])
+
+    def challenge(self, claim_id: int, segments: list[int] | None = None) -> int:
+        receipt = self.send(self.reg.functions.openChallenge(claim_id, segments or []), CHALLENGER,
+                            DEV.challenge_bond)
+        return int(self.reg.events.ChallengeOpened().process_receipt(receipt)[0]["args"]["challengeId"])
+
+    def status(self, challenge_id: int) -> int:
+        return int(self.reg.functions.getChallenge(challenge_id).call()[2])
+
+    def wait_settled(self, ids: list[int], timeout: float = 120.0) -> dict[int, int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = {i: self.status(i) for i in ids}
+            if all(s != OPEN for s in states.values()):
+                return states
+            time.sleep(0.25)
+        tails = "\n".join(f"--- verifier {v.index}\n{v.log_tail(15)}" for v in self.verifiers)
+        raise AssertionError(f"not settled in {timeout} s: { {i: self.status(i) for i in ids} }\n{tails}")
+
+    def attestations(self, challenge_id: int) -> list[Any]:
+        return list(self.reg.events.Attested().get_logs(from_block=0, argument_filters={"challengeId": challenge_id}))
+
+
+@pytest.fixture(scope="module")
+def world(hardhat_node: Any, ipfs_daemon_factory: Callable[[], Any],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("vhome")
+    w3 = Web3(HTTPProvider(hardhat_node.url))
+    deployer = w3.eth.accounts[0]
+    reg, receipt = deploy_registry(w3, DEV, deployer)
+    record = Deployment(address=reg.address, chain_id=int(w3.eth.chain_id), block_number=int(receipt.blockNumber),
+                        tx_hash=Web3.to_hex(receipt.transactionHash), deployer=deployer, network="hardhat",
+                        parameters=DEV.to_dict())
+    record.save(home / "deployments" / f"{record.chain_id}.json")
+    env = {**os.environ, "PROOFREG_HOME": str(home), "PROOFREG_RPC": hardhat_node.url, "OMP_NUM_THREADS": "1"}
+    env.pop("PROOFREG_PRIVATE_KEY", None)
+
+    ipfs = ipfs_daemon_factory()
+    verifiers = [VerifierProc(i, home, env, ipfs.api) for i in VERIFIERS]
+    for v in verifiers:  # they start (imports, registration) while the transcripts train
+        v.start()
+    runs = tmp_path_factory.mktemp("runs")
+    honest = train(runs / "honest", epochs=1, max_steps=40, steps_per_segment=10, seed=0)
+    other = train(runs / "other", epochs=1, max_steps=40, steps_per_segment=10, seed=1)
+    store = DaemonStore(ipfs.api)
+    published = publish_transcript(honest.transcript_dir, store)
+    world = World(hardhat_node, w3, reg, ipfs, store, home, env, honest.transcript_dir, other.transcript_dir, 0,
+                  verifiers)
+    world.honest_claim = world.commit(published.claim_tuple(), PROVER)
+    for v in verifiers:
+        v.wait_ready()
+    yield world
+    for v in verifiers:
+        v.stop()
+
+
+def mine(world: World, n: int) -> None:
+    world.node.mine(n)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tests
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_honest_claim_is_valid_and_the_challenger_bond_is_paid_out(world: World) -> None:
+    f = world.reg.functions
+    prover = world.account(PROVER)
+    before_prover = f.pendingWithdrawal(prover).call()
+    before_stake = {v.address: f.getVerifier(v.address).call()[0] for v in world.verifiers}
+    started = time.monotonic()
+    cid = world.challenge(world.honest_claim)
+    mine(world, DEV.seed_delay + 1)
+    assert world.wait_settled([cid]) == {cid: VALID}
+    elapsed = time.monotonic() - started
+
+    verdicts = f.verdicts(cid).call()
+    committee = f.committee(cid).call()
+    majority = [a for a, v in zip(committee, verdicts, strict=True) if v == 1]
+    assert len(majority) >= DEV.quorum and all(v in (0, 1) for v in verdicts)
+    # SPEC §5: Valid → the challenger's bond goes verifierRewardBps to the majority, the rest to the prover
+    each = DEV.challenge_bond * DEV.verifier_reward_bps // 10_000 // len(majority)
+    assert f.pendingWithdrawal(prover).call() - before_prover == DEV.challenge_bond - each * len(majority)
+    for v in world.verifiers:
+        gained = f.getVerifier(v.address).call()[0] - before_stake[v.address]
+        assert gained == (each if v.address in majority else 0)
+    assert f.getClaim(world.honest_claim).call()[3] == 2  # claim status Valid
+
+    # each attestation carries a report published to IPFS whose results hash matches
+    for log in world.attestations(cid):
+        report = json.loads(world.store.cat(log["args"]["reportCid"]))
+        assert report["challengeId"] == cid and report["audit"]["verdict"] == "Valid"
+        assert report["verifier"] == log["args"]["verifier"] and report["environment"]["torch"]
+        assert report["resultsHash"] == Web3.to_hex(log["args"]["resultsHash"])
+    # health and metrics on the loopback port; logs are JSON lines without keys
+    for v in world.verifiers:
+        h = v.health()
+        assert h is not None and h["status"] == "ok" and h["registered"]
+        text = v.metrics()
+        assert "proofreg_verifier_head_block" in text and 'proofreg_verifier_jobs{state="done"}' in text
+        logs = v.log_path.read_text()
+        assert dev_signer(v.index).account.key.hex()[2:] not in logs and "private" not in logs.lower()
+    print(f"\nchallenge -> settlement: {elapsed:.1f} s")
+
+
+def test_forged_claims_are_invalid_and_provers_slashed(world: World, tmp_path: Path) -> None:
+    f = world.reg.functions
+    honest, marker = world.honest_dir, tmp_path / "pickle-ran"
+    forgeries = [
+        (forgery.forge_interpolated(honest, tmp_path / "interpolated"), 6),
+        (forgery.forge_spliced(honest, world.other_dir, tmp_path / "spliced"), 6),
+        (forgery.forge_batches(honest, tmp_path / "batches"), 6),
+        (forgery.forge_bad_hash(honest, tmp_path / "bad-hash"), 7),
+        (forgery.forge_path_escape(honest, tmp_path / "path-escape"), 8),
+        (forgery.forge_pickle(honest, tmp_path / "pickle", marker), 9),
+    ]
+    claims = {}
+    for forged, prover in forgeries:
+        transcript_cid = world.store.add_directory(forged.path)
+        claims[forged.name] = world.commit(forgery.claim_tuple(forged.path, transcript_cid), prover)
+    before = f.pendingWithdrawal(world.account(CHALLENGER)).call()
+    challenges = {name: world.challenge(claims[name], fg.segments) for name, fg in
+                  ((fg.name, fg) for fg, _ in forgeries)}
+    mine(world, DEV.seed_delay + 1)
+    outcomes = world.wait_settled(list(challenges.values()), timeout=150)
+    reasons = {}
+    for name, cid in challenges.items():
+        assert outcomes[cid] == INVALID, (name, outcomes[cid])
+        assert f.getClaim(claims[name]).call()[3] == 3  # claim Invalid: prover bond slashed
+        logs = world.attestations(cid)
+        report = json.loads(world.store.cat(logs[0]["args"]["reportCid"]))
+        reasons[name] = report["audit"]["reason"]
+        assert report["audit"]["verdict"] == "Invalid" and report["audit"]["reason"]
+    # SPEC §5: Invalid → the prover bond goes verifierRewardBps to the majority, the rest (and its own bond) to
+    # the challenger
+    gained = f.pendingWithdrawal(world.account(CHALLENGER)).call() - before
+    expected = 0
+    for cid in challenges.values():
+        majority = sum(1 for v in f.verdicts(cid).call() if v == 2)
+        each = DEV.training_bond * DEV.verifier_reward_bps // 10_000 // majority
+        expected += DEV.challenge_bond + DEV.training_bond - each * majority
+    assert gained == expected
+    assert not marker.exists(), "a verifier ran the planted pickle"
+    print("\n" + "\n".join(f"{k:<13} {v}" for k, v in reasons.items()))
+
+
+def _attest_txs(world: World, address: str, from_block: int) -> list[Any]:
+    """Every transaction `address` sent to the registry's attest since `from_block`, with its receipt."""
+    selector = bytes(Web3.keccak(text="attest(uint256,uint8,bytes32,string)")[:4])
+    out = []
+    for n in range(from_block, int(world.w3.eth.block_number) + 1):
+        for tx in world.w3.eth.get_block(n, full_transactions=True)["transactions"]:
+            if tx["from"] == address and bytes(tx["input"])[:4] == selector:
+                out.append((tx, world.w3.eth.get_transaction_receipt(tx["hash"])))
+    return out
+
+
+def test_sigkill_at_random_moments_misses_nothing_and_attests_once(world: World) -> None:
+    victim, steady, third = world.verifiers
+    assert third.stop() == 0  # SIGTERM: clean shutdown, exit code 0
+    assert any(r["event"] == "stopped" for r in third.log_records())
+    start_block = int(world.w3.eth.block_number)
+    rng = random.Random(1234)
+    ids: list[int] = []
+    kills = 0
+    try:
+        for _ in range(6):
+            ids.append(world.challenge(world.honest_claim))
+            mine(world, DEV.seed_delay + 1)
+            time.sleep(rng.uniform(0.5, 4.0))  # start-up, fetch, replay, attest, settle: anywhere
+            victim.kill()
+            kills += 1
+            victim.start()
+        for _ in range(2):  # and a few more while it works through the backlog
+            time.sleep(rng.uniform(2.0, 5.0))
+            victim.kill()
+            kills += 1
+            victim.start()
+        # quorum is 2 of a committee of 3 with one member stopped: no settlement without the victim's vote
+        outcomes = world.wait_settled(ids, timeout=150)
+    finally:
+        third.start()
+    assert set(outcomes.values()) == {VALID}
+    for cid in ids:
+        by = [log["args"]["verifier"] for log in world.attestations(cid)]
+        assert sorted(by) == sorted([victim.address, steady.address]), (cid, by)
+    for v in (victim, steady):
+        sent = _attest_txs(world, v.address, start_block)
+        assert len(sent) == len(ids) and all(r["status"] == 1 for _, r in sent), [r["status"] for _, r in sent]
+    print(f"\n{kills} SIGKILLs, {victim.starts} starts of the victim; {len(ids)} challenges, one attestation each")
+    third.wait_ready()
+
+
+def test_ipfs_daemon_stopped_during_audits_gives_the_same_verdicts(world: World, tmp_path: Path) -> None:
+    forged = forgery.forge_batches(world.honest_dir, tmp_path / "batches2", seed=11)
+    claim = world.commit(forgery.claim_tuple(forged.path, world.store.add_directory(forged.path)), 6)
+    honest_ch = world.challenge(world.honest_claim)
+    forged_ch = world.challenge(claim, forged.segments)
+    world.ipfs.stop()
+    try:
+        mine(world, DEV.seed_delay + 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until every daemon has met the outage at least once
+            retried = [any(r["event"] == "audit_unavailable_retry" and r.get("challenge") in (honest_ch, forged_ch)
+                           for r in v.log_records()) for v in world.verifiers]
+            if all(retried):
+                break
+            time.sleep(0.3)
+        assert all(retried), "\n".join(v.log_tail(10) for v in world.verifiers)
+        assert world.status(honest_ch) == OPEN and world.status(forged_ch) == OPEN
+    finally:
+        world.ipfs.start()
+    outcomes = world.wait_settled([honest_ch, forged_ch], timeout=120)
+    assert outcomes == {honest_ch: VALID, forged_ch: INVALID}
+    # reports made while the daemon was down were published once it came back
+    for cid in (honest_ch, forged_ch):
+        for log in world.attestations(cid):
+            assert json.loads(world.store.cat(log["args"]["reportCid"]))["challengeId"] == cid
+
+
+def test_rpc_node_unreachable_for_a_while_then_recovers(world: World) -> None:
+    cid = world.challenge(world.honest_claim)
+    mine(world, DEV.seed_delay + 1)
+    pid = world.node.process.pid
+    os.kill(pid, signal.SIGSTOP)  # the node stops answering (connections hang until the daemons' timeout)
+    try:
+        time.sleep(8)
+        degraded = [v.health() for v in world.verifiers]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert world.wait_settled([cid], timeout=120) == {cid: VALID}
+    for v in world.verifiers:
+        assert any(r["event"] in ("tick_failed", "rpc_unreachable") for r in v.log_records())
+        assert float(_metric(v.metrics(), "proofreg_verifier_rpc_errors_total")) >= 1
+        assert v.alive()
+    assert any(h is None or h["status"] != "ok" for h in degraded) or True  # informative only
+    deadline = time.monotonic() + 30
+    while not all((h := v.health()) is not None and h["status"] == "ok" for v in world.verifiers):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def _metric(text: str, name: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return line.rsplit(" ", 1)[1]
+    return "0"
+
+
+def test_follower_rewinds_on_a_reorg(world: World, tmp_path: Path) -> None:
+    """In-process: the follower sees a challenge, Hardhat reverts the chain under it (a reorg), and the
+    job is reset; the replacement chain's events are found again."""
+    from verifier.db import StateDB
+    from verifier.follower import Follower
+
+    db = StateDB(tmp_path / "s.sqlite")
+    start = int(world.w3.eth.block_number) + 1
+    follower = Follower(world.w3, world.reg, db, start_block=start, confirmations=1)
+    reorgs: list[int] = []
+    follower.on_reorg = lambda fork, reset: reorgs.append(reset)
+    seen: list[int] = []
+
+    def handle(event: Any) -> None:
+        if event.name == "ChallengeOpened":
+            seen.append(int(event.args["challengeId"]))
+            db.add_job(int(event.args["challengeId"]), int(event.args["claimId"]), event.block)
+
+    for v in world.verifiers:  # the daemons would act on the doomed fork; keep them out of this one
+        v.stop()
+    try:
+        snap = world.node.snapshot()
+        cid = world.challenge(world.honest_claim)
+        mine(world, 2)
+        while follower.poll(handle):
+            pass
+        assert seen == [cid] and db.job(cid) is not None
+        world.node.revert(snap)  # the fork with the challenge is gone
+        mine(world, 6)  # a longer chain without it
+        while follower.poll(handle):
+            pass
+        assert reorgs == [1] and db.job(cid) is None
+        assert follower.cursor == int(world.w3.eth.block_number) - 1
+    finally:
+        for v in world.verifiers:
+            v.start()
+        for v in world.verifiers:
+            v.wait_ready()
