@@ -396,5 +396,38 @@ def withdraw(rpc_url: str, deployment_path: Path | None, account: str | None, ke
     emit({"account": client.sender, "amount": amount, "txHash": Web3.to_hex(receipt["transactionHash"])}, as_json)
 
 
+@main.command()
+@click.option("--verifiers", default=3, show_default=True, type=click.IntRange(min=0, max=15),
+              help="Verifier accounts (dev:1..dev:N) registered with stake.")
+@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="dev", show_default=True)
+@click.option("--rpc-port", default=8545, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Hardhat JSON-RPC port on 127.0.0.1 (0: any free port).")
+@click.option("--ipfs-port", default=5001, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="IPFS RPC API port on 127.0.0.1 (0: any free port).")
+@click.option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="State and logs (default: $PROOFREG_HOME/devnet).")
+@click.option("--for", "duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds (default: run until Ctrl-C or SIGTERM).")
+@handle_errors
+def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base_dir: Path | None,
+           duration: float | None) -> None:
+    """Run a local Hardhat node and IPFS daemon with the registry deployed and verifiers registered."""
+    from registry.devnet import DEVNET_FILE, Devnet, DevnetError, walkthrough
+
+    net = Devnet(base_dir or proofreg_home() / "devnet", preset(preset_name), verifiers, rpc_port, ipfs_port)
+    try:
+        click.echo(walkthrough(net.start()))
+        click.echo(f"(this is also in {net.base_dir / DEVNET_FILE})", err=True)
+        sys.stdout.flush()
+        problem = net.serve(duration)
+    except DevnetError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        net.stop()
+    if problem is not None:
+        raise CliError(problem)
+    click.echo("devnet stopped", err=True)
+
+
 if __name__ == "__main__":
     main()
