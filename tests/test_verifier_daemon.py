@@ -58,7 +58,8 @@ OPEN, VALID, INVALID = 1, 2, 3
 
 @dataclass
 class VerifierProc:
-    """One `proofreg-verifier run` process (state file and log survive restarts)."""
+    """One `proofreg-verifier run` process (state file and log survive restarts); `ipfs_api` "" means the
+    embedded store in `home/store`."""
 
     index: int
     home: Path
@@ -78,7 +79,8 @@ class VerifierProc:
         return self.home / f"verifier-{self.index}.log"
 
     def start(self) -> None:
-        command = [str(BIN / "proofreg-verifier"), "run", "--account", f"dev:{self.index}", "--ipfs", self.ipfs_api,
+        store = ["--ipfs", self.ipfs_api] if self.ipfs_api else ["--store-dir", str(self.home / "store")]
+        command = [str(BIN / "proofreg-verifier"), "run", "--account", f"dev:{self.index}", *store,
                    "--state", str(self.home / f"v{self.index}.sqlite"), "--confirmations", "1",
                    "--poll-interval", "0.2", "--metrics-port", str(self.port), "--rpc-timeout", "2",
                    "--fetch-timeout", "3", "--grace", "10", *self.extra]

@@ -65,7 +65,6 @@ from registry.signer import Signer
 from registry.store.base import ContentStore, StoreError
 from verifier.audit import (
     DEFAULT_RHO_THRESHOLD,
-    INVALID,
     UNAVAILABLE,
     VERDICT_CODE,
     AuditReport,
@@ -145,13 +144,12 @@ def audit_inference(ctx: AuditContext, claim: dict[str, Any], segments: list[int
         fields_cls, audit_fn = zk.InferenceClaimFields, zk.audit_inference_claim
     except (ImportError, AttributeError):
         return AuditReport(UNAVAILABLE, "no ZK verifier installed", 0.0)
-    model_claim: TrainingClaimFields | None = None
+    model_claim: TrainingClaimFields | None = None  # None when it cannot be found: the ZK audit says Unavailable
     model_id = int(claim.get("modelClaimId", 0) or 0)
     if model_id:
         found = ctx.claim_lookup(model_id)
-        if found is None or found[0] != 1:
-            return AuditReport(INVALID, f"model claim {model_id} is not a training claim this node can read", 0.0)
-        model_claim = TrainingClaimFields.from_event(found[1])
+        if found is not None and found[0] == 1:
+            model_claim = TrainingClaimFields.from_event(found[1])
     report: AuditReport = audit_fn(ctx.store, fields_cls.from_event(claim), model_claim=model_claim,
                                    workdir=ctx.workdir)
     return report
@@ -192,6 +190,23 @@ def environment() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return info
+
+
+def warm_up(device: str, log: JsonLog) -> None:
+    """Pays torch's one-time costs (lazy imports behind the first optimizer, the autograd engine's first
+    backward: several seconds on a small CPU) at start-up rather than inside the first audit's deadline."""
+    started = time.perf_counter()
+    try:
+        import torch
+
+        model = torch.nn.Linear(4, 2).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.zeros(2, 4, device=device)).sum().backward()
+        opt.step()
+    except Exception as exc:  # noqa: BLE001 - only an optimization; the audit reports real failures
+        log("warm_up_failed", level="warning", error=_short(exc))
+        return
+    log("warmed_up", seconds=round(time.perf_counter() - started, 2))
 
 
 def event_json(value: Any) -> Any:
@@ -382,7 +397,7 @@ class VerifierDaemon:
         self.health: HealthServer | None = None
         self._workers: list[threading.Thread] = []
         config.workdir.mkdir(parents=True, exist_ok=True)
-        self.ctx = AuditContext(config.store, config.workdir, config.device, config.threshold, self.db.get_claim)
+        self.ctx = AuditContext(config.store, config.workdir, config.device, config.threshold, self._claim)
 
     def _declare_metrics(self) -> None:
         m = self.metrics
@@ -670,6 +685,8 @@ class VerifierDaemon:
         self.queue.put(job.challenge_id)
 
     def _worker(self) -> None:
+        if threading.current_thread().name == "audit-0":
+            warm_up(self.config.device, self.log)
         while True:
             cid = self.queue.get()
             if cid < 0:
