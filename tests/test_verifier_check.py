@@ -98,3 +98,13 @@ def test_calibrate_reports_rho_distribution_and_policy_rates(run: dict[str, Any]
     assert default["falseRejectRate"] == 0.0 and default["falseAcceptRate"] == 0.0
     assert json.loads(out.read_text())["samples"]["forged"]["tampered-batch"]
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_default_policy_detection_and_cost_analytic() -> None:
+    """The bench's analytic rule: ≥ 99% detection of 10% forged segments from the contract's S draws plus the
+    policy's extra draws, at ≤ 5% of training compute once a claim has thousands of segments."""
+    from bench.verifier import analytic
+
+    big = analytic(5000, 20, replay_ratio=0.9)
+    assert big["detect_policy"] >= 0.99 and big["cost"] <= 0.05 and big["detect_contract_only"] < 0.6
+    assert analytic(100, 5, replay_ratio=1.0)["cost"] > 0.05  # small claims cost more than the goal

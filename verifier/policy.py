@@ -102,15 +102,6 @@ POLICIES: dict[str, TolerancePolicy] = {
             measured={**_MEASURED_CPU, "falseRejectRate": "see README (non-zero across thread counts)",
                       "falseAcceptRate": 0.0},
         ),
-        TolerancePolicy(
-            name="pol-tolerance/1-gpu",
-            threshold=5e-2,
-            top_q=1,
-            extra_samples=36,
-            description="mixed hardware (CPU-recorded, GPU-replayed or the reverse): δ=5e-2, not yet calibrated "
-                        "on GPUs by this project",
-            measured={},
-        ),
     )
 }
 
