@@ -429,41 +429,46 @@ def _metric(text: str, name: str) -> str:
     return "0"
 
 
-def test_follower_rewinds_on_a_reorg(world: World, tmp_path: Path) -> None:
-    """In-process: the follower sees a challenge, Hardhat reverts the chain under it (a reorg), and the
-    job is reset; the replacement chain's events are found again."""
+def test_reorg_under_the_daemons(world: World, tmp_path: Path) -> None:
+    """A challenge is served and settled on a fork that Hardhat then reverts (evm_revert: a reorg deeper
+    than the confirmation depth). The daemons and an in-process follower rewind to the fork point and drop
+    the job; the challenge that takes the same id on the new chain is served again, one attestation each."""
     from verifier.db import StateDB
     from verifier.follower import Follower
 
     db = StateDB(tmp_path / "s.sqlite")
-    start = int(world.w3.eth.block_number) + 1
-    follower = Follower(world.w3, world.reg, db, start_block=start, confirmations=1)
+    follower = Follower(world.w3, world.reg, db, start_block=int(world.w3.eth.block_number) + 1, confirmations=1)
     reorgs: list[int] = []
     follower.on_reorg = lambda fork, reset: reorgs.append(reset)
-    seen: list[int] = []
 
     def handle(event: Any) -> None:
         if event.name == "ChallengeOpened":
-            seen.append(int(event.args["challengeId"]))
             db.add_job(int(event.args["challengeId"]), int(event.args["claimId"]), event.block)
 
-    for v in world.verifiers:  # the daemons would act on the doomed fork; keep them out of this one
-        v.stop()
-    try:
-        snap = world.node.snapshot()
-        cid = world.challenge(world.honest_claim)
-        mine(world, 2)
+    def drain() -> None:
         while follower.poll(handle):
             pass
-        assert seen == [cid] and db.job(cid) is not None
-        world.node.revert(snap)  # the fork with the challenge is gone
-        mine(world, 6)  # a longer chain without it
-        while follower.poll(handle):
-            pass
-        assert reorgs == [1] and db.job(cid) is None
-        assert follower.cursor == int(world.w3.eth.block_number) - 1
-    finally:
-        for v in world.verifiers:
-            v.start()
-        for v in world.verifiers:
-            v.wait_ready()
+
+    before = {v.index: sum(r["event"] == "reorg" for r in v.log_records()) for v in world.verifiers}
+    snap = world.node.snapshot()
+    doomed = world.challenge(world.honest_claim)
+    mine(world, DEV.seed_delay + 1)
+    assert world.wait_settled([doomed]) == {doomed: VALID}
+    drain()
+    assert db.job(doomed) is not None
+    world.node.revert(snap)  # the fork with the challenge, its attestations and its settlement is gone
+    mine(world, 12)  # a longer chain without it
+    drain()
+    assert reorgs == [1] and db.job(doomed) is None
+    assert follower.cursor == int(world.w3.eth.block_number) - 1
+
+    deadline = time.monotonic() + 30
+    while not all(sum(r["event"] == "reorg" for r in v.log_records()) > before[v.index] for v in world.verifiers):
+        assert time.monotonic() < deadline, "\n".join(v.log_tail(8) for v in world.verifiers)
+        time.sleep(0.3)
+    again = world.challenge(world.honest_claim)
+    assert again == doomed  # the id now names a new challenge
+    mine(world, DEV.seed_delay + 1)
+    assert world.wait_settled([again]) == {again: VALID}
+    by = [log["args"]["verifier"] for log in world.attestations(again)]
+    assert len(by) >= DEV.quorum and len(by) == len(set(by))

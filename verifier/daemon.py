@@ -541,9 +541,9 @@ class VerifierDaemon:
     def tick(self) -> bool:
         """One pass: pending transactions, new events, every open job. True when there is more to scan."""
         assert self.follower is not None and self.sender is not None
-        self.sender.recover()
-        scanned = self.follower.poll(self._on_event)
+        scanned = self.follower.poll(self._on_event)  # first: a reorg abandons the transactions of its jobs
         self.head = self.follower.head
+        self.sender.recover()
         for job in self.db.jobs():
             if self.stop_event.is_set():
                 break
