@@ -323,3 +323,30 @@ def test_store_down_and_missing_evidence_are_unavailable(world: dict[str, Any], 
     report = audit(DirSource(local), None, [1, 2, 3], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
     assert report.verdict == UNAVAILABLE and "batches/000002.npy" in report.reason
     assert [s.index for s in report.segments] == [1, 2]  # stops at the first missing file
+
+
+def test_hostile_digests_and_headers_are_invalid(world: dict[str, Any], tmp_path: Path) -> None:
+    """Integers where digests belong (as_hash would allocate that many bytes) and a corrupt .npy header
+    (numpy's header parser raises tokenizer errors, not ValueError) end in Invalid, quickly."""
+    local = tmp_path / "t"
+    shutil.copytree(world["tdir"], local)
+    m = json.loads((local / MANIFEST_NAME).read_text())
+    m["checkpoints"][2]["ckptHash"] = 10**12
+    (local / MANIFEST_NAME).write_text(json.dumps(m))
+    report = audit(DirSource(local), None, [0], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
+    assert report.verdict == INVALID and "ckptHash is not" in report.reason
+    ddir = tmp_path / "dataset"
+    shutil.copytree(world["out"] / "dataset", ddir)
+    dm = json.loads((ddir / "dataset.json").read_text())
+    dm["examples"][5][2] = 10**12
+    (ddir / "dataset.json").write_text(json.dumps(dm))
+    report = audit(DirSource(world["tdir"]), None, [0], policy=BARE, dataset_source=DirSource(ddir))
+    assert report.verdict == INVALID and "dataset.json is malformed" in report.reason
+    shutil.rmtree(local)
+    shutil.copytree(world["tdir"], local)
+    data = bytearray((local / "batches/000001.npy").read_bytes())
+    data[20:24] = b"(\xa0\n'"
+    (local / "batches/000001.npy").write_bytes(bytes(data))
+    reseal(local, norms=False)
+    report = audit(DirSource(local), None, [1], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
+    assert report.verdict == INVALID and "plain .npy" in report.reason, report.reason

@@ -185,6 +185,26 @@ def _check_segment_fields(manifest: dict[str, Any]) -> None:
             raise TranscriptError(f"manifest segment {s['index']} has a bad epoch {epoch!r}")
 
 
+def _is_hex32(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 66
+
+
+def _check_dataset_digests(raw: bytes) -> None:
+    """Every digest in dataset.json must be 0x-hex text before `Dataset.load` turns them into bytes (an int
+    there would make `as_hash` allocate that many bytes)."""
+    try:
+        d = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise DatasetError(f"dataset.json is not JSON: {exc}") from None
+    ok = isinstance(d, dict) and _is_hex32(d.get("datasetRoot")) and isinstance(d.get("examples"), list) \
+        and isinstance(d.get("shards"), list)
+    ok = ok and all(isinstance(e, list) and len(e) == 3 and _is_hex32(e[2]) for e in d["examples"])
+    ok = ok and all(isinstance(s, dict) and _is_hex32(s.get("featuresHash")) and _is_hex32(s.get("labelsHash"))
+                    for s in d["shards"])
+    if not ok:
+        raise DatasetError("dataset.json is malformed (digests must be 0x-prefixed 32-byte hex strings)")
+
+
 def check_manifest_against_claim(m: dict[str, Any], claim: TrainingClaimFields) -> str | None:
     pairs = [("segmentRoot", claim.segment_root), ("chainHead", claim.chain_head),
              ("finalWeightsHash", claim.final_weights_hash), ("configHash", claim.config_hash)]
@@ -330,6 +350,9 @@ class Engine:
                 report.verdict, report.reason = UNAVAILABLE, f"cannot rebuild the model here: {exc}"
             except ModelFamilyError as exc:
                 report.verdict, report.reason = INVALID, f"model: {exc}"
+            except Exception as exc:  # noqa: BLE001 - hostile input must end in a verdict, never a crash
+                report.verdict = INVALID
+                report.reason = f"malformed evidence ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         report.bytes_fetched = self.source.bytes_read
         report.files = dict(self.source.files)
         if self._ds_source is not None:
@@ -484,6 +507,7 @@ class Engine:
             raw = source.read(DATASET_MANIFEST, self.limits.max_dataset_manifest_bytes)
         except EvidenceUnavailable as exc:
             raise EvidenceUnavailable(f"dataset manifest: {exc}") from None
+        _check_dataset_digests(raw)
         dest.mkdir(parents=True, exist_ok=True)
         (dest / DATASET_MANIFEST).write_bytes(raw)
         # shards are hash-checked as they are fetched (`_fetch_shards`), not again on every load

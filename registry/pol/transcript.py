@@ -35,6 +35,7 @@ The manifest's digests are checked by `load_manifest`, so a consumer can trust t
 from __future__ import annotations
 
 import json
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +118,26 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _hex32(value: Any, where: str) -> bytes:
+    """A manifest digest: "0x" + 64 hex digits only (`as_hash` would also take an int and allocate that many
+    bytes, which a hostile manifest must not be able to ask for)."""
+    if not isinstance(value, str) or len(value) != 66:
+        raise TranscriptError(f"manifest {where} is not a 0x-prefixed 32-byte hex string")
+    return as_hash(value)
+
+
 def validate_manifest(m: Any) -> dict[str, Any]:
     """Structure, canonical paths, contiguous step ranges, and every digest recomputed from the listed hashes."""
     if not isinstance(m, dict) or m.get("format") != TRANSCRIPT_FORMAT:
         raise TranscriptError(f"manifest format is not {TRANSCRIPT_FORMAT!r}")
     try:
+        for key in ("configHash", "segmentRoot", "chainHead", "finalWeightsHash"):
+            _hex32(m[key], key)
+        _hex32(m["dataset"]["datasetRoot"], "datasetRoot")
+        for c in m["checkpoints"]:
+            _hex32(c["ckptHash"], "ckptHash")
+        for seg in m["segments"]:
+            _hex32(seg["batchesHash"], "batchesHash")
         if config_hash(m["config"]) != as_hash(m["configHash"]):
             raise TranscriptError("manifest configHash does not match its config")
         cfg = m["config"]
@@ -203,7 +219,7 @@ def parse_batches(data: bytes, expected_hash: bytes | str | None = None, shape: 
 
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # numpy parses headers
         raise TranscriptError(f"batch file {path} is not a plain .npy array: {exc}") from exc
     if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype("<i8") or arr.ndim != 2:
         raise TranscriptError(f"batch file {path} must hold int64 [steps, batch], got {getattr(arr, 'dtype', '?')}")
