@@ -429,5 +429,8 @@ def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base
     click.echo("devnet stopped", err=True)
 
 
+main.add_command(__import__("registry.zk.cli", fromlist=["zk"]).zk)  # proofreg zk ... (ZK inference)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,219 @@
+"""`proofreg zk`: prove an inference with ezkl, store the bundle, commit the inference claim.
+
+    proofreg zk prove MODEL --input x.json --out bundle/ (--srs kzg15.srs | --dev-srs) [--commit ...]
+    proofreg zk commit bundle/ [--model-claim ID] [--ipfs ...] [--rpc ...]
+    proofreg zk verify bundle/ [--srs kzg15.srs]          # local check: digests and ezkl verify
+    proofreg zk evm-verifier bundle/ --out Verifier.sol   # Solidity verifier, compiled with the project's solc
+
+MODEL is an ONNX file or a local training transcript directory (its final checkpoint is exported to ONNX).
+Heavy imports (torch, ezkl) happen inside the commands, so `proofreg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def zk() -> None:
+    """ZK inference proofs (ezkl): prove, store and commit inference claims."""
+
+
+# `zk` exists before registry.cli is imported: registry.cli registers it at its end, and this module may be the
+# first one imported (then registry.cli runs in the middle of this import and finds the group already here).
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from web3 import Web3  # noqa: E402
+
+from registry.cli import (  # noqa: E402
+    CliError,
+    _event_args,
+    _require_balance,
+    deployment_option,
+    emit,
+    handle_errors,
+    json_option,
+    open_client,
+    open_store,
+    optional_rpc_option,
+    signer_options,
+    with_store_options,
+)
+from registry.deployment import proofreg_home  # noqa: E402
+
+DEV_WARNING = ("warning: DEVELOPMENT-ONLY proof: made with a locally generated SRS, whose maker can forge proofs; "
+               "the bundle and the claim are marked developmentOnly")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PROOFREG_ZK_CACHE") or proofreg_home() / "zk-cache")
+
+
+cache_option = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                            help="Circuit/key cache (default: $PROOFREG_ZK_CACHE or $PROOFREG_HOME/zk-cache).")
+model_claim_option = click.option("--model-claim", "model_claim", type=click.IntRange(min=0), default=0,
+                                  show_default=True, help="Training claim whose final weights the model is (0: none).")
+
+
+def _zk_errors() -> tuple[type[BaseException], ...]:
+    from registry.zk.bundle import BundleError
+    from registry.zk.export import ExportError
+    from registry.zk.pipeline import ZkError
+
+    return (BundleError, ExportError, ZkError)
+
+
+def commit_bundle(bundle_dir: Path, model_claim: int, *, ipfs: str | None, store_dir: Path | None,
+                  rpc_url: str | None, deployment_path: Path | None, account: str | None,
+                  keystore: Path | None) -> dict[str, Any]:
+    """`zk commit` on the chain and store the options name; the bundle is checked before either is opened."""
+    from registry.zk.bundle import load_local_bundle
+
+    load_local_bundle(bundle_dir)
+    client = open_client(rpc_url, deployment_path, account, keystore)
+    return commit_stored_bundle(client, open_store(ipfs, store_dir), bundle_dir, model_claim)
+
+
+def commit_stored_bundle(client: Any, store: Any, bundle_dir: Path, model_claim: int, *,
+                         check_model: bool = True) -> dict[str, Any]:
+    """Checks the bundle, stores it completely (every block present, bundle.json read back), then commits.
+    `check_model=False` skips the local check that the bundle's model is the model claim's (tests use it to
+    play a cheating prover; verifiers catch it)."""
+    from registry.store.base import StoreError
+    from registry.zk.bundle import BUNDLE_JSON, load_local_bundle
+
+    body, digests = load_local_bundle(bundle_dir)
+    bond = client.params.inference_bond
+    _require_balance(client, bond, "the inference bond")
+    if model_claim and check_model:
+        _check_model_claim(client, model_claim, body)
+    try:
+        cid = store.add_directory(bundle_dir)
+        store.pin(cid)
+        stored = store.cat(f"{cid}/{BUNDLE_JSON}")
+    except StoreError as exc:
+        raise CliError(f"content store failed, nothing committed: {exc}") from None
+    if stored != (Path(bundle_dir) / BUNDLE_JSON).read_bytes():
+        raise CliError(f"the store returned a different bundle.json for {cid}; nothing committed")
+    claim = (model_claim, digests.vk_hash, digests.proof_digest, digests.instances_hash, cid)
+    receipt = client.transact("commitInference", claim, value=bond)
+    args = _event_args(client, receipt, "InferenceClaimCommitted")
+    return {"claimId": int(args["claimId"]), "prover": client.sender, "bundleCid": cid, "modelClaimId": model_claim,
+            **digests.to_json(), "developmentOnly": bool(body.get("developmentOnly")), "bond": bond,
+            "txHash": Web3.to_hex(receipt["transactionHash"]), "gasUsed": int(receipt["gasUsed"])}
+
+
+def _check_model_claim(client: Any, model_claim: int, body: dict[str, Any]) -> None:
+    """When the bundle came from a transcript, its finalWeightsHash must be the model claim's."""
+    expected = (body.get("model") or {}).get("finalWeightsHash")
+    if not expected:
+        return
+    start = client.deployment.block_number if client.deployment else 0
+    logs = client.contract.events.TrainingClaimCommitted().get_logs(from_block=start,
+                                                                    argument_filters={"claimId": model_claim})
+    if logs and Web3.to_hex(logs[0]["args"]["finalWeightsHash"]) != expected.lower():
+        raise CliError(f"the bundle's model is not training claim {model_claim}'s final model "
+                       f"(finalWeightsHash {expected} vs {Web3.to_hex(logs[0]['args']['finalWeightsHash'])})")
+
+
+@zk.command("prove")
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="One example: JSON ({\"input_data\": [...]} or a nested list) or .npy.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Bundle directory to write (must not exist or be empty).")
+@click.option("--srs", "srs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="KZG SRS file from a public ceremony (e.g. kzg15.srs).")
+@click.option("--dev-srs", is_flag=True, help="Generate a local SRS: development only (marked so everywhere).")
+@click.option("--private-input", is_flag=True, help="Leave input.json out of the bundle (only its hash is public).")
+@click.option("--scales", default=None, help="Calibration scales to try, comma-separated (default: ezkl's).")
+@click.option("--decomp-base", type=click.IntRange(min=2), default=None,
+              help="Range-check decomposition base (ezkl's default 16384; 1024 with 3 legs suits tiny models).")
+@click.option("--decomp-legs", type=click.IntRange(min=1), default=None, help="Range-check decomposition legs.")
+@cache_option
+@click.option("--commit", "do_commit", is_flag=True, help="Store the bundle and commit the claim afterwards.")
+@model_claim_option
+@with_store_options
+@optional_rpc_option
+@deployment_option
+@signer_options
+@json_option
+@handle_errors
+def prove_cmd(model: Path, input_path: Path, out_dir: Path, srs_path: Path | None, dev_srs: bool,
+              private_input: bool, scales: str | None, decomp_base: int | None, decomp_legs: int | None,
+              cache_dir: Path | None, do_commit: bool, model_claim: int,
+              ipfs: str | None, store_dir: Path | None, rpc_url: str | None, deployment_path: Path | None,
+              account: str | None, keystore: Path | None, as_json: bool) -> None:
+    """Prove one inference of MODEL (ONNX file or training transcript directory) and write the bundle."""
+    if (srs_path is None) == (not dev_srs):
+        raise CliError("give --srs FILE (a public ceremony's SRS) or --dev-srs (development only)")
+    try:
+        from registry.zk.export import read_input
+        from registry.zk.pipeline import ProveOptions
+        from registry.zk.prover import prove_inference
+
+        options = ProveOptions(scales=tuple(int(s) for s in scales.split(",")) if scales else None,
+                               decomp_base=decomp_base, decomp_legs=decomp_legs)
+        result = prove_inference(model, read_input(input_path), out_dir, srs_path=srs_path, dev=dev_srs,
+                                 cache_dir=cache_dir or default_cache_dir(), options=options,
+                                 private_input=private_input)
+        out = result.to_json()
+        if result.development_only:
+            click.echo(DEV_WARNING, err=True)
+        if do_commit:
+            out["commit"] = commit_bundle(out_dir, model_claim, ipfs=ipfs, store_dir=store_dir, rpc_url=rpc_url,
+                                          deployment_path=deployment_path, account=account, keystore=keystore)
+    except _zk_errors() as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"bad option: {exc}") from None
+    emit(out, as_json)
+
+
+@zk.command("commit")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_claim_option
+@with_store_options
+@optional_rpc_option
+@deployment_option
+@signer_options
+@json_option
+@handle_errors
+def commit_cmd(bundle: Path, model_claim: int, ipfs: str | None, store_dir: Path | None, rpc_url: str | None,
+               deployment_path: Path | None, account: str | None, keystore: Path | None, as_json: bool) -> None:
+    """Store a bundle, then commit its inference claim (nothing is committed unless the bundle is stored)."""
+    try:
+        out = commit_bundle(bundle, model_claim, ipfs=ipfs, store_dir=store_dir, rpc_url=rpc_url,
+                            deployment_path=deployment_path, account=account, keystore=keystore)
+    except _zk_errors() as exc:
+        raise CliError(str(exc)) from None
+    if out["developmentOnly"]:
+        click.echo(DEV_WARNING, err=True)
+    emit(out, as_json)
+
+
+@zk.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--srs", "srs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Trusted SRS file (default: the bundle's development SRS, if it is a development bundle).")
+@json_option
+@handle_errors
+def verify_cmd(bundle: Path, srs_path: Path | None, as_json: bool) -> None:
+    """Check a local bundle: files against bundle.json, digests, and the proof with ezkl."""
+    try:
+        from registry.zk.bundle import DEV_SRS_FILE, FILES, load_local_bundle
+        from registry.zk.pipeline import verify_proof
+
+        body, digests = load_local_bundle(bundle)
+        if srs_path is None:
+            if not body.get("developmentOnly"):
+                raise CliError("give --srs FILE: the bundle was made with a ceremony SRS")
+            srs_path = bundle / DEV_SRS_FILE
+        ok = verify_proof(bundle / FILES["proof"], bundle / FILES["settings"], bundle / FILES["vk"], srs_path)
+    except _zk_errors() as exc:
+        raise CliError(str(exc)) from None
+    if not ok:
+        raise CliError("the proof does not verify")
+    emit({"verified": True, **digests.to_json(), "developmentOnly": bool(body.get("developmentOnly"))}, as_json)
