@@ -132,8 +132,10 @@ def test_honest_fetches_only_what_the_audit_needs(world: dict[str, Any]) -> None
 
 def test_local_directory_source_matches_the_store(world: dict[str, Any]) -> None:
     tdir = world["tdir"]
-    report = audit(DirSource(tdir), None, [0, 7], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
+    report = audit(DirSource(tdir), None, [0, 7], policy=BARE.with_overrides(top_q=1, top_q_from_checkpoints=True),
+                   dataset_source=DirSource(world["out"] / "dataset"))
     assert report.verdict == VALID, report.reason
+    assert report.checks["updateNormsVerified"] == 8 and len(report.files) > 9  # every checkpoint was read
     assert report.claim["segmentRoot"] == json.loads((tdir / MANIFEST_NAME).read_text())["segmentRoot"]
 
 
@@ -186,6 +188,9 @@ def test_understated_update_norm_is_invalid(world: dict[str, Any]) -> None:
     tdir, cid = forged_copy(world, "norm", understate, seal=False)
     report = run_store(world, tdir, cid, [5])
     assert report.verdict == INVALID and "updateNorm" in report.reason
+    # with every norm recomputed from the checkpoints, the lie is caught even when segment 5 is not audited
+    report = run_store(world, tdir, cid, [0], policy=BARE.with_overrides(top_q=1, top_q_from_checkpoints=True))
+    assert report.verdict == INVALID and "segment 5 records updateNorm" in report.reason
 
 
 def test_initialization_checks(world: dict[str, Any]) -> None:

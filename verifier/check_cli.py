@@ -50,6 +50,8 @@ def _seed(text: str | None) -> bytes:
 @click.option("--threshold", type=click.FloatRange(min=0), default=None, help="Override the policy's δ.")
 @click.option("--top-q", type=click.IntRange(min=0), default=None,
               help="Override the policy's Q (largest-update segments audited per epoch).")
+@click.option("--top-q-from-checkpoints", is_flag=True,
+              help="Recompute every update norm from all checkpoints before choosing top-Q (fetches them all).")
 @click.option("--extra-samples", type=click.IntRange(min=0), default=None,
               help="Override the policy's extra draws.")
 @click.option("--no-init-check", is_flag=True, help="Skip the initialization check of checkpoint 0.")
@@ -66,7 +68,8 @@ def _seed(text: str | None) -> bytes:
 @json_option
 @handle_errors
 def check(transcript: str, segments: tuple[int, ...], all_segments: bool, samples: int | None, seed_hex: str | None,
-          policy_name: str | None, threshold: float | None, top_q: int | None, extra_samples: int | None,
+          policy_name: str | None, threshold: float | None, top_q: int | None, top_q_from_checkpoints: bool,
+          extra_samples: int | None,
           no_init_check: bool, dataset_dir: Path | None, device: str, no_prefetch: bool, report_path: Path,
           plot_path: Path | None, ipfs: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Verify a transcript (local directory or CID) without a chain; write a report JSON and a PNG plot."""
@@ -78,7 +81,8 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
     try:
         policy = get_policy(policy_name).with_overrides(threshold=threshold, top_q=top_q,
                                                         extra_samples=extra_samples,
-                                                        init_check=False if no_init_check else None)
+                                                        init_check=False if no_init_check else None,
+                                                        top_q_from_checkpoints=top_q_from_checkpoints or None)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
     if device.startswith("cuda"):

@@ -49,6 +49,7 @@ from registry.merkle import segment_leaf, verify
 from registry.models import Constant as ConstantInit
 from registry.models import ModelFamilyError, UnknownFamilyError, build_model, init_spec, ks_pvalue, ks_statistic
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
+from registry.pol.recorder import update_norm
 from registry.pol.replay import parameter_names, replay_segment, segment_distance
 from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, validate_manifest
 from registry.sampling import segment_at
@@ -386,6 +387,8 @@ class Engine:
         drawn = max(self.samples_drawn, self.draw)
         why: dict[int, list[str]] = {}
         extra = extra_draws(self.seed, drawn, self.policy.extra_samples, n)
+        if self.policy.top_q and self.policy.top_q_from_checkpoints:
+            report.checks["updateNormsVerified"] = self._verify_all_norms(manifest)
         top = top_q_segments(manifest, self.policy.top_q)
         report.checks["seed"] = to_hex(self.seed) if self.seed is not None else None
         for label, indices in (("assigned", assigned), ("extra", extra), ("top-q", top)):
@@ -455,6 +458,28 @@ class Engine:
             report.verdict = VALID
             report.reason = (f"{len(results)} segment(s) reproduce within rho <= {self.policy.threshold:g}"
                              + (f"; initialization {report.init['method']} ok" if report.init else ""))
+
+    def _verify_all_norms(self, manifest: dict[str, Any]) -> int:
+        """Every recorded update norm against its two checkpoints (fetched one after the other, not kept), so
+        that the top-Q choice rests on nothing the prover merely says."""
+        names = parameter_names(manifest["config"])
+        rtol = self.policy.update_norm_rtol
+
+        def load(i: int) -> Checkpoint:
+            entry = manifest["checkpoints"][i]
+            data = self.source.read(entry["path"], self.limits.max_file_bytes)
+            return decode_checkpoint(data, as_hash(entry["ckptHash"]))
+
+        prev = load(0)
+        for i, seg in enumerate(manifest["segments"]):
+            nxt = load(i + 1)
+            got = update_norm(prev.model, nxt.model, names)
+            claimed = float(seg["updateNorm"])
+            if abs(got - claimed) > rtol * max(got, claimed) + 1e-12:
+                raise TranscriptError(f"segment {i} records updateNorm {claimed:.6g} but its checkpoints give "
+                                      f"{got:.6g}")
+            prev = nxt
+        return len(manifest["segments"])
 
     # --- fetching ---------------------------------------------------------------------------------------------
     def _checkpoint(self, manifest: dict[str, Any], i: int) -> Checkpoint:

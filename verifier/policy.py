@@ -12,7 +12,9 @@ applies the same policy version to the same evidence reaches the same verdict:
   recorded seed, else a Kolmogorov–Smirnov test per tensor at family-wise level `init_alpha`, Bonferroni);
 - `membership`: every replayed example is proved against `datasetRoot`;
 - `update_norm_rtol`: how far a segment's recorded `updateNorm` may be from the one recomputed from its two
-  checkpoints (top-Q selection trusts the recorded norms, so a lie there is itself a fraud).
+  checkpoints (top-Q selection trusts the recorded norms, so a lie there is itself a fraud);
+- `top_q_from_checkpoints`: recompute every segment's norm from all checkpoints before choosing the top Q,
+  trusting no recorded norm (costs fetching every checkpoint: most of the transcript).
 
 `measured` holds what calibration measured for the policy (false-reject rate on honest segments,
 false-accept rate on forged ones, where and how); the figures are documented in README.
@@ -40,6 +42,7 @@ class TolerancePolicy:
     init_alpha: float = 1e-6
     membership: bool = True
     update_norm_rtol: float = 1e-4
+    top_q_from_checkpoints: bool = False
     description: str = ""
     measured: dict[str, Any] = field(default_factory=dict)
 
@@ -48,7 +51,8 @@ class TolerancePolicy:
             raise PolicyError(f"policy {self.name!r}: bad parameters")
 
     def with_overrides(self, *, threshold: float | None = None, top_q: int | None = None,
-                       extra_samples: int | None = None, init_check: bool | None = None) -> TolerancePolicy:
+                       extra_samples: int | None = None, init_check: bool | None = None,
+                       top_q_from_checkpoints: bool | None = None) -> TolerancePolicy:
         """A copy with some knobs changed (CLI options); its name says it is no longer the shipped one."""
         changes: dict[str, Any] = {}
         if threshold is not None and threshold != self.threshold:
@@ -59,6 +63,8 @@ class TolerancePolicy:
             changes["extra_samples"] = extra_samples
         if init_check is not None and init_check != self.init_check:
             changes["init_check"] = init_check
+        if top_q_from_checkpoints is not None and top_q_from_checkpoints != self.top_q_from_checkpoints:
+            changes["top_q_from_checkpoints"] = top_q_from_checkpoints
         if not changes:
             return self
         return replace(self, name=f"{self.name}+custom", measured={}, **changes)
@@ -70,6 +76,7 @@ class TolerancePolicy:
         out["initCheck"] = out.pop("init_check")
         out["initAlpha"] = out.pop("init_alpha")
         out["updateNormRtol"] = out.pop("update_norm_rtol")
+        out["topQFromCheckpoints"] = out.pop("top_q_from_checkpoints")
         return out
 
 
