@@ -60,9 +60,10 @@ def handle_errors(fn: F) -> F:
 
 @contextmanager
 def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr, fed `(done, total)`; stdout stays clean for results (and silent with --json).
-    Off a terminal, click prints only the label once."""
+    """A progress bar on stderr, fed `(done, total)`, only when stderr is a terminal: stdout stays clean for
+    results, and logs and error output stay one line (off a terminal, and with --json, it is silent)."""
     state: dict[str, Any] = {}
+    enabled = enabled and sys.stderr.isatty()
 
     def update(done: int, total: int) -> None:
         if not enabled:

@@ -52,18 +52,44 @@ def test_train_and_commit_on_the_embedded_chain(tmp_path: Path) -> None:
     assert (tmp_path / "home" / "store" / "blocks").is_dir()
 
 
-def test_train_progress_goes_to_stderr_and_json_stays_clean(tmp_path: Path) -> None:
+def _run_with_tty_stderr(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """Runs with stderr on a pseudo-terminal (as in a user's shell); returns (code, stdout, terminal output)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(BIN / args[0]), *args[1:]], stdout=subprocess.PIPE, stderr=slave, text=True,
+                            env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_only(tmp_path: Path) -> None:
     env = {**os.environ, "PROOFREG_HOME": str(tmp_path / "home")}
-    out = run("proofreg", "train", "--out", str(tmp_path / "a"), "--max-steps", "12", "-k", "4", env=env)
-    assert out.returncode == 0, out.stderr
-    assert "training (recording every step)" in out.stderr  # off a terminal: the label, once
-    assert "numSegments" in out.stdout and "training" not in out.stdout
-    out = run("proofreg", "commit", str(tmp_path / "a" / "transcript"), env=env)
-    assert out.returncode == 0, out.stderr
-    assert "verifying transcript files" in out.stderr
-    out = run("proofreg", "train", "--out", str(tmp_path / "b"), "--max-steps", "12", "-k", "4", "--json", env=env)
-    assert out.returncode == 0 and "training" not in out.stderr
-    assert json.loads(out.stdout)["numSegments"] == 3
+    code, out, term = _run_with_tty_stderr("proofreg", "train", "--out", str(tmp_path / "a"), "--max-steps", "12",
+                                           "-k", "4", env=env)
+    assert code == 0, term
+    assert "training (recording every step)" in term and "12/12" in term
+    assert "numSegments" in out and "training" not in out
+    code, out, term = _run_with_tty_stderr("proofreg", "commit", str(tmp_path / "a" / "transcript"), env=env)
+    assert code == 0, term
+    assert "verifying transcript files" in term and "3/3" not in out
+    code, out, term = _run_with_tty_stderr("proofreg", "train", "--out", str(tmp_path / "b"), "--max-steps", "12",
+                                           "-k", "4", "--json", env=env)
+    assert code == 0 and "training" not in term  # --json: nothing but the JSON
+    assert json.loads(out)["numSegments"] == 3
+    plain = run("proofreg", "train", "--out", str(tmp_path / "c"), "--max-steps", "12", "-k", "4", env=env)
+    assert plain.returncode == 0 and plain.stderr == ""  # off a terminal: no bar, no label
 
 
 def test_train_reports_progress_per_step(tmp_path: Path) -> None:
