@@ -205,16 +205,18 @@ class StateDB:
     # ---- jobs -----------------------------------------------------------------------------------------
 
     def add_job(self, challenge_id: int, claim_id: int, opened_block: int) -> bool:
-        """A job for a newly seen challenge; False if it was known (re-scans after a reorg or a restart).
-        A known job whose challenge now belongs to another claim (a reorg re-used the id) is reset."""
+        """A job for a newly seen challenge; False if it was known (a re-scan after a restart). A known job
+        whose challenge now comes from another block or claim, or was found gone from the chain, is started
+        afresh: a reorg re-used the id (the on-chain checks before each send keep a restart safe)."""
         with self._lock:
-            rows = self._exec("SELECT claim_id, state FROM jobs WHERE challenge_id = ?", (challenge_id,))
+            rows = self._exec("SELECT claim_id, opened_block, outcome FROM jobs WHERE challenge_id = ?",
+                              (challenge_id,))
             if rows:
-                if int(rows[0]["claim_id"]) != claim_id:
-                    self._exec("DELETE FROM jobs WHERE challenge_id = ?", (challenge_id,))
-                else:
-                    self._exec("UPDATE jobs SET opened_block = ? WHERE challenge_id = ?", (opened_block, challenge_id))
+                r = rows[0]
+                if (int(r["claim_id"]), int(r["opened_block"])) == (claim_id, opened_block) \
+                        and r["outcome"] != "unknown":
                     return False
+                self._exec("DELETE FROM jobs WHERE challenge_id = ?", (challenge_id,))
             self._exec("INSERT INTO jobs(challenge_id, claim_id, opened_block, state, updated) "
                        "VALUES (?, ?, ?, 'new', ?)", (challenge_id, claim_id, opened_block, time.time()))
             return True

@@ -87,7 +87,15 @@ class Follower:
         if safe < start:
             return 0
         end = min(safe, start + self.chunk - 1)
+        end_hash = self._hash(end)
         logs = self.w3.eth.get_logs({"address": self.contract.address, "fromBlock": start, "toBlock": end})
+        # The chain may switch forks while we read: keep the logs only if every block they come from, and the
+        # end block, still have the hashes we saw; otherwise try again next poll.
+        for number, block_hash in {(int(log["blockNumber"]), Web3.to_hex(log["blockHash"])) for log in logs}:
+            if self._hash(number) != block_hash:
+                return 0
+        if end_hash is None or self._hash(end) != end_hash:
+            return 0
         events = []
         for log in logs:
             topics = log.get("topics") or []
@@ -100,7 +108,7 @@ class Follower:
         events.sort(key=lambda e: (e.block, e.log_index))
         for event in events:
             handle(event)
-        self.db.advance(end, self._hash(end) or "")
+        self.db.advance(end, end_hash)
         return end - start + 1
 
     @property
