@@ -407,15 +407,18 @@ def withdraw(rpc_url: str, deployment_path: Path | None, account: str | None, ke
               help="IPFS RPC API port on 127.0.0.1 (0: any free port).")
 @click.option("--dir", "base_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="State and logs (default: $PROOFREG_HOME/devnet).")
+@click.option("--block-time", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between blocks mined without transactions (0: only on transactions).")
 @click.option("--for", "duration", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds (default: run until Ctrl-C or SIGTERM).")
 @handle_errors
 def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base_dir: Path | None,
-           duration: float | None) -> None:
+           block_time: float, duration: float | None) -> None:
     """Run a local Hardhat node and IPFS daemon with the registry deployed and verifiers registered."""
     from registry.devnet import DEVNET_FILE, Devnet, DevnetError, walkthrough
 
-    net = Devnet(base_dir or proofreg_home() / "devnet", preset(preset_name), verifiers, rpc_port, ipfs_port)
+    net = Devnet(base_dir or proofreg_home() / "devnet", preset(preset_name), verifiers, rpc_port, ipfs_port,
+                 block_time)
     try:
         click.echo(walkthrough(net.start()))
         click.echo(f"(this is also in {net.base_dir / DEVNET_FILE})", err=True)

@@ -75,6 +75,30 @@ def test_devnet_walkthrough_then_clean_stop(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["openChallenges"] == 1
 
+        # The verifiers of the walk-through, each its own process, as in separate terminals.
+        daemons = [subprocess.Popen([str(BIN / "proofreg-verifier"), "run", "--account", v["account"], "--ipfs",
+                                     info["ipfs"], "--state", v["state"], "--no-register"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{v['account']}.log", "w"))  # noqa: SIM115
+                   for v in info["verifiers"]]
+        try:
+            status: dict[str, Any] = {}
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                out = _cli("status", "1", "--json", env=env)
+                assert out.returncode == 0, out.stderr
+                status = json.loads(out.stdout)
+                if status["openChallenges"] == 0:
+                    break
+                assert all(d.poll() is None for d in daemons), "a verifier daemon died"
+                time.sleep(2)
+            assert status["status"] == "Valid", (status, (tmp_path / "dev:1.log").read_text()[-2000:])
+            assert status["challenges"][0]["status"] == "Valid"
+        finally:
+            for d in daemons:
+                d.send_signal(signal.SIGTERM)
+            for d in daemons:
+                assert d.wait(timeout=60) == 0
+
         pids = dict(info["pids"])
         assert all(_alive(p) for p in pids.values())
         proc.send_signal(signal.SIGTERM)

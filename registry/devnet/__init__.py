@@ -46,6 +46,7 @@ class Devnet:
     verifiers: int = 3
     rpc_port: int = DEFAULT_RPC_PORT
     ipfs_port: int = DEFAULT_IPFS_PORT
+    block_time: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
     _node: Any = None
     _ipfs: Any = None
@@ -64,6 +65,9 @@ class Devnet:
             self._node = start_hardhat_node(port=self.rpc_port or None, log_path=self.base_dir / "hardhat.log")
         except NodeStartError as exc:
             raise DevnetError(f"Hardhat node: {_first_line(exc)} (log: {self.base_dir / 'hardhat.log'})") from None
+        if self.block_time > 0:  # verifiers wait for seed blocks and deadlines: let time pass without txs
+            self._node.rpc("evm_setIntervalMining", [max(1, round(self.block_time * 1000))])
+        shutil.rmtree(self.base_dir / "verifiers", ignore_errors=True)  # their cursors were for the old chain
         ipfs_dir = self.base_dir / "ipfs"
         shutil.rmtree(ipfs_dir, ignore_errors=True)
         try:
@@ -96,7 +100,10 @@ class Devnet:
             "registry": registry.address,
             "deployment": str(record_path),
             "prover": {"account": "dev:0", "address": accounts[0]},
-            "verifiers": [{"account": f"dev:{i}", "address": accounts[i]} for i in range(1, self.verifiers + 1)],
+            "verifiers": [{"account": f"dev:{i}", "address": accounts[i],
+                           "state": str(self.base_dir / "verifiers" / f"dev-{i}.sqlite")}
+                          for i in range(1, self.verifiers + 1)],
+            "blockTime": self.block_time,
             "challenger": {"account": f"dev:{self.verifiers + 1}", "address": accounts[self.verifiers + 1]},
             "logs": {"hardhat": str(self._node.log_path), "ipfs": str(self._ipfs.log_path)},
             "pids": {"hardhat": self._node.process.pid, "ipfs": self._ipfs.pid},
@@ -149,13 +156,13 @@ def walkthrough(info: dict[str, Any]) -> str:
         "In other terminals (PROOFREG_RPC saves typing --rpc):",
         f"  export PROOFREG_RPC={info['rpc']}",
     ]
-    lines += [f"  proofreg-verifier run --account {x['account']} --ipfs {info['ipfs']}   # verifier {x['address']}"
+    lines += [f"  proofreg-verifier run --account {x['account']} --ipfs {info['ipfs']} --state {x['state']}"
               for x in v]
     lines += [
         "  proofreg train --out run1",
         f"  proofreg commit run1/transcript --ipfs {info['ipfs']} --account dev:0",
         f"  proofreg challenge 1 --account {info['challenger']['account']}",
-        "  proofreg status 1",
+        "  proofreg status 1            # the committee attests within a few blocks, then settles",
         "",
         "Ctrl-C stops the node and the daemon.",
     ]
