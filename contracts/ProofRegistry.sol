@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {ProofHashing} from "./libraries/ProofHashing.sol";
 import {Sampling} from "./libraries/Sampling.sol";
+import {IZkVerifier} from "./interfaces/IZkVerifier.sol";
 
 /// @title ProofRegistry
 /// @notice On-chain anchor of the proof registry (SPEC sections 2 and 5): bonded training (Proof-of-Learning)
@@ -103,6 +104,7 @@ contract ProofRegistry {
         uint32 numSegments;
         bytes32 root; // training: segmentRoot; inference: keccak256(abi.encode(vkHash, proofDigest, instancesHash))
         uint64 nextSameWeights; // next training claim with the same finalWeightsHash, 0 if none
+        uint64 modelClaimId; // inference: the linked training claim, 0 if none (written only when linked)
     }
 
     struct Challenge {
@@ -147,6 +149,9 @@ contract ProofRegistry {
     event ClaimValidated(uint256 indexed claimId, uint256 indexed challengeId);
     event ClaimRejected(uint256 indexed claimId, uint256 indexed challengeId);
     event ClaimFinalized(uint256 indexed claimId);
+    /// @notice An inference claim's proof was verified on-chain by `verifier` (whose code hash is the claim's
+    /// vkHash); `finalized` is true for unlinked claims, false for linked ones (now Valid, link challengeable).
+    event InferenceVerifiedOnChain(uint256 indexed claimId, address indexed verifier, bool finalized);
 
     event VerifierRegistered(address indexed verifier, uint256 id, uint256 stake);
     event StakeIncreased(address indexed verifier, uint256 amount, uint256 stake);
@@ -191,6 +196,9 @@ contract ProofRegistry {
     error ChallengeWindowOpen(uint256 claimId, uint256 windowEnd);
     error ChallengesStillOpen(uint256 claimId, uint256 openChallenges);
     error ClaimNotFinalizable(uint256 claimId, ClaimStatus status);
+    error NotInferenceClaim(uint256 claimId);
+    error ProofDoesNotMatchClaim(uint256 claimId);
+    error ProofRejected(uint256 claimId, address verifier);
     error SelfChallenge();
     error TooManyNamedSegments(uint256 given, uint256 max);
     error SegmentOutOfRange(uint256 index, uint256 numSegments);
@@ -343,7 +351,42 @@ contract ProofRegistry {
         claim.kind = ClaimKind.Inference;
         claim.status = ClaimStatus.Committed;
         claim.root = keccak256(abi.encode(c.vkHash, c.proofDigest, c.instancesHash));
+        if (c.modelClaimId != 0) claim.modelClaimId = uint64(c.modelClaimId); // exists, so it fits in 64 bits
         emit InferenceClaimCommitted(claimId, msg.sender, c.modelClaimId, c);
+    }
+
+    /// @notice Verifies an inference claim's proof on-chain with an ezkl-rendered verifier contract, no committee.
+    /// @dev For this path the claim's `vkHash` is the verifier's EXTCODEHASH (the verifier embeds one vk, so its
+    /// code identifies the circuit); `proof` and `instances` must hash to the claim's `proofDigest` and
+    /// `instancesHash` (keccak256 of the bytes, keccak256(abi.encode(instances))). An unlinked claim
+    /// (modelClaimId 0) is finalized and its bond credited back: the chain checked everything it claims. A linked
+    /// claim becomes Valid: that its circuit is the training claim's final model is checked off-chain, so it stays
+    /// challengeable until its window ends. The verifier is called with STATICCALL: it cannot change state or
+    /// re-enter, so the effects after it keep checks-effects-interactions safe.
+    function verifyInferenceOnChain(
+        uint256 claimId,
+        address verifier,
+        bytes calldata proof,
+        uint256[] calldata instances
+    ) external {
+        Claim storage claim = _existingClaim(claimId);
+        if (claim.kind != ClaimKind.Inference) revert NotInferenceClaim(claimId);
+        ClaimStatus status = claim.status;
+        if (status != ClaimStatus.Committed && status != ClaimStatus.Valid) revert ClaimNotFinalizable(claimId, status);
+        if (claim.openChallenges != 0) revert ChallengesStillOpen(claimId, claim.openChallenges);
+        bytes32 root = keccak256(abi.encode(verifier.codehash, keccak256(proof), keccak256(abi.encode(instances))));
+        if (root != claim.root) revert ProofDoesNotMatchClaim(claimId);
+        (bool ok, bytes memory ret) =
+            verifier.staticcall(abi.encodeWithSelector(IZkVerifier.verifyProof.selector, proof, instances));
+        if (!ok || ret.length != 32 || !abi.decode(ret, (bool))) revert ProofRejected(claimId, verifier);
+
+        bool finalized = claim.modelClaimId == 0;
+        claim.status = finalized ? ClaimStatus.Finalized : ClaimStatus.Valid;
+        emit InferenceVerifiedOnChain(claimId, verifier, finalized);
+        if (finalized) {
+            emit ClaimFinalized(claimId);
+            _credit(claim.prover, _inferenceBond);
+        }
     }
 
     /// @notice Finalizes a claim whose window has passed with no open challenge, and credits its bond back.

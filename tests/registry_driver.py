@@ -82,7 +82,8 @@ class Driver:
 
     def claim_info(self, claim_id: int) -> dict[str, Any]:
         c = self.call("getClaim", claim_id)
-        keys = ("prover", "committedAt", "kind", "status", "openChallenges", "numSegments", "root", "nextSameWeights")
+        keys = ("prover", "committedAt", "kind", "status", "openChallenges", "numSegments", "root", "nextSameWeights",
+                "modelClaimId")
         return dict(zip(keys, c, strict=True))
 
     def challenge_info(self, challenge_id: int) -> dict[str, Any]:

@@ -294,3 +294,48 @@ def test_cli_prove_commit_verify(zk_world: dict[str, Any], tmp_path: Path, monke
     result = runner.invoke(main, ["zk", "commit", str(tmp_path / "b"), "--store-dir", str(tmp_path / "store2")])
     assert result.exit_code == 1 and "sha256" in result.stderr
     assert not (tmp_path / "store2").exists()
+
+
+def test_real_verifier_on_chain_finalizes_and_rejects_a_bad_proof(zk_world: dict[str, Any]) -> None:
+    """The ezkl Solidity verifier, compiled with the project's solc, deployed on the embedded chain: the registry
+    finalizes an unlinked claim whose vkHash is its code hash, leaves a linked one Valid, and rejects a bad proof."""
+    from registry.chain import TransactionError
+    from registry.zk.evm import EIP170_LIMIT, VERIFIER_BIN, add_evm_verifier
+
+    client, w3 = zk_world["client"], zk_world["chain"].w3
+    bundle = _copy(zk_world, zk_world["mlp_proof"].bundle_dir, "onchain")
+    evm = add_evm_verifier(bundle)
+    assert evm["fitsEip170"] and evm["runtimeBytes"] <= EIP170_LIMIT
+    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction(
+        {"from": client.sender, "data": (bundle / VERIFIER_BIN).read_bytes(), "gas": 8_000_000}))
+    verifier = receipt["contractAddress"]
+    assert "0x" + bytes(w3.keccak(w3.eth.get_code(verifier))).hex() == evm["codeHash"]
+    proof, instances = parse_proof((bundle / "proof.json").read_bytes())
+
+    def verify_onchain(claim_id: int) -> Any:  # a fixed gas limit: py-evm's pairing is slow, skip the estimate
+        tx = zk_world["chain"].registry.functions.verifyInferenceOnChain(claim_id, verifier, proof, instances)
+        return w3.eth.wait_for_transaction_receipt(tx.transact({"from": client.sender, "gas": 3_000_000}))
+
+    unlinked = commit_stored_bundle(client, zk_world["store"], bundle, 0, onchain=True)
+    receipt = verify_onchain(unlinked["claimId"])
+    assert receipt["status"] == 1 and 300_000 < receipt["gasUsed"] < 1_500_000
+    assert client.call("getClaim", unlinked["claimId"])[3] == 4  # Finalized
+    linked = commit_stored_bundle(client, zk_world["store"], bundle, zk_world["mlp_id"], onchain=True)
+    verify_onchain(linked["claimId"])
+    assert client.call("getClaim", linked["claimId"])[3] == 2  # Valid: the model link stays challengeable
+    # the committee's audit of the on-chain claim: vkHash is the verifier's code hash for the bundle's vk
+    report = _audit(zk_world, linked)
+    assert report.verdict == VALID and "code hash" in report.reason, report.reason
+
+    # a bad proof committed consistently (digests of the bad bytes): the verifier contract rejects it
+    bad = _copy(zk_world, bundle, "onchain-bad")
+    data = json.loads((bad / "proof.json").read_text())
+    raw = bytearray(data["proof"])
+    raw[200] ^= 0x01
+    data["proof"], data["hex_proof"] = list(raw), "0x" + bytes(raw).hex()
+    (bad / "proof.json").write_text(json.dumps(data))
+    _reseal(bad)
+    claim = commit_stored_bundle(client, zk_world["store"], bad, 0, onchain=True)
+    with pytest.raises(TransactionError, match="ProofRejected"):
+        client.transact("verifyInferenceOnChain", claim["claimId"], verifier, bytes(raw), instances)
+    assert client.call("getClaim", claim["claimId"])[3] == 1  # still Committed

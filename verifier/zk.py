@@ -153,18 +153,6 @@ def _audit(store: ContentStore, claim: InferenceClaimFields, model_claim: Traini
         body = read_bundle_json(bundle.fetch(BUNDLE_JSON).read_bytes())
     except BundleError as exc:
         raise _invalid(str(exc)) from None
-    vk_path = bundle.fetch(FILES["vk"])
-    if vk_hash(vk_path.read_bytes()) != claim.vk_hash:
-        raise _invalid(f"vk.key hashes to {to_hex(vk_hash(vk_path.read_bytes()))}, not the claim's vkHash")
-    proof_path = bundle.fetch(FILES["proof"])
-    try:
-        proof, instances = parse_proof(proof_path.read_bytes())
-    except BundleError as exc:
-        raise _invalid(str(exc)) from None
-    if proof_digest(proof) != claim.proof_digest:
-        raise _invalid("the proof bytes do not match the claim's proofDigest")
-    if instances_hash(instances) != claim.instances_hash:
-        raise _invalid("the proof's public instances do not match the claim's instancesHash")
     settings_path = bundle.fetch(FILES["settings"])
     try:
         settings = json.loads(settings_path.read_bytes())
@@ -173,10 +161,8 @@ def _audit(store: ContentStore, claim: InferenceClaimFields, model_claim: Traini
         n_out = sum(int(_prod(s)) for s in settings["model_instance_shapes"])
     except (ValueError, KeyError, TypeError, ZkError) as exc:
         raise _invalid(f"settings.json: {exc}") from None
-    if len(instances) != 2 + n_out:
-        raise _invalid(f"the proof has {len(instances)} instances; the settings' layout needs {2 + n_out}")
 
-    # 2. the SRS, then the proof itself
+    # the SRS: the verifier's own trusted file, or (where allowed) the bundle's development SRS
     dev = body.get("developmentOnly") is True
     if dev:
         if not allow_dev:
@@ -192,6 +178,29 @@ def _audit(store: ContentStore, claim: InferenceClaimFields, model_claim: Traini
             raise _invalid(f"the SRS has fewer than the circuit's 2^{logrows} rows")
     except ZkError as exc:
         raise _invalid(str(exc)) from None
+
+    # the claim's digests: vkHash is sha256(vk.key), or for on-chain claims the EVM verifier's code hash
+    vk_path = bundle.fetch(FILES["vk"])
+    expected_vk = claim.vk_hash
+    onchain_note = ""
+    if vk_hash(vk_path.read_bytes()) != claim.vk_hash:
+        if not isinstance(body.get("evm"), dict):
+            raise _invalid(f"vk.key hashes to {to_hex(vk_hash(vk_path.read_bytes()))}, not the claim's vkHash")
+        _check_evm_verifier(claim, vk_path, settings_path, srs_path, tmp)
+        expected_vk = vk_hash(vk_path.read_bytes())
+        onchain_note = "; vkHash is the code hash of the vk's EVM verifier"
+    proof_path = bundle.fetch(FILES["proof"])
+    try:
+        proof, instances = parse_proof(proof_path.read_bytes())
+    except BundleError as exc:
+        raise _invalid(str(exc)) from None
+    if proof_digest(proof) != claim.proof_digest:
+        raise _invalid("the proof bytes do not match the claim's proofDigest")
+    if instances_hash(instances) != claim.instances_hash:
+        raise _invalid("the proof's public instances do not match the claim's instancesHash")
+    if len(instances) != 2 + n_out:
+        raise _invalid(f"the proof has {len(instances)} instances; the settings' layout needs {2 + n_out}")
+
     if not verify_proof(proof_path, settings_path, vk_path, srs_path):
         raise _invalid("the proof does not verify against vk.key and settings.json")
 
@@ -215,10 +224,25 @@ def _audit(store: ContentStore, claim: InferenceClaimFields, model_claim: Traini
         if hashes["outputs"] != instances[2:]:
             raise _invalid("the proof's outputs are not what the circuit computes on input.json")
     own_vk = _own_vk_hash(tmp, srs_path, settings_path, own_onnx, cache_dir)
-    if own_vk != claim.vk_hash:
+    if own_vk != expected_vk:
         raise _invalid("the verification key is not the one the model's graph and the settings produce")
     srs_note = "development SRS (tests and demos only)" if dev else f"trusted SRS {srs_path.name}"
-    return f"proof verifies with the {srs_note}; circuit and params hash are {model_note}"
+    return f"proof verifies with the {srs_note}; circuit and params hash are {model_note}{onchain_note}"
+
+
+def _check_evm_verifier(claim: InferenceClaimFields, vk_path: Path, settings_path: Path, srs_path: Path,
+                        tmp: Path) -> None:
+    """For on-chain claims: the claim's vkHash must be the code hash of the verifier ezkl renders for this vk
+    (compiled here with the project's solc and settings), so the on-chain check used exactly this vk."""
+    from registry.zk.evm import code_hash, verifier_for
+    from registry.zk.pipeline import ZkError
+
+    try:
+        _, compiled = verifier_for(vk_path, settings_path, srs_path, tmp)
+    except ZkError as exc:
+        raise _Verdict(UNAVAILABLE, f"cannot build the EVM verifier to check the claim's code hash: {exc}") from None
+    if code_hash(compiled.deployed_bytecode) != claim.vk_hash:
+        raise _invalid("the claim's vkHash is neither sha256(vk.key) nor the code hash of the vk's EVM verifier")
 
 
 def _prod(shape: Any) -> int:

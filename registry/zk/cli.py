@@ -67,20 +67,21 @@ def _zk_errors() -> tuple[type[BaseException], ...]:
 
 def commit_bundle(bundle_dir: Path, model_claim: int, *, ipfs: str | None, store_dir: Path | None,
                   rpc_url: str | None, deployment_path: Path | None, account: str | None,
-                  keystore: Path | None) -> dict[str, Any]:
+                  keystore: Path | None, onchain: bool = False) -> dict[str, Any]:
     """`zk commit` on the chain and store the options name; the bundle is checked before either is opened."""
     from registry.zk.bundle import load_local_bundle
 
     load_local_bundle(bundle_dir)
     client = open_client(rpc_url, deployment_path, account, keystore)
-    return commit_stored_bundle(client, open_store(ipfs, store_dir), bundle_dir, model_claim)
+    return commit_stored_bundle(client, open_store(ipfs, store_dir), bundle_dir, model_claim, onchain=onchain)
 
 
 def commit_stored_bundle(client: Any, store: Any, bundle_dir: Path, model_claim: int, *,
-                         check_model: bool = True) -> dict[str, Any]:
+                         check_model: bool = True, onchain: bool = False) -> dict[str, Any]:
     """Checks the bundle, stores it completely (every block present, bundle.json read back), then commits.
     `check_model=False` skips the local check that the bundle's model is the model claim's (tests use it to
-    play a cheating prover; verifiers catch it)."""
+    play a cheating prover; verifiers catch it). `onchain=True` commits the verifier contract's code hash as
+    vkHash (`zk evm-verifier` first), so `zk verify-onchain` can finalize the claim without a committee."""
     from registry.store.base import StoreError
     from registry.zk.bundle import BUNDLE_JSON, load_local_bundle
 
@@ -97,11 +98,17 @@ def commit_stored_bundle(client: Any, store: Any, bundle_dir: Path, model_claim:
         raise CliError(f"content store failed, nothing committed: {exc}") from None
     if stored != (Path(bundle_dir) / BUNDLE_JSON).read_bytes():
         raise CliError(f"the store returned a different bundle.json for {cid}; nothing committed")
-    claim = (model_claim, digests.vk_hash, digests.proof_digest, digests.instances_hash, cid)
+    vk = digests.vk_hash
+    if onchain:
+        if not isinstance(body.get("evm"), dict):
+            raise CliError("the bundle has no EVM verifier: run `proofreg zk evm-verifier BUNDLE` first")
+        vk = bytes.fromhex(str(body["evm"]["codeHash"]).removeprefix("0x"))
+    claim = (model_claim, vk, digests.proof_digest, digests.instances_hash, cid)
     receipt = client.transact("commitInference", claim, value=bond)
     args = _event_args(client, receipt, "InferenceClaimCommitted")
     return {"claimId": int(args["claimId"]), "prover": client.sender, "bundleCid": cid, "modelClaimId": model_claim,
-            **digests.to_json(), "developmentOnly": bool(body.get("developmentOnly")), "bond": bond,
+            **digests.to_json(), "vkHash": Web3.to_hex(vk), "developmentOnly": bool(body.get("developmentOnly")),
+            "bond": bond,
             "txHash": Web3.to_hex(receipt["transactionHash"]), "gasUsed": int(receipt["gasUsed"])}
 
 
@@ -175,18 +182,20 @@ def prove_cmd(model: Path, input_path: Path, out_dir: Path, srs_path: Path | Non
 @zk.command("commit")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @model_claim_option
+@click.option("--onchain", is_flag=True, help="Commit the EVM verifier's code hash as vkHash (for verify-onchain).")
 @with_store_options
 @optional_rpc_option
 @deployment_option
 @signer_options
 @json_option
 @handle_errors
-def commit_cmd(bundle: Path, model_claim: int, ipfs: str | None, store_dir: Path | None, rpc_url: str | None,
-               deployment_path: Path | None, account: str | None, keystore: Path | None, as_json: bool) -> None:
+def commit_cmd(bundle: Path, model_claim: int, onchain: bool, ipfs: str | None, store_dir: Path | None,
+               rpc_url: str | None, deployment_path: Path | None, account: str | None, keystore: Path | None,
+               as_json: bool) -> None:
     """Store a bundle, then commit its inference claim (nothing is committed unless the bundle is stored)."""
     try:
         out = commit_bundle(bundle, model_claim, ipfs=ipfs, store_dir=store_dir, rpc_url=rpc_url,
-                            deployment_path=deployment_path, account=account, keystore=keystore)
+                            deployment_path=deployment_path, account=account, keystore=keystore, onchain=onchain)
     except _zk_errors() as exc:
         raise CliError(str(exc)) from None
     if out["developmentOnly"]:
@@ -217,3 +226,72 @@ def verify_cmd(bundle: Path, srs_path: Path | None, as_json: bool) -> None:
     if not ok:
         raise CliError("the proof does not verify")
     emit({"verified": True, **digests.to_json(), "developmentOnly": bool(body.get("developmentOnly"))}, as_json)
+
+
+@zk.command("evm-verifier")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--srs", "srs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The SRS the bundle was proved with (default: its development SRS).")
+@json_option
+@handle_errors
+def evm_verifier_cmd(bundle: Path, srs_path: Path | None, as_json: bool) -> None:
+    """Render the circuit's Solidity verifier (ezkl), compile it with the project's solc, add it to the bundle."""
+    try:
+        from registry.zk.evm import add_evm_verifier
+
+        evm = add_evm_verifier(bundle, srs_path)
+    except _zk_errors() as exc:
+        raise CliError(str(exc)) from None
+    if not evm["fitsEip170"]:
+        click.echo(f"warning: the verifier's runtime code is {evm['runtimeBytes']} bytes, over EIP-170's "
+                   f"{evm['eip170Limit']}: it cannot be deployed on mainnet-like chains", err=True)
+    emit(evm, as_json)
+
+
+@zk.command("verify-onchain")
+@click.argument("claim_id", type=click.IntRange(min=1))
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--verifier", "verifier_address", default=None, help="Deployed verifier (default: deploy verifier.bin).")
+@optional_rpc_option
+@deployment_option
+@signer_options
+@json_option
+@handle_errors
+def verify_onchain_cmd(claim_id: int, bundle: Path, verifier_address: str | None, rpc_url: str | None,
+                       deployment_path: Path | None, account: str | None, keystore: Path | None,
+                       as_json: bool) -> None:
+    """Verify an inference claim's proof with its verifier contract through the registry (no committee)."""
+    try:
+        from registry.zk.bundle import FILES, parse_proof
+        from registry.zk.evm import VERIFIER_BIN
+
+        proof, instances = parse_proof((bundle / FILES["proof"]).read_bytes())
+        client = open_client(rpc_url, deployment_path, account, keystore)
+        deploy_gas = None
+        if verifier_address is None:
+            receipt = client.w3.eth.wait_for_transaction_receipt(client.w3.eth.send_transaction(
+                {"from": client.sender, "data": (bundle / VERIFIER_BIN).read_bytes()})) if client.signer is None \
+                else _deploy_signed(client, (bundle / VERIFIER_BIN).read_bytes())
+            if receipt["status"] != 1 or not receipt["contractAddress"]:
+                raise CliError("deploying the verifier failed (over the EIP-170 size limit?)")
+            verifier_address, deploy_gas = str(receipt["contractAddress"]), int(receipt["gasUsed"])
+        receipt = client.transact("verifyInferenceOnChain", claim_id, Web3.to_checksum_address(verifier_address),
+                                  proof, instances)
+        args = _event_args(client, receipt, "InferenceVerifiedOnChain")
+    except OSError as exc:
+        raise CliError(str(exc)) from None
+    except _zk_errors() as exc:
+        raise CliError(str(exc)) from None
+    emit({"claimId": claim_id, "verifier": verifier_address, "finalized": bool(args["finalized"]),
+          "status": "Finalized" if args["finalized"] else "Valid", "deployGas": deploy_gas,
+          "gasUsed": int(receipt["gasUsed"]), "txHash": Web3.to_hex(receipt["transactionHash"])}, as_json)
+
+
+def _deploy_signed(client: Any, code: bytes) -> Any:
+    w3 = client.w3
+    tx = {"from": client.sender, "data": code, "value": 0, "chainId": int(w3.eth.chain_id),
+          "nonce": w3.eth.get_transaction_count(Web3.to_checksum_address(client.sender), "pending")}
+    tx["gas"] = min(int(w3.eth.estimate_gas(tx) * 1.2), int(w3.eth.get_block("latest")["gasLimit"]))
+    tx["gasPrice"] = w3.eth.gas_price
+    signed = client.signer.account.sign_transaction(tx)
+    return w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))

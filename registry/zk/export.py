@@ -18,14 +18,14 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from registry.hashing import as_hash, weights_hash
-from registry.models import build_model, normalize_args
+
+if TYPE_CHECKING:
+    from torch import nn
 
 OPSET = 20
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -38,6 +38,8 @@ class ExportError(ValueError):
 
 def family_input_shape(family: str, args: Mapping[str, Any]) -> tuple[int, ...]:
     """The single-example input shape of a built-in family (batch dimension 1)."""
+    from registry.models import normalize_args
+
     a = normalize_args(family, args)
     if family == "mlp":
         return (1, int(a["in_features"]))
@@ -50,6 +52,8 @@ def family_input_shape(family: str, args: Mapping[str, Any]) -> tuple[int, ...]:
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
     """Exports `model` (in eval mode, float32) to `path` with the project's fixed exporter settings."""
+    import torch
+
     path = Path(path)
     model = model.eval().to(torch.float32)
     example = torch.zeros(input_shape, dtype=torch.float32)
@@ -77,6 +81,10 @@ class ExportedModel:
 
 def model_from_weights(family: str, args: Mapping[str, Any], weights: Mapping[str, Any]) -> nn.Module:
     """A family model (rebuilt from the project's registry, never from transcript code) holding `weights`."""
+    import torch
+
+    from registry.models import build_model
+
     with torch.random.fork_rng(devices=[]):
         model = build_model(family, args)
     state = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, copy=True))
@@ -170,6 +178,10 @@ def onnx_weights(path: str | Path, names: Mapping[str, tuple[tuple[int, ...], st
 
 def family_layout(family: str, args: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
     """{state_dict name: (shape, dtype)} of a family model in float32, the layout its ONNX must carry."""
+    import torch
+
+    from registry.models import build_model
+
     with torch.random.fork_rng(devices=[]):
         model = build_model(family, args)
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}

@@ -132,9 +132,26 @@ class Srs:
                 "source": "generated locally by ezkl gen_srs (development only)" if self.dev else "file"}
 
 
-def user_srs(path: str | Path) -> Srs:
+def user_srs(path: str | Path, cache_dir: str | Path | None = None) -> Srs:
+    """A ceremony SRS file; its sha256 is remembered in the cache by (path, size, mtime), since ceremony files
+    for large logrows are hundreds of MB and a warm proof should not re-hash them."""
     p = Path(path)
-    return Srs(p, srs_logrows(p), sha256_file(p).hex(), dev=False)
+    return Srs(p, srs_logrows(p), _srs_sha256(p, cache_dir), dev=False)
+
+
+def _srs_sha256(path: Path, cache_dir: str | Path | None) -> str:
+    st = path.stat()
+    key = _sha(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    memo = Path(cache_dir) / "srs-sha256" / key if cache_dir is not None else None
+    if memo is not None and memo.is_file():
+        return memo.read_text().strip()
+    digest = sha256_file(path).hex()
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        staged = memo.with_suffix(f".{os.getpid()}.tmp")
+        staged.write_text(digest + "\n")
+        os.replace(staged, memo)
+    return digest
 
 
 def dev_srs(cache_dir: str | Path, logrows: int) -> Srs:
@@ -372,7 +389,7 @@ def prove(onnx_path: str | Path, input_data: dict[str, Any], workdir: str | Path
     input_path = work / "input.json"
     input_path.write_text(json.dumps(input_data))
     circuit = build_circuit(onnx_copy, input_path, cache_dir, options, timings)
-    srs = dev_srs(cache_dir, circuit.logrows) if dev else user_srs(Path(str(srs_path)))
+    srs = dev_srs(cache_dir, circuit.logrows) if dev else user_srs(Path(str(srs_path)), cache_dir)
     keys = setup_keys(circuit, srs, cache_dir, timings)
     witness = work / "witness.json"
     start = time.perf_counter()
