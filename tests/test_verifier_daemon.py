@@ -161,6 +161,7 @@ class World:
     other_dir: Path
     honest_claim: int
     verifiers: list[VerifierProc]
+    honest_tuple: tuple[Any, ...] = ()
 
     def account(self, i: int) -> str:
         return str(self.w3.eth.accounts[i])
@@ -226,7 +227,8 @@ def world(hardhat_node: Any, ipfs_daemon_factory: Callable[[], Any],
     published = publish_transcript(honest.transcript_dir, store)
     world = World(hardhat_node, w3, reg, ipfs, store, home, env, honest.transcript_dir, other.transcript_dir, 0,
                   verifiers)
-    world.honest_claim = world.commit(published.claim_tuple(), PROVER)
+    world.honest_tuple = published.claim_tuple()
+    world.honest_claim = world.commit(world.honest_tuple, PROVER)
     for v in verifiers:
         v.wait_ready()
     yield world
@@ -343,20 +345,26 @@ def test_sigkill_at_random_moments_misses_nothing_and_attests_once(world: World)
     assert any(r["event"] == "stopped" for r in third.log_records())
     start_block = int(world.w3.eth.block_number)
     rng = random.Random(1234)
+    moments = ["challenge_seen", "tx_sent", "assigned", "audit_started", "audited", "attested", "settled"]
     ids: list[int] = []
-    kills = 0
+    landed: list[str] = []
     try:
         for _ in range(6):
             ids.append(world.challenge(world.honest_claim))
             mine(world, DEV.seed_delay + 1)
-            time.sleep(rng.uniform(0.5, 4.0))  # start-up, fetch, replay, attest, settle: anywhere
+            # kill at a random point of the lifecycle: as soon as the victim logs a randomly chosen event
+            # (for any challenge), plus a random jitter; or after 12 s whatever it is doing
+            target, seen = rng.choice(moments), len(victim.log_records())
+            until = time.monotonic() + 12
+            while time.monotonic() < until:
+                fresh = victim.log_records()[seen:]
+                if any(r["event"] == target for r in fresh):
+                    break
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.3))
+            fresh = victim.log_records()[seen:]
             victim.kill()
-            kills += 1
-            victim.start()
-        for _ in range(2):  # and a few more while it works through the backlog
-            time.sleep(rng.uniform(2.0, 5.0))
-            victim.kill()
-            kills += 1
+            landed.append(str(fresh[-1]["event"]) if fresh else "(starting)")
             victim.start()
         # quorum is 2 of a committee of 3 with one member stopped: no settlement without the victim's vote
         outcomes = world.wait_settled(ids, timeout=150)
@@ -369,7 +377,7 @@ def test_sigkill_at_random_moments_misses_nothing_and_attests_once(world: World)
     for v in (victim, steady):
         sent = _attest_txs(world, v.address, start_block, ids)
         assert len(sent) == len(ids) and all(r["status"] == 1 for _, r in sent), [r["status"] for _, r in sent]
-    print(f"\n{kills} SIGKILLs, {victim.starts} starts of the victim; {len(ids)} challenges, one attestation each")
+    print(f"\n{len(landed)} SIGKILLs; {len(ids)} challenges, one attestation each; killed right after: {landed}")
     third.wait_ready()
 
 
@@ -437,6 +445,31 @@ def _metric(text: str, name: str) -> str:
     return "0"
 
 
+def test_evidence_missing_until_the_deadline_is_unavailable(world: World, tmp_path: Path) -> None:
+    """A claim whose transcript is on no IPFS node: the daemons retry, and once the deadline is
+    --deadline-margin blocks away they attest Unavailable; the prover's bond goes to the challenger."""
+    from registry.store.embedded import EmbeddedStore
+
+    hidden = forgery.forge_batches(world.honest_dir, tmp_path / "hidden", seed=23)
+    cid_nowhere = EmbeddedStore(tmp_path / "private-store").add_directory(hidden.path)  # never published
+    claim = world.commit(forgery.claim_tuple(hidden.path, cid_nowhere), 7)
+    receipt = world.send(world.reg.functions.openChallenge(claim, []), CHALLENGER, DEV.challenge_bond)
+    args = world.reg.events.ChallengeOpened().process_receipt(receipt)[0]["args"]
+    cid, deadline_block = int(args["challengeId"]), int(args["deadline"])
+    mine(world, DEV.seed_delay + 1)
+    until = time.monotonic() + 60
+    while not all(any(r["event"] == "audit_unavailable_retry" and r.get("challenge") == cid for r in v.log_records())
+                  for v in world.verifiers):
+        assert time.monotonic() < until, "\n".join(v.log_tail(8) for v in world.verifiers)
+        time.sleep(0.3)
+    assert world.status(cid) == OPEN  # retrying, not yet giving up
+    mine(world, deadline_block - 5 - int(world.w3.eth.block_number))  # the default --deadline-margin is 5
+    assert world.wait_settled([cid], timeout=90) == {cid: 4}  # Unavailable
+    assert world.reg.functions.getClaim(claim).call()[3] == 3  # the claim is rejected, its bond slashed
+    report = json.loads(world.store.cat(world.attestations(cid)[0]["args"]["reportCid"]))
+    assert report["audit"]["verdict"] == "Unavailable" and report["attempts"] >= 2
+
+
 def test_reorg_under_the_daemons(world: World, tmp_path: Path) -> None:
     """A challenge is served and settled on a fork that Hardhat then reverts (evm_revert: a reorg deeper
     than the confirmation depth). The daemons and an in-process follower rewind to the fork point and drop
@@ -458,8 +491,9 @@ def test_reorg_under_the_daemons(world: World, tmp_path: Path) -> None:
             pass
 
     before = {v.index: sum(r["event"] == "reorg" for r in v.log_records()) for v in world.verifiers}
+    claim = world.commit(world.honest_tuple, 6)  # the same transcript from another prover, in a fresh window
     snap = world.node.snapshot()
-    doomed = world.challenge(world.honest_claim)
+    doomed = world.challenge(claim)
     mine(world, DEV.seed_delay + 1)
     assert world.wait_settled([doomed]) == {doomed: VALID}
     drain()
@@ -474,7 +508,7 @@ def test_reorg_under_the_daemons(world: World, tmp_path: Path) -> None:
     while not any(sum(r["event"] == "reorg" for r in v.log_records()) > before[v.index] for v in world.verifiers):
         assert time.monotonic() < deadline, "\n".join(v.log_tail(8) for v in world.verifiers)
         time.sleep(0.3)
-    again = world.challenge(world.honest_claim)
+    again = world.challenge(claim)
     assert again == doomed  # the id now names a new challenge
     mine(world, DEV.seed_delay + 1)
     assert world.wait_settled([again]) == {again: VALID}

@@ -532,7 +532,7 @@ class VerifierDaemon:
             self.queue.put(-1)
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
-        unfinished = sorted(self.running)
+        unfinished = self._running_now()
         if self.health is not None:
             self.health.stop()
         self.log("stopped", unfinished_audits=unfinished)
@@ -555,7 +555,7 @@ class VerifierDaemon:
         m.set("lag_blocks", self.follower.lag)
         for state, n in self.db.job_counts().items():
             m.set("jobs", n, state=state)
-        m.set("audits_running", len(self.running))
+        m.set("audits_running", len(self._running_now()))
         return scanned >= self.follower.chunk
 
     # ---- events -----------------------------------------------------------------------------------------
@@ -810,6 +810,10 @@ class VerifierDaemon:
 
     # ---- health -----------------------------------------------------------------------------------------
 
+    def _running_now(self) -> list[int]:
+        with self._running_lock:
+            return sorted(self.running)
+
     def _health(self) -> tuple[int, dict[str, Any]]:
         age = time.time() - self.last_ok if self.last_ok else None
         stale = age is None or age > max(30.0, 10 * self.config.poll_interval)
@@ -818,7 +822,7 @@ class VerifierDaemon:
                 "cursor": self.follower.cursor if self.follower else None,
                 "lag": self.follower.lag if self.follower else None,
                 "lastTickAgeSeconds": None if age is None else round(age, 3),
-                "auditsRunning": sorted(self.running), "jobs": self.db.job_counts()}
+                "auditsRunning": self._running_now(), "jobs": self.db.job_counts()}
         return (503 if stale and not self.stop_event.is_set() else 200), data
 
 
