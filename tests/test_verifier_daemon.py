@@ -514,3 +514,26 @@ def test_reorg_under_the_daemons(world: World, tmp_path: Path) -> None:
     assert world.wait_settled([again]) == {again: VALID}
     by = [log["args"]["verifier"] for log in world.attestations(again)]
     assert len(by) >= DEV.quorum and len(by) == len(set(by))
+
+
+def test_seed_hash_gone_before_anyone_drew_is_reseeded(world: World) -> None:
+    """All three daemons frozen (SIGSTOP) while 260 blocks pass after a challenge: the seed block's hash is
+    gone. Thawed, one of them reseeds (exactly one ChallengeReseeded), then they draw, audit and settle."""
+    claim = world.commit(world.honest_tuple, 8)  # a fresh claim (window open)
+    for v in world.verifiers:
+        assert v.process is not None
+        os.killpg(v.process.pid, signal.SIGSTOP)
+    try:
+        cid = world.challenge(claim)
+        mine(world, DEV.seed_delay + 260)
+    finally:
+        for v in world.verifiers:
+            assert v.process is not None
+            os.killpg(v.process.pid, signal.SIGCONT)
+    until = time.monotonic() + 60
+    while not world.reg.events.ChallengeReseeded().get_logs(from_block=0, argument_filters={"challengeId": cid}):
+        assert time.monotonic() < until, "\n".join(v.log_tail(8) for v in world.verifiers)
+        time.sleep(0.2)
+    mine(world, DEV.seed_delay + 1)
+    assert world.wait_settled([cid]) == {cid: VALID}
+    assert len(world.reg.events.ChallengeReseeded().get_logs(from_block=0, argument_filters={"challengeId": cid})) == 1
