@@ -17,7 +17,15 @@ from registry.params import preset
 from registry.signer import dev_signer
 from registry.store.embedded import EmbeddedStore
 from verifier.audit import AuditReport
-from verifier.daemon import CLAIM_HANDLERS, AuditContext, JsonLog, TxSender, register_claim_handler, run_handler
+from verifier.daemon import (
+    CLAIM_HANDLERS,
+    Assignment,
+    AuditContext,
+    JsonLog,
+    TxSender,
+    register_claim_handler,
+    run_handler,
+)
 from verifier.db import StateDB, StateMismatch
 from verifier.metrics import Metrics
 
@@ -29,15 +37,15 @@ def ctx(tmp_path: Path) -> AuditContext:
 
 def test_handler_registry(ctx: AuditContext) -> None:
     assert set(CLAIM_HANDLERS) >= {1, 2}
-    report = run_handler(ctx, 9, {}, [])
+    report = run_handler(ctx, 9, {}, Assignment(1, []))
     assert report.verdict == "Unavailable" and "no handler for claim kind 9" in report.reason
 
-    def boom(_ctx: AuditContext, _claim: dict[str, Any], _segments: list[int]) -> AuditReport:
+    def boom(_ctx: AuditContext, _claim: dict[str, Any], _work: Assignment) -> AuditReport:
         raise RuntimeError("disk on fire")
 
     register_claim_handler(9, boom)
     try:
-        report = run_handler(ctx, 9, {}, [])
+        report = run_handler(ctx, 9, {}, Assignment(1, []))
         assert report.verdict == "Unavailable" and "RuntimeError: disk on fire" in report.reason
     finally:
         del CLAIM_HANDLERS[9]
@@ -48,7 +56,7 @@ def test_inference_without_a_zk_verifier_is_unavailable(ctx: AuditContext, monke
     monkeypatch.setitem(sys.modules, "verifier.zk", None)
     claim = {"modelClaimId": 0, "vkHash": "0x" + "11" * 32, "proofDigest": "0x" + "22" * 32,
              "instancesHash": "0x" + "33" * 32, "bundleCid": "bafy"}
-    report = run_handler(ctx, 2, claim, [])
+    report = run_handler(ctx, 2, claim, Assignment(1, []))
     assert (report.verdict, report.reason) == ("Unavailable", "no ZK verifier installed")
 
 

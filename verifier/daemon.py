@@ -123,20 +123,35 @@ class AuditContext:
     device: str = "cpu"
     threshold: float = DEFAULT_RHO_THRESHOLD
     claim_lookup: Callable[[int], tuple[int, dict[str, Any]] | None] = lambda _id: None
+    policy: str | None = None  # tolerance policy name (None: the engine's default)
 
 
-#: A handler audits one claim: (context, the claim's committed fields as JSON, assigned segments) -> report.
-ClaimHandler = Callable[[AuditContext, dict[str, Any], list[int]], AuditReport]
+@dataclass(frozen=True)
+class Assignment:
+    """What the contract assigned: `segments` from `sampledSegments` (S draws, then the named ones), the
+    challenge's `seed` (policies draw extra segments from it by the contract's rule) and how many of the
+    segments were draws (`samples_drawn` = the registry's S)."""
+
+    challenge_id: int
+    segments: list[int]
+    seed: bytes | None = None
+    samples_drawn: int | None = None
 
 
-def audit_training(ctx: AuditContext, claim: dict[str, Any], segments: list[int]) -> AuditReport:
-    """Kind 1: Proof-of-Learning re-execution of the sampled segments (`verifier.audit`)."""
+#: A handler audits one claim: (context, the claim's committed fields as JSON, assignment) -> report.
+ClaimHandler = Callable[[AuditContext, dict[str, Any], Assignment], AuditReport]
+
+
+def audit_training(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -> AuditReport:
+    """Kind 1: Proof-of-Learning re-execution of the sampled segments, plus what the policy adds
+    (`verifier.audit`)."""
     fields = TrainingClaimFields.from_event(claim)
-    return audit_training_claim(ctx.store, fields, segments, threshold=ctx.threshold, device=ctx.device,
-                                workdir=ctx.workdir)
+    return audit_training_claim(ctx.store, fields, work.segments, threshold=ctx.threshold, device=ctx.device,
+                                workdir=ctx.workdir, policy=ctx.policy, seed=work.seed,
+                                samples_drawn=work.samples_drawn)
 
 
-def audit_inference(ctx: AuditContext, claim: dict[str, Any], segments: list[int]) -> AuditReport:
+def audit_inference(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -> AuditReport:
     """Kind 2: ZK inference proof checks, from `verifier.zk` when it is installed (imported lazily: the ZK
     stack is heavy and optional); without it the verdict is Unavailable."""
     try:
@@ -163,14 +178,14 @@ def register_claim_handler(kind: int, handler: ClaimHandler) -> None:
     CLAIM_HANDLERS[kind] = handler
 
 
-def run_handler(ctx: AuditContext, kind: int, claim: dict[str, Any], segments: list[int]) -> AuditReport:
+def run_handler(ctx: AuditContext, kind: int, claim: dict[str, Any], work: Assignment) -> AuditReport:
     """The handler's report; a handler that raises gives Unavailable with the exception as the reason (the
     daemon retries it like any other unavailability)."""
     handler = CLAIM_HANDLERS.get(kind)
     if handler is None:
         return AuditReport(UNAVAILABLE, f"no handler for claim kind {kind}", 0.0)
     try:
-        return handler(ctx, claim, segments)
+        return handler(ctx, claim, work)
     except Exception as exc:  # noqa: BLE001 - a verdict, never a crash of the daemon
         return AuditReport(UNAVAILABLE, f"audit failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                            ctx.threshold)
@@ -237,6 +252,7 @@ class DaemonConfig:
     workers: int = 1
     device: str = "cpu"
     threshold: float = DEFAULT_RHO_THRESHOLD
+    policy: str | None = None
     stake: int | None = None
     register: bool = True
     metrics_port: int | None = None
@@ -397,7 +413,8 @@ class VerifierDaemon:
         self.health: HealthServer | None = None
         self._workers: list[threading.Thread] = []
         config.workdir.mkdir(parents=True, exist_ok=True)
-        self.ctx = AuditContext(config.store, config.workdir, config.device, config.threshold, self._claim)
+        self.ctx = AuditContext(config.store, config.workdir, config.device, config.threshold, self._claim,
+                                config.policy)
 
     def _declare_metrics(self) -> None:
         m = self.metrics
@@ -713,7 +730,8 @@ class VerifierDaemon:
             kind, claim = found
             self.log("audit_started", challenge=cid, claim=job.claim_id, kind=kind, segments=job.segments,
                      attempt=job.attempts + 1)
-            report = run_handler(self.ctx, kind, claim, job.segments or [])
+            report = run_handler(self.ctx, kind, claim, Assignment(cid, job.segments or [], self._seed(cid),
+                                                                    self.params.samples if self.params else None))
         seconds = time.perf_counter() - started
         self.metrics.inc("audit_seconds_total", seconds)
         self.metrics.inc("audits_total", verdict=report.verdict)
@@ -734,6 +752,14 @@ class VerifierDaemon:
                            attempts=job.attempts + 1)
         self.log("audited", challenge=cid, verdict=report.verdict, reason=report.reason, seconds=round(seconds, 3),
                  report=report_cid, published=published)
+
+    def _seed(self, cid: int) -> bytes | None:
+        """The drawn challenge's seed (None if the chain cannot be read now: the policy then adds no draws)."""
+        assert self.contract is not None
+        try:
+            return bytes(self.contract.functions.seedOf(cid).call())
+        except Exception:  # noqa: BLE001
+            return None
 
     def _give_up(self, job: Job) -> bool:
         """Whether an Unavailable result is final: retried long enough, or the deadline is near."""

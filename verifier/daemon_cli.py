@@ -31,7 +31,8 @@ from registry.deployment import proofreg_home
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Audits run at once (one per GPU is the sane choice).")
 @click.option("--device", default="cpu", show_default=True, help="Device for re-execution: cpu or cuda[:N].")
-@click.option("--threshold", default=None, type=float, help="Largest accepted rho (default: the audit policy's).")
+@click.option("--policy", "policy_name", default=None, help="Tolerance policy (default: pol-tolerance/1).")
+@click.option("--threshold", default=None, type=float, help="Largest accepted rho (default: the policy's).")
 @click.option("--stake", default=None, type=click.IntRange(min=1),
               help="Stake in wei when registering (default: the registry's minimum).")
 @click.option("--no-register", is_flag=True, help="Never send registerVerifier (serve only if already registered).")
@@ -51,9 +52,9 @@ from registry.deployment import proofreg_home
               help="Seconds to let running audits finish on SIGTERM.")
 def run(rpc_url: str, deployment_path: Path | None, account: str | None, keystore: Path | None, ipfs: str | None,
         store_dir: Path | None, state_path: Path | None, workdir: Path | None, confirmations: int,
-        poll_interval: float, workers: int, device: str, threshold: float | None, stake: int | None,
-        no_register: bool, metrics_port: int | None, from_block: int | None, unavailable_after: float,
-        deadline_margin: int, fetch_timeout: float, rpc_timeout: float, grace: float) -> None:
+        poll_interval: float, workers: int, device: str, policy_name: str | None, threshold: float | None,
+        stake: int | None, no_register: bool, metrics_port: int | None, from_block: int | None,
+        unavailable_after: float, deadline_margin: int, fetch_timeout: float, rpc_timeout: float, grace: float) -> None:
     """Run the verifier node: register, follow challenges, audit, attest and settle (until SIGTERM)."""
     from web3 import HTTPProvider, Web3
 
@@ -62,6 +63,12 @@ def run(rpc_url: str, deployment_path: Path | None, account: str | None, keystor
     from verifier.audit import DEFAULT_RHO_THRESHOLD
     from verifier.daemon import DaemonConfig, JsonLog, VerifierDaemon
     from verifier.db import StateMismatch
+    from verifier.policy import PolicyError, get_policy
+
+    try:
+        get_policy(policy_name)
+    except PolicyError as exc:
+        fail(str(exc))
 
     log = JsonLog()
     # The key source may depend on the chain id (dev accounts on local chains only); a node that is down
@@ -88,7 +95,8 @@ def run(rpc_url: str, deployment_path: Path | None, account: str | None, keystor
     config = DaemonConfig(
         rpc_url=rpc_url, state_path=state, store=store, workdir=workdir or state.parent / "work",
         deployment_path=deployment_path, confirmations=confirmations, poll_interval=poll_interval, workers=workers,
-        device=device, threshold=threshold if threshold is not None else DEFAULT_RHO_THRESHOLD, stake=stake,
+        device=device, threshold=threshold if threshold is not None else DEFAULT_RHO_THRESHOLD, policy=policy_name,
+        stake=stake,
         register=not no_register, metrics_port=metrics_port, from_block=from_block,
         unavailable_after=unavailable_after, deadline_margin=deadline_margin, rpc_timeout=rpc_timeout, grace=grace)
     try:
@@ -96,6 +104,8 @@ def run(rpc_url: str, deployment_path: Path | None, account: str | None, keystor
         code = daemon.run()
     except StateMismatch as exc:
         fail(str(exc))
+    except OSError as exc:  # the metrics port is taken, the state file's folder is not writable, ...
+        fail(f"cannot start the verifier node: {exc}")
     except Exception as exc:
         from registry.deployment import DeploymentError
 
