@@ -183,7 +183,7 @@ def plot_calibration(result: dict[str, Any], path: str | Path) -> Path:
     floor = 1e-12
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     try:
-        groups = [(f"honest {k}", v) for k, v in result["samples"]["honest"].items()]
+        groups = [(f"honest threads={k}", v) for k, v in result["samples"]["honest"].items()]
         groups += [(f"forged {k}", v) for k, v in result["samples"]["forged"].items() if v]
         for y, (label, vals) in enumerate(groups):
             xs = [max(v, floor) if math.isfinite(v) else 1e6 for v in vals]

@@ -43,9 +43,9 @@ import numpy as np
 import torch
 
 from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
-from registry.datasets import Dataset, DatasetError, verify_membership
+from registry.datasets import Dataset, DatasetError, example_hash
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
-from registry.merkle import segment_leaf, verify
+from registry.merkle import example_leaf, hash_pair, segment_leaf, verify
 from registry.models import Constant as ConstantInit
 from registry.models import ModelFamilyError, UnknownFamilyError, build_model, init_spec, ks_pvalue, ks_statistic
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
@@ -331,6 +331,7 @@ class Engine:
         self.on_segment, self.all_segments = on_segment, all_segments
         self._shards_fetched: set[int] = set()
         self._proved: set[int] = set()
+        self._on_path: set[bytes] = set()  # dataset tree nodes proven to hash up to datasetRoot
         self._ckpts: dict[int, Checkpoint] = {}
         self._ckpt_lock = threading.Lock()
         self._ds_source: Source | None = None
@@ -564,12 +565,29 @@ class Engine:
         if new.size:
             feats, labels = dataset.examples(new)
             root = self.claim.dataset_root if self.claim is not None else dataset.root
+            self._on_path.add(root)
             for j, i in enumerate(new.tolist()):
-                if not verify_membership(root, i, feats[j], int(labels[j]), dataset.proof(i)):
+                leaf = example_leaf(i, example_hash(feats[j], int(labels[j])))
+                if not self._prove(leaf, dataset.proof(i)):
                     raise TranscriptError(f"segment {s}: example {i} fails its membership proof against "
                                           "datasetRoot")
                 self._proved.add(i)
         return int(idx.size)
+
+    def _prove(self, leaf: bytes, proof: Sequence[bytes]) -> bool:
+        """`registry.merkle.verify` of one example's proof, stopping at the first node already shown to lie on
+        a path to the root (sound: from an equal hash the rest of the path is the one already checked). Later
+        examples share the upper levels, so most proofs cost a few hashes instead of log2(n)."""
+        node, path = leaf, []
+        for sibling in proof:
+            if node in self._on_path:
+                break
+            path.append(node)
+            node = hash_pair(node, sibling)
+        if node not in self._on_path:
+            return False
+        self._on_path.update(path)
+        return True
 
     # --- replay -----------------------------------------------------------------------------------------------
     def _replay(self, manifest: dict[str, Any], dataset: Dataset, got: _Fetched, names: list[str],
