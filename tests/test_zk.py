@@ -339,3 +339,45 @@ def test_real_verifier_on_chain_finalizes_and_rejects_a_bad_proof(zk_world: dict
     with pytest.raises(TransactionError, match="ProofRejected"):
         client.transact("verifyInferenceOnChain", claim["claimId"], verifier, bytes(raw), instances)
     assert client.call("getClaim", claim["claimId"])[3] == 1  # still Committed
+
+
+def test_cli_onchain_verification_on_a_hardhat_node(zk_world: dict[str, Any], hardhat_node: Any,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`zk evm-verifier`, `zk commit --onchain` and `zk verify-onchain` against a real JSON-RPC node with a
+    locally signed deployment and transactions (the development mnemonic's accounts)."""
+    from web3 import HTTPProvider, Web3
+
+    from registry.cli import main
+    from registry.deployment import Deployment
+    from registry.localchain import deploy_registry
+
+    w3 = Web3(HTTPProvider(hardhat_node.url))
+    reg, receipt = deploy_registry(w3, preset("dev"), w3.eth.accounts[0])
+    record = Deployment(address=reg.address, chain_id=int(w3.eth.chain_id), block_number=int(receipt.blockNumber),
+                        tx_hash=Web3.to_hex(receipt.transactionHash), deployer=w3.eth.accounts[0], network="hardhat",
+                        parameters=preset("dev").to_dict())
+    record.save(tmp_path / "home" / "deployments" / f"{record.chain_id}.json")
+    monkeypatch.setenv("PROOFREG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PROOFREG_RPC", hardhat_node.url)
+    monkeypatch.delenv("PROOFREG_PRIVATE_KEY", raising=False)
+    bundle = _copy(zk_world, zk_world["cnn_proof"].bundle_dir, "hardhat-onchain")
+    runner = CliRunner(mix_stderr=False)
+
+    def run(*args: str) -> dict[str, Any]:
+        result = runner.invoke(main, ["zk", *args, "--json"])
+        assert result.exit_code == 0, result.stderr
+        out: dict[str, Any] = json.loads(result.stdout)
+        return out
+
+    evm = run("evm-verifier", str(bundle))
+    assert evm["fitsEip170"] is True
+    commit = run("commit", str(bundle), "--onchain", "--account", "dev:1", "--store-dir", str(tmp_path / "store"))
+    assert commit["vkHash"] == evm["codeHash"]
+    out = run("verify-onchain", str(commit["claimId"]), str(bundle), "--account", "dev:1")
+    assert out["finalized"] is True and out["deployGas"] > 1_000_000 and 300_000 < out["gasUsed"] < 1_500_000
+    assert reg.functions.getClaim(commit["claimId"]).call()[3] == 4  # Finalized
+    assert reg.functions.pendingWithdrawal(commit["prover"]).call() == preset("dev").inference_bond
+    # again: the claim is final, one line and exit 1
+    result = runner.invoke(main, ["zk", "verify-onchain", str(commit["claimId"]), str(bundle), "--account", "dev:1",
+                                  "--verifier", out["verifier"]])
+    assert result.exit_code == 1 and "ClaimNotFinalizable" in result.stderr
