@@ -381,3 +381,12 @@ def test_cli_onchain_verification_on_a_hardhat_node(zk_world: dict[str, Any], ha
     result = runner.invoke(main, ["zk", "verify-onchain", str(commit["claimId"]), str(bundle), "--account", "dev:1",
                                   "--verifier", out["verifier"]])
     assert result.exit_code == 1 and "ClaimNotFinalizable" in result.stderr
+
+
+def test_claim_fields_from_event_struct_or_event_args() -> None:
+    struct = {"modelClaimId": 3, "vkHash": b"\x01" * 32, "proofDigest": "0x" + "02" * 32,
+              "instancesHash": b"\x03" * 32, "bundleCid": "bafyb"}
+    fields = InferenceClaimFields.from_event(struct)
+    assert fields == InferenceClaimFields.from_event({"claimId": 9, "claim": struct})
+    assert fields.model_claim_id == 3 and fields.proof_digest == b"\x02" * 32
+    assert fields.claim_tuple() == (3, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, "bafyb")

@@ -50,7 +50,10 @@ class InferenceClaimFields:
 
     @classmethod
     def from_event(cls, args: dict[str, Any]) -> InferenceClaimFields:
-        """From the event's `claim` struct (a dict with the Solidity field names)."""
+        """From the event's `claim` struct (a dict with the Solidity field names); the whole event args
+        (with the struct under "claim") are accepted too."""
+        if "claim" in args and "vkHash" not in args:
+            args = args["claim"]
         return cls(int(args["modelClaimId"]), as_hash(args["vkHash"]), as_hash(args["proofDigest"]),
                    as_hash(args["instancesHash"]), str(args["bundleCid"]))
 
