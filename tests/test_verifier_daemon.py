@@ -446,28 +446,39 @@ def _metric(text: str, name: str) -> str:
 
 
 def test_evidence_missing_until_the_deadline_is_unavailable(world: World, tmp_path: Path) -> None:
-    """A claim whose transcript is on no IPFS node: the daemons retry, and once the deadline is
-    --deadline-margin blocks away they attest Unavailable; the prover's bond goes to the challenger."""
+    """A training claim whose transcript is on no IPFS node, and an inference claim (kind 2, dispatched to
+    verifier.zk) whose bundle is on none either: the daemons retry, and once the deadline is
+    --deadline-margin blocks away they attest Unavailable; the provers' bonds go to the challenger."""
     from registry.store.embedded import EmbeddedStore
 
     hidden = forgery.forge_batches(world.honest_dir, tmp_path / "hidden", seed=23)
-    cid_nowhere = EmbeddedStore(tmp_path / "private-store").add_directory(hidden.path)  # never published
-    claim = world.commit(forgery.claim_tuple(hidden.path, cid_nowhere), 7)
-    receipt = world.send(world.reg.functions.openChallenge(claim, []), CHALLENGER, DEV.challenge_bond)
-    args = world.reg.events.ChallengeOpened().process_receipt(receipt)[0]["args"]
-    cid, deadline_block = int(args["challengeId"]), int(args["deadline"])
+    private = EmbeddedStore(tmp_path / "private-store")  # never published
+    training = world.commit(forgery.claim_tuple(hidden.path, private.add_directory(hidden.path)), 7)
+    bundle_nowhere = private.add_bytes(b"a bundle nobody published")
+    receipt = world.send(world.reg.functions.commitInference(
+        (world.honest_claim, b"\x11" * 32, b"\x22" * 32, b"\x33" * 32, bundle_nowhere)), 7, DEV.inference_bond)
+    inference = int(world.reg.events.InferenceClaimCommitted().process_receipt(receipt)[0]["args"]["claimId"])
+    ids, deadlines = [], []
+    for claim in (training, inference):
+        receipt = world.send(world.reg.functions.openChallenge(claim, []), CHALLENGER, DEV.challenge_bond)
+        args = world.reg.events.ChallengeOpened().process_receipt(receipt)[0]["args"]
+        ids.append(int(args["challengeId"]))
+        deadlines.append(int(args["deadline"]))
     mine(world, DEV.seed_delay + 1)
     until = time.monotonic() + 60
     while not all(any(r["event"] == "audit_unavailable_retry" and r.get("challenge") == cid for r in v.log_records())
-                  for v in world.verifiers):
+                  for v in world.verifiers for cid in ids):
         assert time.monotonic() < until, "\n".join(v.log_tail(8) for v in world.verifiers)
         time.sleep(0.3)
-    assert world.status(cid) == OPEN  # retrying, not yet giving up
-    mine(world, deadline_block - 5 - int(world.w3.eth.block_number))  # the default --deadline-margin is 5
-    assert world.wait_settled([cid], timeout=90) == {cid: 4}  # Unavailable
-    assert world.reg.functions.getClaim(claim).call()[3] == 3  # the claim is rejected, its bond slashed
-    report = json.loads(world.store.cat(world.attestations(cid)[0]["args"]["reportCid"]))
-    assert report["audit"]["verdict"] == "Unavailable" and report["attempts"] >= 2
+    assert [world.status(cid) for cid in ids] == [OPEN, OPEN]  # retrying, not yet giving up
+    mine(world, min(deadlines) - 5 - int(world.w3.eth.block_number))  # the default --deadline-margin is 5
+    assert world.wait_settled(ids, timeout=90) == {cid: 4 for cid in ids}  # Unavailable
+    for claim, cid in zip((training, inference), ids, strict=True):
+        assert world.reg.functions.getClaim(claim).call()[3] == 3  # the claim is rejected, its bond slashed
+        report = json.loads(world.store.cat(world.attestations(cid)[0]["args"]["reportCid"]))
+        assert report["audit"]["verdict"] == "Unavailable" and report["attempts"] >= 2
+        assert report["claimKind"] == (1 if claim == training else 2)
+        print(f"\nclaim kind {report['claimKind']}: {report['audit']['reason']}")
 
 
 def test_reorg_under_the_daemons(world: World, tmp_path: Path) -> None:
