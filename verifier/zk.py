@@ -36,6 +36,9 @@ from registry.store.base import ContentStore, StoreError
 from verifier.audit import INVALID, UNAVAILABLE, VALID, AuditReport, TrainingClaimFields
 
 MAX_FILE_BYTES = 512 << 20
+#: Largest circuit (2^k rows) this verifier sets up; bigger claims are Unavailable here rather than a way to make
+#: every committee member spend hours and tens of GB ($PROOFREG_ZK_MAX_LOGROWS overrides).
+DEFAULT_MAX_LOGROWS = 22
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class _Bundle:
     def __init__(self, store: ContentStore, cid: str, dest: Path) -> None:
         self.store, self.cid, self.dest = store, cid, dest
         self.bytes = 0
+        self.files: dict[str, int] = {}
         dest.mkdir(parents=True, exist_ok=True)
 
     def fetch(self, name: str) -> Path:
@@ -101,6 +105,7 @@ class _Bundle:
         if len(data) > MAX_FILE_BYTES:
             raise _invalid(f"bundle {name} is over {MAX_FILE_BYTES} bytes")
         self.bytes += len(data)
+        self.files[name] = len(data)
         path = self.dest / name
         path.write_bytes(data)
         return path
@@ -113,7 +118,7 @@ def audit_inference_claim(store: ContentStore, claim: InferenceClaimFields, *,
     """Audits an inference claim; `model_claim` is the training claim `claim.model_claim_id` names (None when it
     is 0, or when the caller could not find it: then the verdict is Unavailable)."""
     started = time.perf_counter()
-    fetched = 0
+    files: dict[str, int] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="proofreg-zk-audit-", dir=workdir) as tmp:
             bundle = _Bundle(store, claim.bundle_cid, Path(tmp) / "bundle")
@@ -127,10 +132,17 @@ def audit_inference_claim(store: ContentStore, claim: InferenceClaimFields, *,
             except _Verdict as v:
                 verdict, reason = v.verdict, v.reason
             finally:
-                fetched = bundle.bytes
+                files = dict(bundle.files)
     except Exception as exc:  # noqa: BLE001 - the contract of this function: a verdict, never an exception
         verdict, reason = INVALID, f"unexpected error while auditing: {type(exc).__name__}: {exc}"
-    return AuditReport(verdict, reason, 0.0, [], fetched, 0, time.perf_counter() - started)
+    from registry.zk.pipeline import ezkl_version
+
+    return AuditReport(verdict=verdict, reason=reason, threshold=0.0, bytes_fetched=sum(files.values()),
+                       seconds=time.perf_counter() - started, files=files,
+                       claim={"kind": "inference", "modelClaimId": claim.model_claim_id,
+                              "vkHash": to_hex(claim.vk_hash), "proofDigest": to_hex(claim.proof_digest),
+                              "instancesHash": to_hex(claim.instances_hash), "bundleCid": claim.bundle_cid},
+                       environment={"ezkl": ezkl_version()})
 
 
 def _audit(store: ContentStore, claim: InferenceClaimFields, model_claim: TrainingClaimFields | None,
@@ -164,6 +176,9 @@ def _audit(store: ContentStore, claim: InferenceClaimFields, model_claim: Traini
         n_out = sum(int(_prod(s)) for s in settings["model_instance_shapes"])
     except (ValueError, KeyError, TypeError, ZkError) as exc:
         raise _invalid(f"settings.json: {exc}") from None
+    max_logrows = int(os.environ.get("PROOFREG_ZK_MAX_LOGROWS") or DEFAULT_MAX_LOGROWS)
+    if logrows > max_logrows:
+        raise _Verdict(UNAVAILABLE, f"the circuit has 2^{logrows} rows, over this verifier's 2^{max_logrows} limit")
 
     # the SRS: the verifier's own trusted file, or (where allowed) the bundle's development SRS
     dev = body.get("developmentOnly") is True
