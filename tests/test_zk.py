@@ -390,3 +390,10 @@ def test_claim_fields_from_event_struct_or_event_args() -> None:
     assert fields == InferenceClaimFields.from_event({"claimId": 9, "claim": struct})
     assert fields.model_claim_id == 3 and fields.proof_digest == b"\x02" * 32
     assert fields.claim_tuple() == (3, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, "bafyb")
+
+
+def test_circuits_over_the_verifiers_size_limit_are_unavailable(zk_world: dict[str, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROOFREG_ZK_MAX_LOGROWS", "10")
+    report = _audit(zk_world, _commit(zk_world, zk_world["cnn_proof"].bundle_dir, zk_world["cnn_id"]))
+    assert report.verdict == UNAVAILABLE and "limit" in report.reason
