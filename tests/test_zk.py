@@ -397,3 +397,13 @@ def test_circuits_over_the_verifiers_size_limit_are_unavailable(zk_world: dict[s
     monkeypatch.setenv("PROOFREG_ZK_MAX_LOGROWS", "10")
     report = _audit(zk_world, _commit(zk_world, zk_world["cnn_proof"].bundle_dir, zk_world["cnn_id"]))
     assert report.verdict == UNAVAILABLE and "limit" in report.reason
+
+
+def test_private_input_bundle_has_no_input_and_still_verifies(zk_world: dict[str, Any]) -> None:
+    result = prove_inference(zk_world["cnn"].transcript_dir, np.full((1, 1, 4, 4), 0.25, np.float32),
+                             zk_world["out"] / "bundle-private", dev=True, cache_dir=zk_world["cache"], options=SMALL,
+                             private_input=True)
+    assert not (result.bundle_dir / "input.json").exists() and "input.json" not in result.bundle["files"]
+    report = _audit(zk_world, _commit(zk_world, result.bundle_dir, zk_world["cnn_id"]))
+    assert report.verdict == VALID, report.reason
+    assert "input.json" not in report.files
