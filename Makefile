@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup venv npm ipfs solc artifact vectors test lint typecheck demo gas clean node deploy
+.PHONY: setup venv npm ipfs solc artifact vectors test lint typecheck demo gas bench clean node deploy
 
 setup: venv npm ipfs solc
 
@@ -53,6 +53,10 @@ demo: setup
 
 gas: setup
 	$(PY) -m bench.gas
+
+# The benchmark suite: one table of ratios measured in the same run (README "Benchmarks").
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules tools/ipfs/node_modules .build

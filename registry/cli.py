@@ -433,7 +433,10 @@ def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base
     click.echo("devnet stopped", err=True)
 
 
-main.add_command(__import__("registry.zk.cli", fromlist=["zk"]).zk)  # proofreg zk ... (ZK inference)
+# `proofreg zk ...` (ZK inference): imported last, because registry.zk.cli builds on this module's helpers.
+from registry.zk.cli import zk as _zk  # noqa: E402
+
+main.add_command(_zk)
 
 
 if __name__ == "__main__":
