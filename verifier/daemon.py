@@ -285,8 +285,9 @@ class TxSender:
         self.address = Web3.to_checksum_address(signer.address)
         self._chain_id: int | None = None
 
-    def pending_for(self, challenge_id: int, purpose: str) -> bool:
-        return any(t.challenge_id == challenge_id and t.purpose == purpose for t in self.db.pending_txs())
+    def pending_for(self, challenge_id: int, purpose: str | None = None) -> bool:
+        """Whether a transaction of ours for this challenge (of this purpose, if given) is still pending."""
+        return any(t.challenge_id == challenge_id and purpose in (None, t.purpose) for t in self.db.pending_txs())
 
     def send(self, purpose: str, challenge_id: int | None, fn_name: str, *args: Any, value: int = 0) -> Any | None:
         """Estimates (a revert raises TransactionError before anything is signed), signs, records, broadcasts
@@ -405,6 +406,7 @@ class VerifierDaemon:
         self.head = 0
         self.last_ok = 0.0
         self.registered = False
+        self._register_tried = False
         self.w3: Web3 | None = None
         self.contract: Contract | None = None
         self.params: RegistryParams | None = None
@@ -472,22 +474,35 @@ class VerifierDaemon:
                 delay = min(delay * 2, 30.0)
 
     def _ensure_registered(self) -> None:
+        """Registers once per process when the account is no verifier yet; until the chain shows it
+        registered (a pending or failed registration), re-checks every tick."""
         assert self.contract is not None and self.params is not None and self.sender is not None
         v = self.contract.functions.getVerifier(self.address).call()
         status, stake = int(v[V_STATUS]), int(v[V_STAKE])
-        if status == 0 and self.config.register:
-            amount = self.config.stake or self.params.verifier_stake
-            self.sender.send("register", None, "registerVerifier", value=amount)
-            self.log("registered", stake=amount)
-            self.registered = True
-        elif status == 0:
-            self.log("not_registered", level="warning", note="--no-register: never drawn onto a committee")
-        else:
+        if status != 0:
             self.registered = True
             if stake < self.params.verifier_stake:
                 self.log("stake_below_minimum", level="warning", stake=stake, minimum=self.params.verifier_stake)
             if status == 2:
                 self.log("exiting", level="warning", note="serves committees already drawn; not drawn again")
+            return
+        if self._register_tried:
+            return
+        self._register_tried = True
+        if not self.config.register:
+            self.log("not_registered", level="warning", note="--no-register: never drawn onto a committee")
+            return
+        if any(t.purpose == "register" for t in self.db.pending_txs()):
+            self.log("registration_pending")  # sent before a restart; recover() follows it up
+            return
+        amount = self.config.stake or self.params.verifier_stake
+        try:
+            receipt = self.sender.send("register", None, "registerVerifier", value=amount)
+        except TransactionError as exc:  # e.g. too little balance: keep following and say why
+            self.log("registration_failed", level="error", stake=amount, error=str(exc))
+            return
+        self.log("registration_sent", stake=amount, mined=receipt is not None)
+        self.registered = receipt is not None and int(receipt["status"]) == 1
 
     # ---- main loop --------------------------------------------------------------------------------------
 
@@ -509,12 +524,10 @@ class VerifierDaemon:
                 t.start()
                 self._workers.append(t)
             delay = 1.0
-            registered = False
             while not self.stop_event.is_set():
                 try:
-                    if not registered:
+                    if not self.registered:
                         self._ensure_registered()
-                        registered = True
                     busy = self.tick()
                     self.last_ok = time.time()
                     delay = 1.0
@@ -635,8 +648,8 @@ class VerifierDaemon:
             self.log("challenge_closed", challenge=cid, outcome=CHALLENGE_STATUS.get(status))
             self._quorum_seen.pop(cid, None)
             return
-        if self.sender.pending_for(cid, "attest") or self.sender.pending_for(cid, "settle"):
-            return  # recover() follows it up
+        if self.sender.pending_for(cid):
+            return  # a draw, reseed, attestation or settlement of ours is in flight: recover() follows it up
         seed_block, deadline = int(ch[CH_SEED_BLOCK]), int(ch[CH_DEADLINE])
         if not ch[CH_DRAWN]:
             self._draw_or_reseed(cid, seed_block)
