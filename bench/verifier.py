@@ -31,6 +31,7 @@ from registry.hashing import sha256, to_hex
 from registry.params import preset
 from registry.pol.bench import _run
 from registry.pol.checkpoint import read_checkpoint
+from registry.pol.config import rebuild_model
 from registry.pol.replay import replay_segment
 from registry.pol.transcript import MANIFEST_NAME, load_manifest, read_batches, segment_tree, write_manifest
 from registry.publish import publish_transcript
@@ -55,8 +56,9 @@ def replay_all(tdir: Path, ds: Dataset, device: str) -> float:
         loaded.append((read_checkpoint(tdir / entry["path"]), read_batches(tdir / seg["batches"])))
     _sync(device)
     t0 = time.perf_counter()
+    model = rebuild_model(m["config"], device)  # as the engine does: built once, loaded from each checkpoint
     for i, (ckpt, batches) in enumerate(loaded):
-        replay_segment(tdir, i, ds, device=device, manifest=m, checkpoint=ckpt, batches=batches)
+        replay_segment(tdir, i, ds, device=device, manifest=m, checkpoint=ckpt, batches=batches, model=model)
     _sync(device)
     return time.perf_counter() - t0
 

@@ -49,6 +49,7 @@ from registry.merkle import example_leaf, hash_pair, segment_leaf, verify
 from registry.models import Constant as ConstantInit
 from registry.models import ModelFamilyError, UnknownFamilyError, build_model, init_spec, ks_pvalue, ks_statistic
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
+from registry.pol.config import rebuild_model
 from registry.pol.recorder import update_norm
 from registry.pol.replay import parameter_names, replay_segment, segment_distance
 from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, validate_manifest
@@ -333,6 +334,7 @@ class Engine:
         self._proved: set[int] = set()
         self._on_path: set[bytes] = set()  # dataset tree nodes proven to hash up to datasetRoot
         self._ckpts: dict[int, Checkpoint] = {}
+        self._model: torch.nn.Module | None = None  # rebuilt once, re-used by every segment's replay
         self._ckpt_lock = threading.Lock()
         self._ds_source: Source | None = None
 
@@ -595,8 +597,10 @@ class Engine:
         assert got.start is not None and got.end is not None and got.batches is not None
         s = got.index
         try:
+            if self._model is None:
+                self._model = rebuild_model(manifest["config"], self.device)
             replayed = replay_segment("", s, dataset, device=self.device, manifest=manifest, checkpoint=got.start,
-                                      batches=got.batches)
+                                      batches=got.batches, model=self._model)
         except (TranscriptError, DatasetError) as exc:
             result.error = str(exc)
             return

@@ -90,12 +90,14 @@ def _cuda_index(device: torch.device) -> int | None:
 def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
                    device: torch.device | str = "cpu", manifest: dict[str, Any] | None = None,
                    checkpoint: Checkpoint | None = None,
-                   batches: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                   batches: np.ndarray | None = None, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Re-executes segment `index` from checkpoint `index`; returns the model state_dict after its steps.
 
     `dataset` must be the transcript's training set (its root is checked); `manifest` and `checkpoint` may be
     passed when already loaded (the checkpoint is not modified, so it can be re-used), and `batches` when the
-    caller already read and hash-checked the segment's batch file (a verifier holding fetched bytes)."""
+    caller already read and hash-checked the segment's batch file (a verifier holding fetched bytes). `model`:
+    one built by `rebuild_model` from this config on this device, re-used across segments (every parameter and
+    buffer is overwritten from the checkpoint; rebuilding costs as much as a step of a small model)."""
     tdir = Path(transcript_dir)
     m = manifest if manifest is not None else load_manifest(tdir)
     config = m["config"]
@@ -120,7 +122,8 @@ def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
 
     cuda = _cuda_index(dev)
     with torch.random.fork_rng(devices=[cuda] if cuda is not None else []):
-        model = rebuild_model(config, dev)
+        if model is None:
+            model = rebuild_model(config, dev)
         try:
             model.load_state_dict(ckpt.model, strict=True)
         except RuntimeError as exc:
