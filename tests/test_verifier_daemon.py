@@ -548,3 +548,35 @@ def test_seed_hash_gone_before_anyone_drew_is_reseeded(world: World) -> None:
     mine(world, DEV.seed_delay + 1)
     assert world.wait_settled([cid]) == {cid: VALID}
     assert len(world.reg.events.ChallengeReseeded().get_logs(from_block=0, argument_filters={"challengeId": cid})) == 1
+
+
+def test_deadline_settlement_when_the_quorum_stays_silent(world: World) -> None:
+    """Two of three members frozen (SIGSTOP) through the whole attestation period: the one awake attests,
+    and once the deadline has passed it settles by plurality; the silent members lose silentSlashBps."""
+    awake, frozen = world.verifiers[0], world.verifiers[1:]
+    claim = world.commit(world.honest_tuple, 9)
+    f = world.reg.functions
+    for v in frozen:
+        assert v.process is not None
+        os.killpg(v.process.pid, signal.SIGSTOP)
+    try:
+        cid = world.challenge(claim)
+        mine(world, DEV.seed_delay + 1)
+        until = time.monotonic() + 60
+        while not any(r["event"] == "attested" and r.get("challenge") == cid for r in awake.log_records()):
+            assert time.monotonic() < until, awake.log_tail(10)
+            time.sleep(0.2)
+        stakes = {v.address: int(f.getVerifier(v.address).call()[0]) for v in frozen}
+        deadline_block = int(f.getChallenge(cid).call()[7])
+        assert world.status(cid) == OPEN  # one vote is no quorum
+        mine(world, deadline_block - int(world.w3.eth.block_number) + 1)
+        assert world.wait_settled([cid], timeout=60) == {cid: VALID}
+    finally:
+        for v in frozen:
+            assert v.process is not None
+            os.killpg(v.process.pid, signal.SIGCONT)
+    slashed = {log["args"]["verifier"]: int(log["args"]["amount"]) for log in
+               world.reg.events.VerifierSlashed().get_logs(from_block=0, argument_filters={"challengeId": cid})}
+    assert slashed == {a: s * DEV.silent_slash_bps // 10_000 for a, s in stakes.items()}
+    assert any(r["event"] == "settled" and r.get("challenge") == cid and r.get("why") == "deadline"
+               for r in awake.log_records())
