@@ -9,6 +9,7 @@ Every failure is one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -433,10 +434,9 @@ def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base
     click.echo("devnet stopped", err=True)
 
 
-# `proofreg zk ...` (ZK inference): imported last, because registry.zk.cli builds on this module's helpers.
-from registry.zk.cli import zk as _zk  # noqa: E402
-
-main.add_command(_zk)
+# `proofreg zk ...` (ZK inference): imported last, because registry.zk.cli builds on this module's helpers
+# (imported by name so that type checkers do not follow the cycle).
+main.add_command(importlib.import_module("registry.zk.cli").zk)
 
 
 if __name__ == "__main__":
