@@ -6,6 +6,7 @@ EVM semantics, blocks mined on demand.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,19 +26,37 @@ def deploy_registry(w3: Web3, params: RegistryParams, sender: str) -> tuple[Any,
     return w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi), receipt
 
 
+class _LockedTesterProvider(EthereumTesterProvider):
+    """eth-tester is not thread-safe: every request over every connection to one chain holds its lock."""
+
+    def __init__(self, tester: EthereumTester, lock: threading.RLock) -> None:
+        super().__init__(tester)
+        self._chain_lock = lock
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        with self._chain_lock:
+            return super().make_request(method, params)
+
+
 @dataclass
 class EmbeddedChain:
     params: RegistryParams = field(default_factory=lambda: preset("dev"))
 
     def __post_init__(self) -> None:
         self.tester = EthereumTester(PyEVMBackend())
-        self.w3 = Web3(EthereumTesterProvider(self.tester))
+        self.lock = threading.RLock()
+        self.w3 = self.connect()
         self.accounts: list[str] = list(self.w3.eth.accounts)
         self.registry, self.deploy_receipt = deploy_registry(self.w3, self.params, self.accounts[0])
 
+    def connect(self) -> Web3:
+        """Another connection to this chain, safe to use from its own thread (verifier nodes in the main job)."""
+        return Web3(_LockedTesterProvider(self.tester, self.lock))
+
     def mine(self, blocks: int = 1) -> None:
         if blocks > 0:
-            self.tester.mine_blocks(blocks)
+            with self.lock:
+                self.tester.mine_blocks(blocks)
 
     @property
     def block_number(self) -> int:

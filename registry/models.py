@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -36,6 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 ENTRY_POINT_GROUP = "proofreg.models"
+
+#: torch's default generators are process-wide. Whatever seeds and draws from them, or saves and restores
+#: them (`fork_rng`: building a model, a replay, the initialization check), holds this lock, so that audits
+#: in one process (the daemon's worker threads, verifier nodes run as threads) never touch each other's streams.
+GLOBAL_RNG_LOCK = threading.RLock()
 _FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
@@ -498,6 +504,6 @@ def init_spec(family: str, args: Mapping[str, Any] | None, model: nn.Module | No
     fam = get_family(family)
     normalized = fam.normalize_args(args)
     if model is None:
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             model = fam.build(normalized)
     return fam.init_spec(model, normalized)

@@ -266,6 +266,9 @@ class DaemonConfig:
     grace: float = 30.0
     settle_stagger: float = 2.0
     chunk: int = 2000
+    #: Builds the node connection instead of an HTTP provider for `rpc_url` (the main job runs its verifier
+    #: nodes as threads over the embedded in-process chain this way).
+    web3_factory: Callable[[], Web3] | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -444,8 +447,9 @@ class VerifierDaemon:
         delay = 1.0
         while not self.stop_event.is_set():
             try:
-                w3 = Web3(HTTPProvider(self.config.rpc_url, request_kwargs={"timeout": self.config.rpc_timeout},
-                                       exception_retry_configuration=None))
+                w3 = self.config.web3_factory() if self.config.web3_factory is not None else Web3(
+                    HTTPProvider(self.config.rpc_url, request_kwargs={"timeout": self.config.rpc_timeout},
+                                 exception_retry_configuration=None))
                 chain_id = int(w3.eth.chain_id)
                 record = load_deployment(self.config.deployment_path, chain_id=chain_id)
                 address = Web3.to_checksum_address(record.address)

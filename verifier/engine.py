@@ -52,6 +52,7 @@ from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoi
 from registry.pol.config import rebuild_model
 from registry.pol.recorder import update_norm
 from registry.pol.replay import parameter_names, replay_segment, segment_distance
+from registry.pol.rng import GLOBAL_RNG_LOCK
 from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, validate_manifest
 from registry.sampling import segment_at
 from registry.store.base import ContentStore, InvalidPath, StoreError, split_path
@@ -251,7 +252,7 @@ def check_initialization(config: dict[str, Any], ckpt0: Checkpoint, alpha: float
     family, args = config["model"]["family"], config["model"]["args"]
     seed = config.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 1 << 63:
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             fresh = build_model(family, args).state_dict()
         if set(fresh) == set(ckpt0.model) and all(

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registry.models import build_model, get_family
+from registry.models import GLOBAL_RNG_LOCK, build_model, get_family
 from registry.pol.checkpoint import TranscriptError, from_json_group_value, json_scalar
 from registry.pol.rng import RNG_SCHEME
 from registry.pol.transcript import CONFIG_FORMAT
@@ -100,7 +100,7 @@ def check_model_matches_family(model: nn.Module, family: str, args: Mapping[str,
     """Normalized family args, after checking that the family rebuilds this model's exact state_dict layout."""
     fam = get_family(family)
     normalized = fam.normalize_args(args)
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         ref = fam.build(normalized)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
@@ -118,7 +118,7 @@ def rebuild_model(config: Mapping[str, Any], device: torch.device | str = "cpu")
         dtype = DTYPES[config["dtype"]]
     except (KeyError, TypeError) as exc:
         raise TranscriptError(f"config lacks a usable model/dtype: {exc!r}") from exc
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         model = build_model(spec["family"], spec["args"])
     return model.to(device=device, dtype=dtype)
 

@@ -25,7 +25,7 @@ from registry.datasets import Dataset
 from registry.hashing import as_hash, to_hex
 from registry.pol.checkpoint import Checkpoint, TranscriptError, copy_optimizer_state, read_checkpoint
 from registry.pol.config import loss_function, rebuild_model, rebuild_optimizer, rng_seed_of
-from registry.pol.rng import seed_step
+from registry.pol.rng import GLOBAL_RNG_LOCK, seed_step
 from registry.pol.transcript import load_manifest, read_batches
 
 
@@ -121,7 +121,7 @@ def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
     rng_seed = rng_seed_of(config)
 
     cuda = _cuda_index(dev)
-    with torch.random.fork_rng(devices=[cuda] if cuda is not None else []):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[cuda] if cuda is not None else []):
         if model is None:
             model = rebuild_model(config, dev)
         try:

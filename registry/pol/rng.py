@@ -23,6 +23,9 @@ from __future__ import annotations
 import torch
 
 from registry.hashing import sha256
+from registry.models import GLOBAL_RNG_LOCK
+
+__all__ = ["GLOBAL_RNG_LOCK", "RNG_SCHEME", "seed_step", "step_seed"]
 
 RNG_SCHEME = "proofreg/pol-rng/1"
 _TAG = RNG_SCHEME.encode()

@@ -83,9 +83,9 @@ def model_from_weights(family: str, args: Mapping[str, Any], weights: Mapping[st
     """A family model (rebuilt from the project's registry, never from transcript code) holding `weights`."""
     import torch
 
-    from registry.models import build_model
+    from registry.models import GLOBAL_RNG_LOCK, build_model
 
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         model = build_model(family, args)
     state = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v, copy=True))
              for k, v in weights.items()}
@@ -180,9 +180,9 @@ def family_layout(family: str, args: Mapping[str, Any]) -> dict[str, tuple[tuple
     """{state_dict name: (shape, dtype)} of a family model in float32, the layout its ONNX must carry."""
     import torch
 
-    from registry.models import build_model
+    from registry.models import GLOBAL_RNG_LOCK, build_model
 
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         model = build_model(family, args)
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
 
