@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from registry.chain import RegistryClient
+from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
 from registry.params import preset
 from registry.pol.train import train
@@ -407,3 +408,58 @@ def test_private_input_bundle_has_no_input_and_still_verifies(zk_world: dict[str
     report = _audit(zk_world, _commit(zk_world, result.bundle_dir, zk_world["cnn_id"]))
     assert report.verdict == VALID, report.reason
     assert "input.json" not in report.files
+
+
+@pytest.mark.parametrize("case", ["mlp", "cnn", "tampered"])
+def test_challenged_inference_claim_settles_through_the_committee(zk_world: dict[str, Any], case: str) -> None:
+    """The whole lifecycle on the chain: commit, challenge, committee drawn, each member audits the bundle
+    (the daemon's inference handler is this same audit) and attests, settle. An honest proof settles Valid and
+    the challenger loses its bond; a tampered one settles Invalid and the prover's bond goes to the challenger."""
+    chain, store = zk_world["chain"], zk_world["store"]
+    reg, p, acct = chain.registry, chain.params, chain.accounts
+    w3 = chain.w3
+    snapshot = chain.snapshot()
+    try:
+        for v in acct[3:6]:
+            w3.eth.wait_for_transaction_receipt(reg.functions.registerVerifier().transact({"from": v,
+                                                                                         "value": p.verifier_stake}))
+        model = "mlp" if case == "tampered" else case
+        bundle = zk_world[f"{model}_proof"].bundle_dir
+        if case == "tampered":
+            bundle = _copy(zk_world, bundle, "tampered-for-challenge")
+            proof = json.loads((bundle / "proof.json").read_text())
+            raw = bytearray(proof["proof"])
+            raw[64] ^= 0x01
+            proof["proof"], proof["hex_proof"] = list(raw), "0x" + bytes(raw).hex()
+            (bundle / "proof.json").write_text(json.dumps(proof))
+            _reseal(bundle)
+        commit = _commit(zk_world, bundle, zk_world[f"{model}_id"])
+        challenger = acct[2]
+        tx = reg.functions.openChallenge(commit["claimId"], []).transact({"from": challenger,
+                                                                          "value": p.challenge_bond})
+        ch = int(reg.events.ChallengeOpened().process_receipt(w3.eth.wait_for_transaction_receipt(tx))[0]
+                 ["args"]["challengeId"])
+        chain.mine(p.seed_delay + 1)
+        w3.eth.wait_for_transaction_receipt(reg.functions.drawCommittee(ch).transact({"from": acct[0]}))
+        committee = reg.functions.committee(ch).call()
+        verdicts = []
+        for member in committee[:p.quorum]:
+            report = _audit(zk_world, commit)
+            verdicts.append(report.verdict)
+            code = {VALID: 1, INVALID: 2, UNAVAILABLE: 3}[report.verdict]
+            report_cid = store.add_bytes(json.dumps(report.to_json(), sort_keys=True).encode())
+            w3.eth.wait_for_transaction_receipt(reg.functions.attest(
+                ch, code, keccak256(report.results_bytes()), report_cid).transact({"from": member}))
+        before = {a: reg.functions.pendingWithdrawal(a).call() for a in (acct[1], challenger)}
+        w3.eth.wait_for_transaction_receipt(reg.functions.settle(ch).transact({"from": acct[0]}))
+        outcome = reg.functions.getChallenge(ch).call()[2]
+        status = reg.functions.getClaim(commit["claimId"]).call()[3]
+        gained = {a: reg.functions.pendingWithdrawal(a).call() - before[a] for a in before}
+        if case == "tampered":
+            assert verdicts == [INVALID] * p.quorum and (outcome, status) == (3, 3)  # Invalid, Invalid
+            assert gained[challenger] >= p.challenge_bond + p.inference_bond * 8 // 10 and gained[acct[1]] == 0
+        else:
+            assert verdicts == [VALID] * p.quorum and (outcome, status) == (2, 2)  # Valid, Valid
+            assert gained[acct[1]] >= p.challenge_bond * 8 // 10 and gained[challenger] == 0
+    finally:
+        chain.revert(snapshot)
