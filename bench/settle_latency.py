@@ -58,9 +58,7 @@ def run(rounds: int, steps: int, block_time: float, store_kind: str, work: Path)
         accounts = w3.eth.accounts
         reg, receipt = deploy_registry(w3, DEV, accounts[0])
         home = work / "home"
-        Deployment(address=reg.address, chain_id=int(w3.eth.chain_id), block_number=int(receipt.blockNumber),
-                   tx_hash=Web3.to_hex(receipt.transactionHash), deployer=accounts[0], network="hardhat",
-                   parameters=DEV.to_dict()).save(home / "deployments" / f"{int(w3.eth.chain_id)}.json")
+        Deployment.from_receipt(w3, receipt, DEV, "hardhat").save(home / "deployments" / f"{int(w3.eth.chain_id)}.json")
         # three daemons share this machine's cores: one torch thread each (a real node has its own machine)
         env = {**os.environ, "PROOFREG_HOME": str(home), "PROOFREG_RPC": node.url, "OMP_NUM_THREADS": "1"}
         env.pop("PROOFREG_PRIVATE_KEY", None)

@@ -39,6 +39,13 @@ class Deployment:
     parameters: dict[str, int] = field(default_factory=dict)
     source_digest: str = ""
 
+    @classmethod
+    def from_receipt(cls, w3: Any, receipt: Any, params: RegistryParams, network: str) -> Deployment:
+        """The record of a registry that the contract-creation `receipt` deployed with `params`."""
+        return cls(address=str(receipt["contractAddress"]), chain_id=int(w3.eth.chain_id),
+                   block_number=int(receipt["blockNumber"]), tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+                   deployer=str(receipt["from"]), network=network, parameters=params.to_dict())
+
     @property
     def params(self) -> RegistryParams:
         return RegistryParams.from_dict(self.parameters)

@@ -132,10 +132,7 @@ def run(out: Path, epochs: int) -> dict[str, Any]:
     chain = EmbeddedChain(params)
     store = EmbeddedStore(out / "store")
     w3, reg, p, acct = chain.w3, chain.registry, chain.params, chain.accounts
-    record = Deployment(address=reg.address, chain_id=int(w3.eth.chain_id),
-                        block_number=int(chain.deploy_receipt["blockNumber"]),
-                        tx_hash=w3.to_hex(chain.deploy_receipt["transactionHash"]), deployer=acct[0],
-                        network="embedded", parameters=p.to_dict()).save(out / "deployment.json")
+    record = Deployment.from_receipt(w3, chain.deploy_receipt, p, "embedded").save(out / "deployment.json")
     gas: dict[str, int] = {}
     prover, forger, challenger = acct[1], acct[7], acct[2]
 

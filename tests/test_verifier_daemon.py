@@ -209,9 +209,7 @@ def world(hardhat_node: Any, ipfs_daemon_factory: Callable[[], Any],
     w3 = Web3(HTTPProvider(hardhat_node.url))
     deployer = w3.eth.accounts[0]
     reg, receipt = deploy_registry(w3, DEV, deployer)
-    record = Deployment(address=reg.address, chain_id=int(w3.eth.chain_id), block_number=int(receipt.blockNumber),
-                        tx_hash=Web3.to_hex(receipt.transactionHash), deployer=deployer, network="hardhat",
-                        parameters=DEV.to_dict())
+    record = Deployment.from_receipt(w3, receipt, DEV, "hardhat")
     record.save(home / "deployments" / f"{record.chain_id}.json")
     env = {**os.environ, "PROOFREG_HOME": str(home), "PROOFREG_RPC": hardhat_node.url, "OMP_NUM_THREADS": "1"}
     env.pop("PROOFREG_PRIVATE_KEY", None)

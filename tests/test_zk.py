@@ -354,9 +354,7 @@ def test_cli_onchain_verification_on_a_hardhat_node(zk_world: dict[str, Any], ha
 
     w3 = Web3(HTTPProvider(hardhat_node.url))
     reg, receipt = deploy_registry(w3, preset("dev"), w3.eth.accounts[0])
-    record = Deployment(address=reg.address, chain_id=int(w3.eth.chain_id), block_number=int(receipt.blockNumber),
-                        tx_hash=Web3.to_hex(receipt.transactionHash), deployer=w3.eth.accounts[0], network="hardhat",
-                        parameters=preset("dev").to_dict())
+    record = Deployment.from_receipt(w3, receipt, preset("dev"), "hardhat")
     record.save(tmp_path / "home" / "deployments" / f"{record.chain_id}.json")
     monkeypatch.setenv("PROOFREG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PROOFREG_RPC", hardhat_node.url)

@@ -82,9 +82,7 @@ class Devnet:
             self.stop()
             raise DevnetError(f"--verifiers {self.verifiers}: the node has only {len(accounts) - 2} spare accounts")
         registry, receipt = deploy_registry(w3, self.params, accounts[0])
-        record = Deployment(address=registry.address, chain_id=int(w3.eth.chain_id),
-                            block_number=int(receipt["blockNumber"]), tx_hash=Web3.to_hex(receipt["transactionHash"]),
-                            deployer=accounts[0], network="devnet", parameters=self.params.to_dict())
+        record = Deployment.from_receipt(w3, receipt, self.params, "devnet")
         record_path = record.save(default_record_path(record.chain_id))
         stake = self.params.verifier_stake
         hashes = [registry.functions.registerVerifier().transact({"from": a, "value": stake})
