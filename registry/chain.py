@@ -64,6 +64,17 @@ def _is_revert(exc: BaseException) -> bool:
     return isinstance(exc, _REVERTS) or from_tester
 
 
+def estimate_gas(fn: Any, params: dict[str, Any], name: str) -> int:
+    """Gas estimate of a registry transaction; a revert becomes a TransactionError naming the custom error
+    (so nothing is signed for a transaction that would fail)."""
+    try:
+        return int(fn.estimate_gas(params))
+    except Exception as exc:
+        if not _is_revert(exc):
+            raise
+        raise TransactionError(f"{name} would revert: {describe_exception(exc)}") from None
+
+
 @dataclass
 class RegistryClient(RegistryHandle):
     """Sends registry transactions: estimates gas, signs locally (or uses a node-managed account on the
@@ -85,12 +96,7 @@ class RegistryClient(RegistryHandle):
     def transact(self, name: str, *args: Any, value: int = 0) -> Any:
         fn = getattr(self.contract.functions, name)(*args)
         params: dict[str, Any] = {"from": self.sender, "value": value}
-        try:
-            estimate = fn.estimate_gas(params)
-        except Exception as exc:
-            if not _is_revert(exc):
-                raise
-            raise TransactionError(f"{name} would revert: {describe_exception(exc)}") from None
+        estimate = estimate_gas(fn, params, name)
         limit = int(self.w3.eth.get_block("latest")["gasLimit"])
         params["gas"] = min(int(estimate * self.gas_margin) + 10_000, limit)
         try:

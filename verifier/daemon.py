@@ -56,7 +56,7 @@ from web3.exceptions import TransactionNotFound
 
 from registry import __version__
 from registry.artifact import load_artifact
-from registry.chain import TransactionError, _is_revert
+from registry.chain import TransactionError, _is_revert, estimate_gas
 from registry.deployment import DeploymentError, load_deployment
 from registry.errors import describe_exception
 from registry.hashing import keccak256, to_hex
@@ -298,12 +298,7 @@ class TxSender:
         follows it up)."""
         fn = getattr(self.contract.functions, fn_name)(*args)
         params: dict[str, Any] = {"from": self.address, "value": value}
-        try:
-            estimate = fn.estimate_gas(params)
-        except Exception as exc:
-            if not _is_revert(exc):
-                raise
-            raise TransactionError(f"{fn_name} would revert: {describe_exception(exc)}") from None
+        estimate = estimate_gas(fn, params, fn_name)
         if self._chain_id is None:
             self._chain_id = int(self.w3.eth.chain_id)
         nonce = int(self.w3.eth.get_transaction_count(self.address, "pending"))
