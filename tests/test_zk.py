@@ -106,6 +106,8 @@ def _reseal(bundle: Path) -> None:
     body = json.loads((bundle / BUNDLE_JSON).read_text())
     digests = Digests.of((bundle / "vk.key").read_bytes(), (bundle / "proof.json").read_bytes())
     body.update(digests.to_json())
+    proof, instances = parse_proof((bundle / "proof.json").read_bytes())
+    body["instances"], body["proofBytes"] = [to_hex(i.to_bytes(32, "big")) for i in instances], len(proof)
     body["files"] = {name: to_hex(sha256((bundle / name).read_bytes())) for name in body["files"]}
     (bundle / BUNDLE_JSON).write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
 
@@ -284,8 +286,11 @@ def test_cli_prove_commit_verify(zk_world: dict[str, Any], tmp_path: Path, monke
     assert out["vkHash"] == zk_world["mlp_proof"].bundle["vkHash"]
     assert out["commit"]["claimId"] >= 1 and out["commit"]["bundleCid"].startswith("bafy")
     assert "DEVELOPMENT-ONLY" in result.stderr
-    result = runner.invoke(main, ["zk", "verify", str(tmp_path / "b"), "--json"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["verified"] is True
+    monkeypatch.setenv("PROOFREG_ALLOW_DEV_SRS", "1")
+    result = runner.invoke(main, ["zk", "verify", str(tmp_path / "b"), "--offline", "--json"])
+    assert result.exit_code == 0, result.stderr
+    verified = json.loads(result.stdout)
+    assert verified["verified"] is True and verified["output"] == out["output"] and verified["linked"] is False
     # neither or both SRS choices: one line, exit 1
     result = runner.invoke(main, ["zk", "prove", str(zk_world["mlp"].transcript_dir), "--input", str(x),
                                   "--out", str(tmp_path / "c")])

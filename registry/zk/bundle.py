@@ -27,6 +27,7 @@ Layout of the bundle directory::
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 from eth_abi import encode as abi_encode
 
 from registry.hashing import as_hash, keccak256, sha256, to_hex
+from registry.safejson import JsonError, loads, read_bounded
 
 BUNDLE_FORMAT = "proofreg-zk-bundle/1"
 BUNDLE_JSON = "bundle.json"
@@ -44,16 +46,37 @@ INPUT_FILE = "input.json"
 DEV_SRS_FILE = "dev-srs.srs"
 FIELD_MODULUS = 0x30644E72E131A029B85045B68181585D2833E84879B9709143E1F593F0000001
 MAX_INSTANCES = 1 << 16
+MAX_JSON_BYTES = 64 << 20
+MAX_FILE_BYTES = 512 << 20
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class BundleError(ValueError):
     """A bundle or proof file that is malformed; one-line message."""
 
 
-def parse_proof(proof_json: bytes | str | dict[str, Any]) -> tuple[bytes, list[int]]:
-    """(raw proof bytes, flat instances as ints) of an ezkl `proof.json`."""
+def check_file_name(name: Any) -> str:
+    """A bundle file name: one plain path component (no '/', no '..', not absolute, no leading dot)."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise BundleError(f"bundle file name {str(name)[:80]!r} is not a plain file name inside the bundle")
+    return name
+
+
+def read_file(folder: str | Path, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A file of a local bundle: a plain name, a regular file (never a symlink or a device), bounded."""
     try:
-        data = json.loads(proof_json) if isinstance(proof_json, bytes | str) else proof_json
+        return read_bounded(Path(folder) / check_file_name(name), max_bytes, what=name, follow_symlinks=False)
+    except JsonError as exc:
+        raise BundleError(f"bundle {exc}") from None
+
+
+def parse_proof(proof_json: bytes | str | dict[str, Any]) -> tuple[bytes, list[int]]:
+    """(raw proof bytes, flat instances as ints) of an ezkl `proof.json` (bytes are parsed with safejson)."""
+    try:
+        data = loads(proof_json, what="proof.json", max_bytes=MAX_JSON_BYTES) \
+            if isinstance(proof_json, bytes | str) else proof_json
+        if not isinstance(data, dict):
+            raise BundleError("proof.json is not a JSON object")
         raw = data["proof"]
         if isinstance(raw, str):
             proof = bytes.fromhex(raw.removeprefix("0x"))
@@ -154,9 +177,9 @@ def write_bundle(out_dir: str | Path, *, proof_path: Path, vk_path: Path, settin
 def read_bundle_json(data: bytes) -> dict[str, Any]:
     """Parses and shape-checks bundle.json (hostile input)."""
     try:
-        body = json.loads(data)
-    except ValueError as exc:
-        raise BundleError(f"bundle.json is not JSON: {exc}") from None
+        body = loads(data, what="bundle.json", max_bytes=MAX_JSON_BYTES)
+    except JsonError as exc:
+        raise BundleError(str(exc)) from None
     if not isinstance(body, dict) or body.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"bundle.json format is not {BUNDLE_FORMAT!r}")
     try:
@@ -164,6 +187,9 @@ def read_bundle_json(data: bytes) -> dict[str, Any]:
             as_hash(body[key])
         if not isinstance(body.get("files"), dict) or not isinstance(body.get("srs"), dict):
             raise BundleError("bundle.json lacks files or srs")
+        for name, digest in body["files"].items():
+            check_file_name(name)
+            as_hash(digest)
         int(body["srs"]["logrows"])
     except BundleError:
         raise
@@ -175,14 +201,11 @@ def read_bundle_json(data: bytes) -> dict[str, Any]:
 def load_local_bundle(bundle_dir: str | Path) -> tuple[dict[str, Any], Digests]:
     """bundle.json of a local bundle and the digests recomputed from its files (checked against bundle.json)."""
     d = Path(bundle_dir)
-    try:
-        body = read_bundle_json((d / BUNDLE_JSON).read_bytes())
-        digests = Digests.of((d / FILES["vk"]).read_bytes(), (d / FILES["proof"]).read_bytes())
-        for name, expected in body["files"].items():
-            if to_hex(sha256((d / name).read_bytes())) != expected:
-                raise BundleError(f"{name} does not match its sha256 in bundle.json")
-    except OSError as exc:
-        raise BundleError(f"{d} is not a complete bundle: {exc}") from None
+    body = read_bundle_json(read_file(d, BUNDLE_JSON, MAX_JSON_BYTES))
+    digests = Digests.of(read_file(d, FILES["vk"]), read_file(d, FILES["proof"], MAX_JSON_BYTES))
+    for name, expected in body["files"].items():
+        if to_hex(sha256(read_file(d, name))) != str(expected).lower():
+            raise BundleError(f"{name} does not match its sha256 in bundle.json")
     if digests.to_json() != {k: body[k] for k in ("vkHash", "proofDigest", "instancesHash")}:
         raise BundleError("bundle.json digests differ from its files")
     return body, digests

@@ -2,7 +2,7 @@
 
     proofreg zk prove MODEL --input x.json --out bundle/ (--srs kzg15.srs | --dev-srs) [--commit ...]
     proofreg zk commit bundle/ [--model-claim ID] [--ipfs ...] [--rpc ...]
-    proofreg zk verify bundle/ [--srs kzg15.srs]          # local check: digests and ezkl verify
+    proofreg zk verify bundle/ (--claim ID --rpc URL | --offline) [--srs-dir DIR]   # the node's audit, locally
     proofreg zk evm-verifier bundle/ --out Verifier.sol   # Solidity verifier, compiled with the project's solc
 
 MODEL is an ONNX file or a local training transcript directory (its final checkpoint is exported to ONNX).
@@ -205,27 +205,92 @@ def commit_cmd(bundle: Path, model_claim: int, onchain: bool, ipfs: str | None, 
 
 @zk.command("verify")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--srs", "srs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Trusted SRS file (default: the bundle's development SRS, if it is a development bundle).")
+@click.option("--claim", "claim_id", type=click.IntRange(min=1), default=None,
+              help="Inference claim to check the bundle against: its digests and model claim from the chain (--rpc).")
+@click.option("--offline", "--no-link", "offline", is_flag=True,
+              help="No chain: check the bundle against its own bundle.json digests, as an unlinked claim "
+                   "(the bundle's ONNX is the model; no training claim is checked).")
+@click.option("--srs-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Trusted SRS files kzg<logrows>.srs (default: $PROOFREG_SRS_DIR or $PROOFREG_HOME/srs). "
+                   "A development bundle passes only with PROOFREG_ALLOW_DEV_SRS=1.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Verifier cache (default: $PROOFREG_HOME/zk-cache/verifier).")
+@with_store_options
+@optional_rpc_option
+@deployment_option
 @json_option
 @handle_errors
-def verify_cmd(bundle: Path, srs_path: Path | None, as_json: bool) -> None:
-    """Check a local bundle: files against bundle.json, digests, and the proof with ezkl."""
-    try:
-        from registry.zk.bundle import DEV_SRS_FILE, FILES, load_local_bundle
-        from registry.zk.pipeline import verify_proof
+def verify_cmd(bundle: Path, claim_id: int | None, offline: bool, srs_dir: Path | None, cache_dir: Path | None,
+               ipfs: str | None, store_dir: Path | None, rpc_url: str | None, deployment_path: Path | None,
+               as_json: bool) -> None:
+    """Audit a local bundle with the verifier node's own checks (registry.zk.audit), SRS policy included."""
+    if offline == (claim_id is not None):
+        raise CliError("give --claim ID (checked against the chain, with --rpc) or --offline (no chain, unlinked)")
+    if claim_id is not None and rpc_url is None:
+        raise CliError("--claim needs the chain: give --rpc URL (or PROOFREG_RPC), or use --offline")
+    result = verify_local_bundle(bundle, claim_id=claim_id, srs_dir=srs_dir, cache_dir=cache_dir, ipfs=ipfs,
+                                 store_dir=store_dir, rpc_url=rpc_url, deployment_path=deployment_path)
+    if result["verdict"] != "Valid":
+        raise CliError(f"{result['verdict']}: {result['reason']}")
+    emit(result, as_json)
 
-        body, digests = load_local_bundle(bundle)
-        if srs_path is None:
-            if not body.get("developmentOnly"):
-                raise CliError("give --srs FILE: the bundle was made with a ceremony SRS")
-            srs_path = bundle / DEV_SRS_FILE
-        ok = verify_proof(bundle / FILES["proof"], bundle / FILES["settings"], bundle / FILES["vk"], srs_path)
-    except _zk_errors() as exc:
-        raise CliError(str(exc)) from None
-    if not ok:
-        raise CliError("the proof does not verify")
-    emit({"verified": True, **digests.to_json(), "developmentOnly": bool(body.get("developmentOnly"))}, as_json)
+
+def verify_local_bundle(bundle: Path, *, claim_id: int | None = None, srs_dir: Path | None = None,
+                        cache_dir: Path | None = None, ipfs: str | None = None, store_dir: Path | None = None,
+                        rpc_url: str | None = None, deployment_path: Path | None = None) -> dict[str, Any]:
+    """`zk verify`: the audit of `registry.zk.audit` on a local directory. Offline (`claim_id` None) the claim is
+    what bundle.json says, unlinked; with a claim, its digests and training claim come from the chain."""
+    from registry.hashing import as_hash
+    from registry.zk.audit import UNAVAILABLE, ClaimDigests, DirSource, ModelLink, audit_bundle, unavailable
+    from registry.zk.bundle import BUNDLE_JSON, MAX_JSON_BYTES, BundleError, read_bundle_json, read_file
+
+    link: ModelLink | None = None
+    try:
+        body = read_bundle_json(read_file(bundle, BUNDLE_JSON, MAX_JSON_BYTES))
+    except BundleError as exc:
+        return {"verdict": "Invalid", "reason": str(exc)}
+    if claim_id is None:
+        claim = ClaimDigests(0, as_hash(body["vkHash"]), as_hash(body["proofDigest"]), as_hash(body["instancesHash"]))
+    else:
+        client = open_client(rpc_url, deployment_path, None, None)
+        start = client.deployment.block_number if client.deployment else 0
+        logs = client.contract.events.InferenceClaimCommitted().get_logs(from_block=start,
+                                                                        argument_filters={"claimId": claim_id})
+        if not logs:
+            raise CliError(f"no inference claim {claim_id} on this registry")
+        c = logs[0]["args"]["claim"]
+        claim = ClaimDigests(int(c["modelClaimId"]), as_hash(c["vkHash"]), as_hash(c["proofDigest"]),
+                             as_hash(c["instancesHash"]))
+        if claim.model_claim_id:
+            tlogs = client.contract.events.TrainingClaimCommitted().get_logs(
+                from_block=start, argument_filters={"claimId": claim.model_claim_id})
+            if tlogs:
+                t = tlogs[0]["args"]["claim"]
+                store = open_store(ipfs, store_dir)
+                cid = str(t["transcriptCid"])
+
+                def manifest() -> bytes:
+                    from registry.store.base import StoreError
+
+                    try:
+                        data: bytes = store.cat(f"{cid}/manifest.json", 0, MAX_JSON_BYTES + 1)
+                    except StoreError as exc:
+                        raise unavailable(f"training claim manifest: {exc}") from None
+                    return data
+
+                link = ModelLink(claim.model_claim_id, as_hash(t["finalWeightsHash"]), as_hash(t["configHash"]),
+                                 manifest)
+    srs = srs_dir or (Path(os.environ["PROOFREG_SRS_DIR"]) if os.environ.get("PROOFREG_SRS_DIR")
+                      else proofreg_home() / "srs")
+    outcome = audit_bundle(DirSource(bundle), claim, link, srs_dir=srs,
+                           allow_dev_srs=os.environ.get("PROOFREG_ALLOW_DEV_SRS") == "1",
+                           cache_dir=cache_dir or proofreg_home() / "zk-cache" / "verifier")
+    out = {"verified": outcome.verdict == "Valid", **outcome.to_json(), "claimId": claim_id,
+           "modelClaimId": claim.model_claim_id, "linked": link is not None,
+           "developmentOnly": body.get("developmentOnly") is True}
+    if outcome.verdict == UNAVAILABLE and claim_id is None and "SRS" in outcome.reason:
+        out["reason"] += " (or --srs-dir DIR)"
+    return out
 
 
 @zk.command("evm-verifier")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 OPSET = 20
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 MAX_ONNX_BYTES = 256 << 20
+MAX_INPUT_BYTES = 64 << 20
 
 
 class ExportError(ValueError):
@@ -125,21 +125,68 @@ def export_transcript(transcript_dir: str | Path, out_path: str | Path) -> Expor
 
 
 def load_onnx(path: str | Path) -> Any:
-    """Parses an ONNX file as data; refuses oversized files and external-data references."""
+    """Parses an ONNX file as data; refuses oversized files and external-data references anywhere in it."""
     import onnx
 
+    from registry.safejson import JsonError, read_bounded
+
     p = Path(path)
-    size = p.stat().st_size
-    if size > MAX_ONNX_BYTES:
-        raise ExportError(f"{p.name} is {size} bytes, over the {MAX_ONNX_BYTES} byte limit")
     try:
-        model = onnx.load_model_from_string(p.read_bytes())
+        data = read_bounded(p, MAX_ONNX_BYTES, what=p.name)
+    except JsonError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        model = onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types; all mean "not ONNX"
         raise ExportError(f"{p.name} is not an ONNX model: {type(exc).__name__}") from None
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL or init.external_data:
-            raise ExportError(f"{p.name}: initializer {init.name!r} references external data")
+    where = external_data_reference(model)
+    if where is not None:
+        raise ExportError(f"{p.name}: {where} references external data")
     return model
+
+
+def external_data_reference(model: Any) -> str | None:
+    """Where a model refers to external data, or None: every tensor of every graph (the main graph, the
+    subgraphs in If/Loop/Scan attributes, functions), as initializers, sparse initializers and attributes of
+    any node (Constant's `value`, `sparse_value`, ...). Walks iteratively (no recursion on nested graphs)."""
+    import onnx
+
+    def external(t: Any) -> bool:
+        return bool(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data))
+
+    def sparse_external(s: Any) -> bool:
+        return external(s.values) or external(s.indices)
+
+    graphs: list[tuple[str, Any]] = [("graph", model.graph)]
+    nodes: list[tuple[str, Any]] = []
+    for fn in model.functions:
+        nodes.extend((f"function {fn.name!r} node {n.name or n.op_type!r}", n) for n in fn.node)
+    while graphs or nodes:
+        if graphs:
+            gname, g = graphs.pop()
+            for init in g.initializer:
+                if external(init):
+                    return f"{gname} initializer {init.name!r}"
+            for sp in g.sparse_initializer:
+                if sparse_external(sp):
+                    return f"{gname} sparse initializer {sp.values.name!r}"
+            nodes.extend((f"{gname} node {n.name or n.op_type!r}", n) for n in g.node)
+            continue
+        nname, node = nodes.pop()
+        for attr in node.attribute:
+            label = f"{nname} attribute {attr.name!r}"
+            if attr.HasField("t") and external(attr.t):
+                return label
+            if any(external(t) for t in attr.tensors):
+                return label
+            if attr.HasField("sparse_tensor") and sparse_external(attr.sparse_tensor):
+                return label
+            if any(sparse_external(t) for t in attr.sparse_tensors):
+                return label
+            if attr.HasField("g"):
+                graphs.append((f"{label} subgraph", attr.g))
+            graphs.extend((f"{label} subgraph", sub) for sub in attr.graphs)
+    return None
 
 
 def onnx_input_shape(path: str | Path) -> tuple[int, ...]:
@@ -206,11 +253,15 @@ def input_json(values: Any, shape: tuple[int, ...]) -> dict[str, Any]:
 
 def read_input(path: str | Path) -> Any:
     """An input file: `.npy` (never unpickled), or JSON — ezkl's {"input_data": [...]} or a (nested) list."""
+    from registry.safejson import JsonError, load_file
+
     p = Path(path)
     try:
         if p.suffix == ".npy":
             return np.load(p, allow_pickle=False)
-        data = json.loads(p.read_text())
+        data = load_file(p, what=f"input {p.name}", max_bytes=MAX_INPUT_BYTES)
+    except JsonError as exc:
+        raise ExportError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read input {p}: {exc}") from None
     if isinstance(data, dict):

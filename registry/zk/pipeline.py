@@ -268,7 +268,9 @@ class Circuit:
 
     @property
     def settings(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.settings_path.read_text())
+        from registry.safejson import load_file
+
+        data: dict[str, Any] = load_file(self.settings_path)
         return data
 
     @property
@@ -307,7 +309,9 @@ def build_circuit(onnx_path: str | Path, calibration_input: Path, cache_dir: str
         call_ezkl("calibrate_settings", ezkl.calibrate_settings, str(calibration_input), str(onnx_copy),
                   str(settings), options.calibration_target, **kwargs)
         t["calibrate"] = time.perf_counter() - start
-        check_visibility(json.loads(settings.read_text()))
+        from registry.safejson import load_file
+
+        check_visibility(load_file(settings))
         start = time.perf_counter()
         call_ezkl("compile_circuit", ezkl.compile_circuit, str(onnx_copy), str(tmp / "model.compiled"), str(settings))
         t["compile"] = time.perf_counter() - start

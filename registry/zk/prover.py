@@ -7,7 +7,6 @@ the training claim's final weights.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,8 +42,10 @@ def is_transcript(path: str | Path) -> bool:
 
 
 def _rescaled_outputs(witness_path: Path) -> list[float] | None:
+    from registry.safejson import load_file
+
     try:
-        pretty = json.loads(witness_path.read_text())["pretty_elements"]["rescaled_outputs"]
+        pretty = load_file(witness_path, max_bytes=512 << 20)["pretty_elements"]["rescaled_outputs"]
         return [float(v) for col in pretty for v in col]
     except (KeyError, TypeError, ValueError, OSError):
         return None
