@@ -233,6 +233,7 @@ def _audit(fetch: _Fetcher, claim: ClaimDigests, link: ModelLink | None, tmp: Pa
         read_bundle_json,
         vk_hash,
     )
+    from registry.zk.export import ExportError, load_onnx
     from registry.zk.pipeline import VISIBILITY, ZkError, check_visibility, ezkl_version, srs_logrows, verify_proof
 
     if claim.model_claim_id != 0 and link is None:
@@ -314,6 +315,10 @@ def _audit(fetch: _Fetcher, claim: ClaimDigests, link: ModelLink | None, tmp: Pa
 
     # 4. the model: which graph and weights the circuit must be; settings derived from it
     onnx_path = fetch.path(FILES["onnx"])
+    try:
+        load_onnx(onnx_path)  # before ezkl reads it: size, and no external data anywhere in the graph
+    except ExportError as exc:
+        raise invalid(str(exc)) from None
     model_note = "no training claim linked (modelClaimId 0)"
     own_onnx = onnx_path
     manifest_model: dict[str, Any] | None = None
@@ -322,7 +327,10 @@ def _audit(fetch: _Fetcher, claim: ClaimDigests, link: ModelLink | None, tmp: Pa
         manifest_model = _link_weights(link, onnx_path, own_onnx)
         model_note = f"the {manifest_model['family']} final weights of training claim {link.claim_id}"
     _derive_settings(own_onnx, settings, tmp)  # from here on settings.json is the verifier's own (but for its time)
-    input_path = fetch.path(INPUT_FILE, MAX_JSON_BYTES) if INPUT_FILE in fetch.listed else None
+    input_path = None
+    if INPUT_FILE in fetch.listed:
+        fetch.json(INPUT_FILE)  # parsed bounded here first; ezkl and read_input read it after
+        input_path = fetch.dest / INPUT_FILE
     hashes = _own_circuit_hashes(own_onnx, settings_path, input_path, tmp)
     if hashes["params"] != instances[1]:
         raise invalid("the proof's params-hash instance is not the Poseidon hash of the model's weights")

@@ -93,6 +93,8 @@ def parse_proof(proof_json: bytes | str | dict[str, Any]) -> tuple[bytes, list[i
         instances = [field_element(v) for col in columns for v in col]
     except BundleError:
         raise
+    except JsonError as exc:
+        raise BundleError(str(exc)) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"proof.json is malformed: {exc!r}") from None
     if not proof:
