@@ -29,6 +29,8 @@ from registry.hashing import sha256, to_hex
 from registry.pol.train import train
 from registry.pol.transcript import load_manifest
 from registry.publish import publish_transcript
+from registry.safejson import JsonError
+from registry.safejson import loads as safe_loads
 from registry.store.embedded import EmbeddedStore
 from registry.zk.audit import INVALID, VALID, ClaimDigests, DirSource, audit_bundle
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
@@ -78,7 +80,10 @@ def forge(world: dict[str, Any], edit: Callable[[Path], None], *, resealed: bool
 
 def node_audit(world: dict[str, Any], bundle: Path, *, linked: bool = True, allow_dev: bool = True) -> Any:
     """The verifier node's audit: bundle stored, claim committing the bundle's (resealed) digests."""
-    body = json.loads((bundle / BUNDLE_JSON).read_text())
+    try:  # (a plain json.loads of a deep bundle.json would SIGSEGV this process: the point of safejson)
+        body = safe_loads((bundle / BUNDLE_JSON).read_bytes())
+    except JsonError:  # the forged bundle.json is unreadable: the claim commits the honest digests
+        body = safe_loads((world["honest"] / BUNDLE_JSON).read_bytes())
     cid = world["store"].add_directory(bundle)
     fields = InferenceClaimFields(1 if linked else 0, bytes.fromhex(body["vkHash"][2:]),
                                   bytes.fromhex(body["proofDigest"][2:]), bytes.fromhex(body["instancesHash"][2:]),
@@ -376,3 +381,23 @@ def test_local_verify_with_a_claim_runs_the_linked_audit(world: dict[str, Any],
     assert out["verdict"] == VALID and out["linked"] is True and "training claim 1" in out["reason"], out
     forged_out = verify(forged, cheat["claimId"])
     assert forged_out["verdict"] == INVALID and "model_output_scales" in forged_out["reason"], forged_out
+
+
+def test_the_daemons_inference_handler_survives_hostile_json(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """The verifier daemon (and the main job's in-process nodes) audit through `CLAIM_HANDLERS[2]`: in this
+    py-evm process, deep JSON in any bundle file gives Invalid, and the process lives on."""
+    from verifier.daemon import CLAIM_HANDLERS, Assignment, AuditContext
+
+    monkeypatch.setenv("PROOFREG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PROOFREG_ALLOW_DEV_SRS", "1")
+    body = safe_loads((world["honest"] / BUNDLE_JSON).read_bytes())
+    ctx = AuditContext(store=world["store"], workdir=tmp_path)
+    for name in ("bundle.json", "settings.json", "proof.json", "input.json"):
+        bundle = forge(world, lambda b, n=name: (b / n).write_text("[" * DEEP + "]" * DEEP), resealed=False)
+        if name != "bundle.json":
+            reseal_files_only(bundle)
+        claim = {"modelClaimId": 0, "vkHash": body["vkHash"], "proofDigest": body["proofDigest"],
+                 "instancesHash": body["instancesHash"], "bundleCid": world["store"].add_directory(bundle)}
+        report = CLAIM_HANDLERS[2](ctx, claim, Assignment(1, []))
+        assert report.verdict == INVALID and f"{name} nests {DEEP} levels deep" in report.reason, report.reason

@@ -242,11 +242,11 @@ def verify_local_bundle(bundle: Path, *, claim_id: int | None = None, srs_dir: P
     what bundle.json says, unlinked; with a claim, its digests and training claim come from the chain."""
     from registry.hashing import as_hash
     from registry.zk.audit import UNAVAILABLE, ClaimDigests, DirSource, ModelLink, audit_bundle, unavailable
-    from registry.zk.bundle import BUNDLE_JSON, MAX_JSON_BYTES, BundleError, read_bundle_json, read_file
+    from registry.zk.bundle import MAX_JSON_BYTES, BundleError, load_local_bundle
 
     link: ModelLink | None = None
-    try:
-        body = read_bundle_json(read_file(bundle, BUNDLE_JSON, MAX_JSON_BYTES))
+    try:  # every listed file, even those the audit does not read: regular, bounded, its sha256
+        body, _ = load_local_bundle(bundle)
     except BundleError as exc:
         return {"verdict": "Invalid", "reason": str(exc)}
     if claim_id is None:
@@ -327,16 +327,17 @@ def verify_onchain_cmd(claim_id: int, bundle: Path, verifier_address: str | None
                        as_json: bool) -> None:
     """Verify an inference claim's proof with its verifier contract through the registry (no committee)."""
     try:
-        from registry.zk.bundle import FILES, parse_proof
+        from registry.zk.bundle import FILES, MAX_JSON_BYTES, parse_proof, read_file
         from registry.zk.evm import VERIFIER_BIN
 
-        proof, instances = parse_proof((bundle / FILES["proof"]).read_bytes())
+        proof, instances = parse_proof(read_file(bundle, FILES["proof"], MAX_JSON_BYTES))
+        code = read_file(bundle, VERIFIER_BIN) if verifier_address is None else b""
         client = open_client(rpc_url, deployment_path, account, keystore)
         deploy_gas = None
         if verifier_address is None:
             receipt = client.w3.eth.wait_for_transaction_receipt(client.w3.eth.send_transaction(
-                {"from": client.sender, "data": (bundle / VERIFIER_BIN).read_bytes()})) if client.signer is None \
-                else _deploy_signed(client, (bundle / VERIFIER_BIN).read_bytes())
+                {"from": client.sender, "data": code})) if client.signer is None \
+                else _deploy_signed(client, code)
             if receipt["status"] != 1 or not receipt["contractAddress"]:
                 raise CliError("deploying the verifier failed (over the EIP-170 size limit?)")
             verifier_address, deploy_gas = str(receipt["contractAddress"]), int(receipt["gasUsed"])
