@@ -90,7 +90,7 @@ def node_audit(world: dict[str, Any], bundle: Path, *, linked: bool = True, allo
                                   cid)
     return audit_inference_claim(world["store"], fields, model_claim=world["claim"] if linked else None,
                                  allow_dev_srs=allow_dev, srs_dir=world["out"] / "no-srs",
-                                 cache_dir=world["out"] / "verifier")
+                                 cache_dir=world["out"] / "home" / "zk-cache" / "verifier")
 
 
 def cli_verify(world: dict[str, Any], bundle: Path, monkeypatch: pytest.MonkeyPatch, *,
@@ -258,7 +258,7 @@ def test_symlinked_file_is_invalid_locally(world: dict[str, Any], monkeypatch: p
     bundle = forge(world, edit)
     assert_refused(world, bundle, monkeypatch, "input.json is a symbolic link", store=False)
     outcome = audit_bundle(DirSource(bundle), _digests(bundle), None, srs_dir=world["out"], allow_dev_srs=True,
-                           cache_dir=world["out"] / "verifier")
+                           cache_dir=world["out"] / "home" / "zk-cache" / "verifier")
     assert outcome.verdict == INVALID and "symbolic link" in outcome.reason
 
 
