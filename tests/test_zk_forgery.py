@@ -401,3 +401,14 @@ def test_the_daemons_inference_handler_survives_hostile_json(world: dict[str, An
                  "instancesHash": body["instancesHash"], "bundleCid": world["store"].add_directory(bundle)}
         report = CLAIM_HANDLERS[2](ctx, claim, Assignment(1, []))
         assert report.verdict == INVALID and f"{name} nests {DEEP} levels deep" in report.reason, report.reason
+
+
+def test_verify_needs_a_claim_or_offline(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from registry.cli import main
+
+    monkeypatch.delenv("PROOFREG_RPC", raising=False)
+    runner = CliRunner(mix_stderr=False)
+    for args, message in ([[], "give --claim ID"], [["--claim", "1", "--offline"], "give --claim ID"],
+                          [["--claim", "1"], "--claim needs the chain"]):
+        result = runner.invoke(main, ["zk", "verify", str(world["honest"]), *args])
+        assert result.exit_code == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
