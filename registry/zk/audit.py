@@ -35,11 +35,10 @@ from typing import Any, Protocol
 
 from registry.hashing import as_hash, sha256, to_hex
 from registry.safejson import JsonError, loads, read_bounded
+from registry.zk.bundle import MAX_FILE_BYTES, MAX_JSON_BYTES  # bounds of a file / of a JSON file of a bundle
 
 VALID, INVALID, UNAVAILABLE = "Valid", "Invalid", "Unavailable"  # the contract's verdicts (verifier.report)
 
-MAX_FILE_BYTES = 512 << 20  # model.compiled, pk-free: the largest file of a bundle this verifier reads
-MAX_JSON_BYTES = 64 << 20  # bundle.json, settings.json, proof.json, input.json, manifest.json
 #: Largest circuit (2^k rows) this verifier sets up; bigger claims are Unavailable here rather than a way to make
 #: every committee member spend hours and tens of GB ($PROOFREG_ZK_MAX_LOGROWS overrides).
 DEFAULT_MAX_LOGROWS = 22
@@ -371,8 +370,7 @@ def _audit(fetch: _Fetcher, claim: ClaimDigests, link: ModelLink | None, tmp: Pa
 
 
 def _short(values: list[float]) -> str:
-    text = "[" + ", ".join(repr(v) for v in values[:8]) + (", ...]" if len(values) > 8 else "]")
-    return text
+    return "[" + ", ".join(repr(v) for v in values[:8]) + (", ...]" if len(values) > 8 else "]")
 
 
 def _json(data: bytes, what: str) -> Any:
