@@ -30,6 +30,9 @@ from torch import nn
 #: The release pinned in pyproject.toml; a model's committed version must equal the installed one.
 PINNED_TRANSFORMERS = "5.17.0"
 MAX_PARAMETERS = 2_000_000_000
+#: Counting parameters builds the model on the meta device, whose cost grows with the layer count.
+MAX_LAYERS = 256
+_LAYER_KEYS = ("n_layer", "num_hidden_layers", "num_layers")
 _MAX_JSON = 64 * 1024
 _FORBIDDEN = frozenset({"auto_map", "trust_remote_code", "quantization_config", "_name_or_path", "name_or_path",
                         "custom_pipelines", "_commit_hash", "transformers_version", "dtype", "torch_dtype",
@@ -128,6 +131,10 @@ def normalize(family: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
         raise HFModelError(f"{family}: {exc}") from None
     if len(json.dumps(cfg)) > _MAX_JSON:
         raise HFModelError(f"{family}: config is larger than {_MAX_JSON} bytes of JSON")
+    for key in _LAYER_KEYS:
+        n = cfg.get(key)
+        if isinstance(n, int) and not isinstance(n, bool) and n > MAX_LAYERS:
+            raise HFModelError(f"{family}: config.{key} = {n} is more than {MAX_LAYERS} layers")
     with _quiet():
         config = _make_config(task, cfg)
     full = config.to_dict()
