@@ -73,14 +73,18 @@ class DatasetError(ValueError):
     """A dataset directory or example that is malformed, inconsistent with its manifest, or hostile."""
 
 
-def _tensor_bytes(value: np.ndarray | torch.Tensor, what: str) -> tuple[str, bytes]:
-    """(dtype name, shape + C-order little-endian data) of one feature or target tensor."""
+def _tensor_bytes(value: np.ndarray | torch.Tensor, what: str, v1: bool = False) -> tuple[str, bytes]:
+    """(dtype name, shape + C-order little-endian data) of one feature or target tensor.
+
+    Version 1 wrote a 0-d feature as shape [1] (numpy's `ascontiguousarray`); kept so that its roots stand.
+    Version 2 writes the shape as it is (ndim 0 for a scalar target)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     t = np.asarray(value)
     if t.dtype.name not in DTYPES:
         raise DatasetError(f"unsupported {what} dtype {t.dtype}; supported: {', '.join(DTYPES)}")
-    t = np.ascontiguousarray(t, dtype=t.dtype.newbyteorder("<"))
+    t = (np.ascontiguousarray(t, dtype=t.dtype.newbyteorder("<")) if v1
+         else t.astype(t.dtype.newbyteorder("<"), order="C", copy=False))
     dims = len(t.shape).to_bytes(8, "little") + b"".join(int(d).to_bytes(8, "little") for d in t.shape)
     return t.dtype.name, dims + t.tobytes(order="C")
 
@@ -88,7 +92,7 @@ def _tensor_bytes(value: np.ndarray | torch.Tensor, what: str) -> tuple[str, byt
 def canonical_example_bytes(features: np.ndarray | torch.Tensor, label: Any,
                             encoding: str = EXAMPLE_ENCODING) -> bytes:
     """The bytes an example hash is taken over (module docstring: "proofreg-example/1" or "/2")."""
-    name, xb = _tensor_bytes(features, "feature")
+    name, xb = _tensor_bytes(features, "feature", v1=encoding == EXAMPLE_ENCODING)
     if encoding == EXAMPLE_ENCODING:
         y = np.asarray(label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else label)
         if y.ndim != 0 or y.dtype.kind not in "iu":
