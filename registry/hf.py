@@ -40,7 +40,11 @@ _FORBIDDEN = frozenset({"auto_map", "trust_remote_code", "quantization_config", 
 
 
 class HFModelError(ValueError):
-    """A config that is not allowed, malformed, or built by another transformers release."""
+    """A config that is not allowed or malformed."""
+
+
+class HFVersionError(HFModelError):
+    """The model needs a transformers release this machine does not have: not a fault of the transcript."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ def installed_version() -> str:
     try:
         import transformers
     except ImportError as exc:
-        raise HFModelError(f"hf-* model families need transformers=={PINNED_TRANSFORMERS} installed ({exc})") from None
+        raise HFVersionError(f"hf-* model families need transformers=={PINNED_TRANSFORMERS} installed "
+                             f"({exc})") from None
     return str(transformers.__version__)
 
 
@@ -114,7 +119,7 @@ def normalize(family: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
     have = installed_version()
     want = given.get("transformers", have)
     if want != have:
-        raise HFModelError(f"{family}: the model was built with transformers {want!r}; this verifier has {have!r} "
+        raise HFVersionError(f"{family}: the model was built with transformers {want!r}; this verifier has {have!r} "
                            "(install the committed release to verify it)")
     attn = given.get("attn_implementation", "eager")
     if attn not in ("eager", "sdpa"):

@@ -503,6 +503,8 @@ def _hf_family(name: str, description: str) -> ModelFamily:
 
         try:
             return hf.normalize(name, args)
+        except hf.HFVersionError as exc:  # the verifier cannot judge it here: Unavailable, not Invalid
+            raise UnknownFamilyError(str(exc)) from None
         except hf.HFModelError as exc:
             raise ModelFamilyError(str(exc)) from None
 

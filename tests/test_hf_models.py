@@ -93,6 +93,12 @@ def test_hostile_hf_configs_are_refused_in_one_line(args: dict[str, Any], match:
     assert "\n" not in str(info.value)
 
 
+def test_another_release_is_unavailable_not_invalid() -> None:
+    """A verifier without the committed release cannot judge the model: UnknownFamilyError (Unavailable)."""
+    with pytest.raises(models.UnknownFamilyError, match="this verifier has"):
+        models.build_model("hf-causal-lm", {"transformers": "5.0.0", "config": TINY["gpt2"]})
+
+
 def test_vision_model_type_is_not_a_causal_lm() -> None:
     with pytest.raises(ModelFamilyError, match="model_type 'vit' is not allowed"):
         models.normalize_args("hf-causal-lm", {"config": TINY["vit"]})
