@@ -30,7 +30,9 @@ recorder writes into the training configuration (and so into `configHash`).
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import math
 import os
 import re
@@ -242,7 +244,7 @@ class ModelFamily:
 
     def normalize_args(self, args: Mapping[str, Any] | None) -> dict[str, Any]:
         if self.normalizer is not None:
-            return self.normalizer(args)
+            return _cached_normalize(self.name, self.normalizer, args)
         given = dict(args or {})
         unknown = sorted(set(given) - set(self.args))
         if unknown:
@@ -258,6 +260,29 @@ class ModelFamily:
         if self.validate is not None:
             self.validate(out)
         return out
+
+
+_NORMALIZED: dict[tuple[str, bytes], dict[str, Any]] = {}
+_NORMALIZED_LOCK = threading.Lock()
+
+
+def _cached_normalize(name: str, normalizer: Callable[[Mapping[str, Any] | None], dict[str, Any]],
+                      args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Structured arguments are checked once per process (a verifier normalizes the same config several
+    times: init check, replay, KS); a copy is returned so no caller can alter the cached one."""
+    try:
+        key = (name, json.dumps(args, sort_keys=True, allow_nan=False).encode())
+    except (TypeError, ValueError):
+        return normalizer(args)  # not plain JSON: the normalizer gives the one-line reason
+    with _NORMALIZED_LOCK:
+        hit = _NORMALIZED.get(key)
+    if hit is None:
+        hit = normalizer(args)
+        with _NORMALIZED_LOCK:
+            if len(_NORMALIZED) >= 64:
+                _NORMALIZED.clear()
+            _NORMALIZED[key] = hit
+    return copy.deepcopy(hit)
 
 
 # --- mlp ---------------------------------------------------------------------------------------------------
@@ -469,7 +494,7 @@ def _spec_build(args: dict[str, Any]) -> nn.Module:
     from registry import modelspec
 
     try:
-        return modelspec.build_tree(args["tree"])
+        return modelspec.build_normalized(args["tree"])  # `build` receives normalized arguments
     except modelspec.ModelSpecError as exc:
         raise ModelFamilyError(f"spec: {exc}") from None
 

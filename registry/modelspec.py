@@ -385,6 +385,11 @@ def build_tree(tree: Any) -> nn.Module:
     return _build(node)
 
 
+def build_normalized(node: Mapping[str, Any]) -> nn.Module:
+    """A fresh model for a tree that `normalize_tree` returned (not checked again)."""
+    return _build(node)
+
+
 def _build(node: Mapping[str, Any]) -> nn.Module:
     typ = node["type"]
     if typ in CONTAINERS:
