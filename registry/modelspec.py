@@ -381,13 +381,17 @@ class CausalEncoder(nn.TransformerEncoder):
 
 def build_tree(tree: Any) -> nn.Module:
     """A fresh model for a tree (normalized first); parameters come from torch's global RNG in tree order."""
-    node = normalize_tree(tree)
-    return _build(node)
+    return build_normalized(normalize_tree(tree))
 
 
 def build_normalized(node: Mapping[str, Any]) -> nn.Module:
-    """A fresh model for a tree that `normalize_tree` returned (not checked again)."""
-    return _build(node)
+    """A fresh model for a tree that `normalize_tree` returned (not checked again); a combination of arguments
+    torch refuses is a one-line ModelSpecError."""
+    try:
+        return _build(node)
+    except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelSpecError(f"root: torch refuses the tree: {first[:200]}") from None
 
 
 def _build(node: Mapping[str, Any]) -> nn.Module:
@@ -419,17 +423,53 @@ def _build(node: Mapping[str, Any]) -> nn.Module:
 
 
 def count_parameters(node: Mapping[str, Any]) -> int:
-    """Parameters of a normalized tree, built on the meta device (no memory, no RNG); refuses above the limit."""
-    with torch.device("meta"):
-        try:
-            model = _build(node)
-        except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelSpecError(f"root: torch refuses the tree: {first}") from None
-    n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    """Parameters and buffers of a normalized tree, computed from the arguments (nothing is built: building on
+    the meta device would import torch's compiler for `normal_`, ~9 s); refuses above the limit."""
+    n = _count(node)
     if n > MAX_PARAMETERS:
         raise ModelSpecError(f"root: the tree has {n:,} parameters and buffers, more than {MAX_PARAMETERS:,}")
     return n
+
+
+def _prod(v: int | list[int], dims: int) -> int:
+    return math.prod(v) if isinstance(v, list) else v ** dims
+
+
+def _mha(d: int, bias: bool, bias_kv: bool = False) -> int:
+    return 4 * d * d + (4 * d if bias else 0) + (2 * d if bias_kv else 0)
+
+
+def _count(node: Mapping[str, Any]) -> int:
+    typ = node["type"]
+    if typ in CONTAINERS:
+        return sum(_count(c) for c in node["children"])
+    a = node["args"]
+    if typ == "Linear":
+        return a["in_features"] * a["out_features"] + (a["out_features"] if a["bias"] else 0)
+    if typ in ("Conv1d", "Conv2d"):
+        k = _prod(a["kernel_size"], 1 if typ == "Conv1d" else 2)
+        return a["out_channels"] * (a["in_channels"] // a["groups"]) * k + (a["out_channels"] if a["bias"] else 0)
+    if typ.startswith("BatchNorm"):
+        c = a["num_features"]
+        return (2 * c if a["affine"] else 0) + (2 * c + 1 if a["track_running_stats"] else 0)
+    if typ == "LayerNorm":
+        p = _prod(a["normalized_shape"], 1)
+        return (p + (p if a["bias"] else 0)) if a["elementwise_affine"] else 0
+    if typ == "RMSNorm":
+        return _prod(a["normalized_shape"], 1) if a["elementwise_affine"] else 0
+    if typ == "GroupNorm":
+        return 2 * a["num_channels"] if a["affine"] else 0
+    if typ == "Embedding":
+        return a["num_embeddings"] * a["embedding_dim"]
+    if typ == "MultiheadAttention":
+        return _mha(a["embed_dim"], a["bias"], a["add_bias_kv"])
+    if typ in ("TransformerEncoderLayer", "TransformerDecoderLayer"):
+        d, ff, b = a["d_model"], a["dim_feedforward"], a["bias"]
+        attn, norms = (1, 2) if typ == "TransformerEncoderLayer" else (2, 3)
+        return attn * _mha(d, b) + 2 * d * ff + ((ff + d) if b else 0) + norms * (2 * d if b else d)
+    if typ == "TransformerEncoder":
+        return a["num_layers"] * _count(a["encoder_layer"]) + (_count(a["norm"]) if a["norm"] is not None else 0)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return list(a) == list(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
+def _numel(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.state_dict().values())
+
+
 def test_user_module_converts_and_reinitializes_bit_exactly() -> None:
     torch.manual_seed(11)
     user = UserNet()
@@ -108,6 +112,7 @@ def test_every_layer_kind_builds_and_converts_back() -> None:
     model = build_model("spec", args)
     x = torch.randn(2, 3, 8, 8)
     assert model(x).shape == (2, 6)
+    assert modelspec.count_parameters(args["tree"]) == _numel(model)  # the size limit counts exactly
     assert "head.weight" in model.state_dict() and "5.0.weight" in model.state_dict()
     conv = models.spec_args(model, x)  # torch keeps `dilation=1` as (1, 1): the same model, spelled out
     assert conv["tree"]["children"][0]["args"]["dilation"] == [1, 1]
@@ -132,6 +137,7 @@ def test_transformer_tree_builds_causal_and_converts() -> None:
     ]}
     args = models.normalize_args("spec", {"tree": tree})
     model = build_model("spec", args).eval()
+    assert modelspec.count_parameters(args["tree"]) == _numel(model)
     tokens = torch.randint(0, 40, (2, 6))
     out = model(tokens)
     assert out.shape == (2, 6, 40)
@@ -253,6 +259,8 @@ LIN = {"type": "Linear", "args": {"in_features": 4, "out_features": 2}}
     ({"type": "Conv2d", "args": {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": "full"}},
      "'same' or 'valid'"),
     ({"type": "Dropout", "args": {"p": 1.5}}, r"must be in \[0, 1\)"),
+    ({"type": "Conv1d", "args": {"in_channels": 2, "out_channels": 2, "kernel_size": 3, "stride": 2,
+                                 "padding": "same"}}, "torch refuses the tree: padding='same'"),
     ({"type": "LayerNorm", "args": {"normalized_shape": 4, "eps": float("nan")}}, "finite"),
     ({"type": "TransformerEncoder", "args": {"encoder_layer": LIN, "num_layers": 2}},
      "must be a TransformerEncoderLayer node"),
