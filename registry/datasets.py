@@ -4,9 +4,12 @@ A dataset directory (what gets published to IPFS) holds::
 
     dataset.json              the manifest (format "proofreg-dataset/1", canonical JSON, see below)
     shards/NNNNNN.x.npy       features of shard N: numpy .npy, shape [count, *featureShape], featureDtype
-    shards/NNNNNN.y.npy       labels of shard N: numpy .npy, int64, shape [count]
+    shards/NNNNNN.y.npy       targets of shard N: numpy .npy, shape [count, *labelShape], labelDtype
 
-Shards are read with `np.load(..., allow_pickle=False)` only, so a hostile shard cannot run code.
+Shards are read with `np.load(..., mmap_mode="r", allow_pickle=False)` only, so a hostile shard cannot run
+code and a dataset larger than memory is read one example range at a time. Features and targets are tensors of
+any shape and of the dtypes in `DTYPES` (bool, uint8, int8/16/32/64, float16/32/64): token sequences [N, T]
+with next-token targets (`next_token_arrays`), images, float regression targets, multi-label 0/1 vectors.
 
 **Canonical example bytes** (`exampleEncoding` "proofreg-example/1"), for features `x` and integer label `y`::
 
@@ -16,12 +19,20 @@ Shards are read with `np.load(..., allow_pickle=False)` only, so a hostile shard
     x's elements in C order, each little-endian
     y as int64 little-endian
 
+This encoding is used for integer class labels (labels of shape [n], any integer dtype, stored as int64), so
+every dataset built before version 2 keeps its root. Any other target (a float, a vector, a token sequence,
+another dtype) uses **"proofreg-example/2"**, which encodes the target as a tensor too::
+
+    b"proofreg-example/2" 0x00
+    tensor(x) tensor(y)       where tensor(t) = dtype name 0x00, ndim uint64 LE, dims uint64 LE, C-order LE data
+
 `exampleHash = sha256(canonical bytes)` and `datasetRoot` is the OpenZeppelin StandardMerkleTree root over
 the leaves `(uint256 index, bytes32 exampleHash)` for index 0..n-1 in dataset order (`registry.merkle`,
 `EXAMPLE_LEAF_TYPES`), so the contract's `verifyExample` accepts the proofs made here.
 
 **Manifest** (`dataset.json`): `format`, `name`, `source` (how the data was made: builder and its arguments),
-`exampleEncoding`, `numExamples`, `featureDtype`, `featureShape`, `labelDtype` ("int64"), `numClasses`,
+`exampleEncoding`, `numExamples`, `featureDtype`, `featureShape`, `labelDtype` ("int64" under version 1),
+`labelShape` (version 2 only; [] for a scalar target), `numClasses` (null when the targets are not classes),
 `shardSize`, `shards` (list of `{"features", "labels", "count", "featuresHash", "labelsHash"}`: relative paths,
 example count and sha256 of each file's bytes), `examples` (list indexed by example index of
 `[shard, position, exampleHash]`) and `datasetRoot`. All hashes are 0x-hex. Same arrays and shard size →
@@ -48,38 +59,76 @@ from registry.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf
 
 DATASET_FORMAT = "proofreg-dataset/1"
 EXAMPLE_ENCODING = "proofreg-example/1"
+EXAMPLE_ENCODING_V2 = "proofreg-example/2"
+EXAMPLE_ENCODINGS = (EXAMPLE_ENCODING, EXAMPLE_ENCODING_V2)
+#: The dtypes a feature or target may have (numpy names): what torch can hold without a copy or a cast.
+DTYPES = ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float16", "float32",
+          "float64")
 MANIFEST_NAME = "dataset.json"
 DEFAULT_SHARD_SIZE = 512
 _SHARD_PATH = re.compile(r"^shards/\d{6}\.[xy]\.npy$")
-_ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float: no objects, strings or complex
 
 
 class DatasetError(ValueError):
     """A dataset directory or example that is malformed, inconsistent with its manifest, or hostile."""
 
 
-def canonical_example_bytes(features: np.ndarray | torch.Tensor, label: int) -> bytes:
-    """The bytes an example hash is taken over (module docstring, "proofreg-example/1")."""
-    if isinstance(features, torch.Tensor):
-        features = features.detach().cpu().numpy()
-    x = np.asarray(features)
-    if x.dtype.kind not in _ALLOWED_KINDS:
-        raise DatasetError(f"unsupported feature dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
-    header = EXAMPLE_ENCODING.encode() + b"\0" + x.dtype.name.encode() + b"\0"
-    dims = len(x.shape).to_bytes(8, "little") + b"".join(int(d).to_bytes(8, "little") for d in x.shape)
-    return header + dims + x.tobytes(order="C") + int(label).to_bytes(8, "little", signed=True)
+def _tensor_bytes(value: np.ndarray | torch.Tensor, what: str, v1: bool = False) -> tuple[str, bytes]:
+    """(dtype name, shape + C-order little-endian data) of one feature or target tensor.
+
+    Version 1 wrote a 0-d feature as shape [1] (numpy's `ascontiguousarray`); kept so that its roots stand.
+    Version 2 writes the shape as it is (ndim 0 for a scalar target)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    t = np.asarray(value)
+    if t.dtype.name not in DTYPES:
+        raise DatasetError(f"unsupported {what} dtype {t.dtype}; supported: {', '.join(DTYPES)}")
+    t = (np.ascontiguousarray(t, dtype=t.dtype.newbyteorder("<")) if v1
+         else t.astype(t.dtype.newbyteorder("<"), order="C", copy=False))
+    dims = len(t.shape).to_bytes(8, "little") + b"".join(int(d).to_bytes(8, "little") for d in t.shape)
+    return t.dtype.name, dims + t.tobytes(order="C")
 
 
-def example_hash(features: np.ndarray | torch.Tensor, label: int) -> bytes:
-    return sha256(canonical_example_bytes(features, label))
+def canonical_example_bytes(features: np.ndarray | torch.Tensor, label: Any,
+                            encoding: str = EXAMPLE_ENCODING) -> bytes:
+    """The bytes an example hash is taken over (module docstring: "proofreg-example/1" or "/2")."""
+    name, xb = _tensor_bytes(features, "feature", v1=encoding == EXAMPLE_ENCODING)
+    if encoding == EXAMPLE_ENCODING:
+        y = np.asarray(label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else label)
+        if y.ndim != 0 or y.dtype.kind not in "iu":
+            raise DatasetError(f"{EXAMPLE_ENCODING} needs an integer class label, got {y.dtype} {y.shape}")
+        return EXAMPLE_ENCODING.encode() + b"\0" + name.encode() + b"\0" + xb + int(y).to_bytes(
+            8, "little", signed=True)
+    if encoding == EXAMPLE_ENCODING_V2:
+        yname, yb = _tensor_bytes(label, "target")
+        return (EXAMPLE_ENCODING_V2.encode() + b"\0" + name.encode() + b"\0" + xb
+                + yname.encode() + b"\0" + yb)
+    raise DatasetError(f"unknown example encoding {encoding!r}; known: {list(EXAMPLE_ENCODINGS)}")
 
 
-def verify_membership(dataset_root: bytes | str, index: int, features: np.ndarray | torch.Tensor, label: int,
-                      proof: Sequence[bytes | str]) -> bool:
+def example_hash(features: np.ndarray | torch.Tensor, label: Any, encoding: str = EXAMPLE_ENCODING) -> bytes:
+    return sha256(canonical_example_bytes(features, label, encoding))
+
+
+def verify_membership(dataset_root: bytes | str, index: int, features: np.ndarray | torch.Tensor, label: Any,
+                      proof: Sequence[bytes | str], encoding: str = EXAMPLE_ENCODING) -> bool:
     """Whether (features, label) is example `index` of the dataset with this root, given its Merkle proof."""
-    leaf = example_leaf(index, example_hash(features, label))
+    leaf = example_leaf(index, example_hash(features, label, encoding))
     return verify(as_hash(dataset_root), leaf, [as_hash(p) for p in proof])
+
+
+def next_token_arrays(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Language-model examples from token windows [N, T+1]: inputs [N, T] and next-token targets [N, T]."""
+    t = np.asarray(tokens)
+    if t.ndim != 2 or t.shape[1] < 2 or t.dtype.kind not in "iu":
+        raise DatasetError(f"next_token_arrays needs integer token windows [N, T+1], got {t.dtype} {t.shape}")
+    t = t.astype(np.int64, copy=False)
+    return np.ascontiguousarray(t[:, :-1]), np.ascontiguousarray(t[:, 1:])
+
+
+def is_class_labels(labels: np.ndarray) -> bool:
+    """Labels that version 1 encodes (one integer class per example, stored as int64)."""
+    return labels.ndim == 1 and labels.dtype.kind in "iu"
 
 
 def dataset_tree(hashes: Sequence[bytes]) -> StandardMerkleTree:
@@ -101,25 +150,42 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def build_dataset(out_dir: str | Path, name: str, features: np.ndarray, labels: np.ndarray, *,
                   shard_size: int = DEFAULT_SHARD_SIZE, source: Mapping[str, Any] | None = None,
-                  num_classes: int | None = None) -> Dataset:
-    """Writes shards and `dataset.json` for these examples (in this order) and returns the loaded dataset."""
-    x = np.asarray(features)
-    y = np.asarray(labels)
-    if x.dtype.kind not in _ALLOWED_KINDS:
-        raise DatasetError(f"unsupported feature dtype {x.dtype}")
-    if y.ndim != 1 or y.dtype.kind not in "iu" or x.ndim < 1 or x.shape[0] != y.shape[0] or y.size == 0:
-        raise DatasetError(f"need features [n, ...] and integer labels [n], got {x.shape} and {y.shape} {y.dtype}")
+                  num_classes: int | None = None, encoding: str | None = None) -> Dataset:
+    """Writes shards and `dataset.json` for these examples (in this order) and returns the loaded dataset.
+
+    `features` [n, ...] and `labels` [n, ...] may be memory-mapped (`open_npy`): they are read one shard at a
+    time. Integer class labels [n] use encoding version 1 (unchanged roots); any other target version 2.
+    """
+    x, y = features, labels
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        x, y = np.asarray(x), np.asarray(y)
+    for what, t in (("feature", x), ("target", y)):
+        if t.dtype.name not in DTYPES:
+            raise DatasetError(f"unsupported {what} dtype {t.dtype}; supported: {', '.join(DTYPES)}")
+    if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0] or y.shape[0] == 0:
+        raise DatasetError(f"need features [n, ...] and targets [n, ...] for the same n > 0, got {x.shape} and "
+                           f"{y.shape}")
     if shard_size < 1:
         raise DatasetError("shard_size must be positive")
-    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
-    y = np.ascontiguousarray(y, dtype="<i8")
+    classes = is_class_labels(y)
+    encoding = encoding or (EXAMPLE_ENCODING if classes else EXAMPLE_ENCODING_V2)
+    if encoding == EXAMPLE_ENCODING and not classes:
+        raise DatasetError(f"{EXAMPLE_ENCODING} holds integer class labels [n] only, got {y.dtype} {y.shape}")
+    if encoding not in EXAMPLE_ENCODINGS:
+        raise DatasetError(f"unknown example encoding {encoding!r}; known: {list(EXAMPLE_ENCODINGS)}")
+    x_dtype = x.dtype.newbyteorder("<")
+    y_dtype = np.dtype("<i8") if encoding == EXAMPLE_ENCODING else y.dtype.newbyteorder("<")
     out = Path(out_dir)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, Any]] = []
     examples: list[list[Any]] = []
     hashes: list[bytes] = []
+    top = None
     for s, start in enumerate(range(0, x.shape[0], shard_size)):
-        xs, ys = x[start:start + shard_size], y[start:start + shard_size]
+        xs = np.ascontiguousarray(x[start:start + shard_size], dtype=x_dtype)
+        ys = np.ascontiguousarray(y[start:start + shard_size], dtype=y_dtype)
+        if classes and ys.size:
+            top = max(int(ys.max()), top if top is not None else -1)
         fx, fy = f"shards/{s:06d}.x.npy", f"shards/{s:06d}.y.npy"
         bx, by = _npy_bytes(xs), _npy_bytes(ys)
         _write_atomic(out / fx, bx)
@@ -127,27 +193,48 @@ def build_dataset(out_dir: str | Path, name: str, features: np.ndarray, labels: 
         shards.append({"features": fx, "labels": fy, "count": int(xs.shape[0]),
                        "featuresHash": to_hex(sha256(bx)), "labelsHash": to_hex(sha256(by))})
         for p in range(xs.shape[0]):
-            h = example_hash(xs[p], int(ys[p]))
+            h = example_hash(xs[p], int(ys[p]) if encoding == EXAMPLE_ENCODING else ys[p], encoding)
             hashes.append(h)
             examples.append([s, p, to_hex(h)])
     root = dataset_tree(hashes).root
+    if num_classes is None and classes and top is not None:
+        num_classes = top + 1
     manifest = {
         "format": DATASET_FORMAT,
         "name": name,
         "source": dict(source or {}),
-        "exampleEncoding": EXAMPLE_ENCODING,
+        "exampleEncoding": encoding,
         "numExamples": int(x.shape[0]),
-        "featureDtype": x.dtype.name,
+        "featureDtype": x_dtype.name,
         "featureShape": [int(d) for d in x.shape[1:]],
-        "labelDtype": "int64",
-        "numClasses": int(num_classes if num_classes is not None else int(y.max()) + 1),
+        "labelDtype": y_dtype.name,
+        "numClasses": None if num_classes is None else int(num_classes),
         "shardSize": int(shard_size),
         "shards": shards,
         "examples": examples,
         "datasetRoot": to_hex(root),
     }
+    if encoding == EXAMPLE_ENCODING_V2:
+        manifest["labelShape"] = [int(d) for d in y.shape[1:]]
     _write_atomic(out / MANIFEST_NAME, canonical_json(manifest) + b"\n")
     return Dataset.load(out, expected_root=root)
+
+
+def open_npy(path: str | Path) -> np.ndarray:
+    """A plain .npy file memory-mapped read-only (never unpickled), to build a dataset larger than memory."""
+    try:
+        arr = np.load(Path(path), mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} is not a plain .npy array: {exc}") from exc
+    if not isinstance(arr, np.ndarray):
+        raise DatasetError(f"{path} is not a single .npy array")
+    return arr
+
+
+def build_dataset_from_npy(out_dir: str | Path, name: str, features_path: str | Path, labels_path: str | Path,
+                           **kwargs: Any) -> Dataset:
+    """`build_dataset` over two .npy files read through memory maps, one shard at a time."""
+    return build_dataset(out_dir, name, open_npy(features_path), open_npy(labels_path), **kwargs)
 
 
 @dataclass
@@ -198,8 +285,27 @@ class Dataset:
         return tuple(self.manifest["featureShape"])
 
     @property
-    def num_classes(self) -> int:
-        return int(self.manifest["numClasses"])
+    def num_classes(self) -> int | None:
+        n = self.manifest.get("numClasses")
+        return None if n is None else int(n)
+
+    @property
+    def encoding(self) -> str:
+        return str(self.manifest["exampleEncoding"])
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest.get("labelShape", []))
+
+    @property
+    def label_dtype(self) -> np.dtype:
+        return np.dtype(self.manifest["labelDtype"])
+
+    def hash_example(self, features: np.ndarray | torch.Tensor, label: Any) -> bytes:
+        """exampleHash of (features, target) under this dataset's encoding (what its root is built from)."""
+        if self.encoding == EXAMPLE_ENCODING:
+            return example_hash(features, int(np.asarray(label)), EXAMPLE_ENCODING)
+        return example_hash(features, np.asarray(label, dtype=self.label_dtype), self.encoding)
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -215,11 +321,12 @@ class Dataset:
         """Merkle proof of example `index` against `datasetRoot` (OpenZeppelin format, leaf first)."""
         return self.tree.proof(self._check_index(index))
 
-    def verify_example(self, index: int, features: np.ndarray | torch.Tensor, label: int,
+    def verify_example(self, index: int, features: np.ndarray | torch.Tensor, label: Any,
                        proof: Sequence[bytes] | None = None) -> bool:
         """Whether these are example `index`'s contents (by its proof, computed here if not given)."""
         i = self._check_index(index)
-        return verify_membership(self.root, i, features, label, self.tree.proof(i) if proof is None else proof)
+        leaf = example_leaf(i, self.hash_example(features, label))
+        return verify(self.root, leaf, list(self.tree.proof(i) if proof is None else proof))
 
     def shards_for(self, indices: Sequence[int] | np.ndarray) -> list[int]:
         """The shard numbers that fetching these examples touches."""
@@ -227,22 +334,25 @@ class Dataset:
         return sorted({int(s) for s in np.unique(self._shard_of[idx])})
 
     # --- data access --------------------------------------------------------------------------------------
-    def example(self, index: int, *, check: bool = False) -> tuple[np.ndarray, int]:
-        """(features, label) of example `index`; with `check`, also against its manifest hash."""
+    def example(self, index: int, *, check: bool = False) -> tuple[np.ndarray, Any]:
+        """(features, target) of example `index` (an int class label under version 1, else an array); with
+        `check`, also against its manifest hash."""
         i = self._check_index(index)
         x, y = self._shard(int(self._shard_of[i]))
-        feat, label = np.array(x[self._pos_of[i]]), int(y[self._pos_of[i]])
-        if check and example_hash(feat, label) != self._hashes[i]:
+        feat = np.array(x[self._pos_of[i]])
+        label: Any = int(y[self._pos_of[i]]) if self.encoding == EXAMPLE_ENCODING else np.array(y[self._pos_of[i]])
+        if check and self.hash_example(feat, label) != self._hashes[i]:
             raise DatasetError(f"example {i} does not match its hash in dataset.json")
         return feat, label
 
     def examples(self, indices: Sequence[int] | np.ndarray, *, check: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Stacked features [len, *shape] and int64 labels of these examples, touching only their shards."""
+        """Stacked features [len, *shape] and targets [len, *labelShape] of these examples, touching only their
+        shards."""
         idx = self._check_indices(indices)
         shard_of, pos_of = self._shard_of[idx], self._pos_of[idx]
         dtype = np.dtype(self.manifest["featureDtype"])
         feats = np.empty((idx.size, *self.feature_shape), dtype=dtype)
-        labels = np.empty(idx.size, dtype=np.int64)
+        labels = np.empty((idx.size, *self.label_shape), dtype=self.label_dtype)
         for s in np.unique(shard_of):
             sel = shard_of == s
             x, y = self._shard(int(s))
@@ -250,13 +360,13 @@ class Dataset:
             labels[sel] = y[pos_of[sel]]
         if check:
             for j, i in enumerate(idx.tolist()):
-                if example_hash(feats[j], int(labels[j])) != self._hashes[i]:
+                if self.hash_example(feats[j], labels[j]) != self._hashes[i]:
                     raise DatasetError(f"example {i} does not match its hash in dataset.json")
         return feats, labels
 
     def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor,
               device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) tensors for a training step: features as stored, labels int64."""
+        """(x, y) tensors for a training step: features and targets as stored (class labels int64)."""
         if isinstance(indices, torch.Tensor):
             indices = indices.detach().cpu().numpy()
         feats, labels = self.examples(indices)
@@ -301,11 +411,16 @@ class Dataset:
         except (OSError, ValueError) as exc:
             raise DatasetError(f"shard {s} is not a plain .npy array: {exc}") from exc
         if (x.shape != (info["count"], *self.feature_shape) or x.dtype != np.dtype(self.manifest["featureDtype"])
-                or y.shape != (info["count"],) or y.dtype != np.dtype("<i8")):
+                or y.shape != (info["count"], *self.label_shape) or y.dtype != self.label_dtype):
             raise DatasetError(f"shard {s} has shape/dtype {x.shape} {x.dtype}, {y.shape} {y.dtype}, "
                                "not what dataset.json says")
         self._shards[s] = (x, y)
         return x, y
+
+
+def _is_shape(shape: Any) -> bool:
+    return (isinstance(shape, list) and len(shape) <= 16
+            and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 32 for d in shape))
 
 
 def _parse_manifest(raw: bytes) -> dict[str, Any]:
@@ -318,13 +433,19 @@ def _parse_manifest(raw: bytes) -> dict[str, Any]:
         raise DatasetError(f"dataset.json is not JSON: {exc}") from exc
     if not isinstance(m, dict) or m.get("format") != DATASET_FORMAT:
         raise DatasetError(f"dataset.json: expected format {DATASET_FORMAT!r}")
-    if m.get("exampleEncoding") != EXAMPLE_ENCODING:
-        raise DatasetError(f"dataset.json: unknown example encoding {m.get('exampleEncoding')!r}")
+    encoding = m.get("exampleEncoding")
+    if encoding not in EXAMPLE_ENCODINGS:
+        raise DatasetError(f"dataset.json: unknown example encoding {encoding!r}")
     try:
-        dtype = np.dtype(m["featureDtype"])
         shards, examples = m["shards"], m["examples"]
-        if dtype.kind not in _ALLOWED_KINDS or not all(isinstance(d, int) and d >= 0 for d in m["featureShape"]):
+        if m["featureDtype"] not in DTYPES or not _is_shape(m["featureShape"]):
             raise DatasetError("dataset.json: bad featureDtype/featureShape")
+        if encoding == EXAMPLE_ENCODING and (m["labelDtype"] != "int64" or "labelShape" in m):
+            raise DatasetError(f"dataset.json: {EXAMPLE_ENCODING} has int64 class labels and no labelShape")
+        if m["labelDtype"] not in DTYPES or not _is_shape(m.get("labelShape", [])):
+            raise DatasetError("dataset.json: bad labelDtype/labelShape")
+        if m.get("numClasses") is not None and not (isinstance(m["numClasses"], int) and m["numClasses"] >= 0):
+            raise DatasetError("dataset.json: bad numClasses")
         for s, info in enumerate(shards):
             for key in ("features", "labels"):
                 if not _SHARD_PATH.match(info[key]) or not info[key].startswith(f"shards/{s:06d}."):

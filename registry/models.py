@@ -1,9 +1,17 @@
 """Model families that verifiers rebuild from a family name plus JSON arguments (SPEC section 3).
 
-A transcript names a family (`"mlp"`, `"cnn"`, `"resnet20"`, or a plugin's name) and its arguments; a
-verifier calls `build_model(family, args)` and never runs code that came with the transcript. Plugins are
-Python entry points in the group `proofreg.models` of distributions the operator installed; only the entry
-point whose name is asked for is loaded, and a plugin can never replace a built-in family.
+A transcript names a family and its arguments; a verifier calls `build_model(family, args)` and never runs
+code that came with the transcript. Built in: `mlp`, `cnn`, `resnet20`; `spec` (a tree of standard torch.nn
+modules as data, `registry.modelspec`); and `hf-causal-lm`, `hf-masked-lm`, `hf-sequence-classification`,
+`hf-image-classification` (Hugging Face models from their config, `registry.hf`). See docs/models.md.
+
+Plugins are Python entry points in the group `proofreg.models`, loaded only when the verifier's operator
+lists their names, in the environment variable `PROOFREG_MODEL_PLUGINS` (comma-separated) or through
+`allow_plugins`; `family_origin` says which one a model came from, for the report. A plugin can never
+replace a built-in family.
+
+`initial_state(family, args, seed)` is checkpoint 0 of an honest run: the model built on CPU right after
+`torch.manual_seed(seed)`, each module initialized by its own `reset_parameters` (bit-exact on CPU).
 
 Each family also declares its initializer: `init_spec(model)` maps every `state_dict` entry to the
 distribution it was drawn from at construction (`Uniform`, `Normal` or `Constant`), so that the verifier's
@@ -22,8 +30,11 @@ recorder writes into the training configuration (and so into `configHash`).
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -37,6 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ENTRY_POINT_GROUP = "proofreg.models"
+#: Comma-separated names of the entry-point plugins the operator allows (none by default).
+PLUGINS_ENV = "PROOFREG_MODEL_PLUGINS"
 
 #: torch's default generators are process-wide. Whatever seeds and draws from them, or saves and restores
 #: them (`fork_rng`: building a model, a replay, the initialization check), holds this lock, so that audits
@@ -226,8 +239,12 @@ class ModelFamily:
     init_spec: Callable[[nn.Module, dict[str, Any]], dict[str, InitDist]]
     description: str = ""
     validate: Callable[[dict[str, Any]], None] | None = field(default=None)
+    #: Replaces the `args` table for families whose arguments are a structure (a module tree, an HF config).
+    normalizer: Callable[[Mapping[str, Any] | None], dict[str, Any]] | None = field(default=None)
 
     def normalize_args(self, args: Mapping[str, Any] | None) -> dict[str, Any]:
+        if self.normalizer is not None:
+            return _cached_normalize(self.name, self.normalizer, args)
         given = dict(args or {})
         unknown = sorted(set(given) - set(self.args))
         if unknown:
@@ -243,6 +260,29 @@ class ModelFamily:
         if self.validate is not None:
             self.validate(out)
         return out
+
+
+_NORMALIZED: dict[tuple[str, bytes], dict[str, Any]] = {}
+_NORMALIZED_LOCK = threading.Lock()
+
+
+def _cached_normalize(name: str, normalizer: Callable[[Mapping[str, Any] | None], dict[str, Any]],
+                      args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Structured arguments are checked once per process (a verifier normalizes the same config several
+    times: init check, replay, KS); a copy is returned so no caller can alter the cached one."""
+    try:
+        key = (name, json.dumps(args, sort_keys=True, allow_nan=False).encode())
+    except (TypeError, ValueError):
+        return normalizer(args)  # not plain JSON: the normalizer gives the one-line reason
+    with _NORMALIZED_LOCK:
+        hit = _NORMALIZED.get(key)
+    if hit is None:
+        hit = normalizer(args)
+        with _NORMALIZED_LOCK:
+            if len(_NORMALIZED) >= 64:
+                _NORMALIZED.clear()
+            _NORMALIZED[key] = hit
+    return copy.deepcopy(hit)
 
 
 # --- mlp ---------------------------------------------------------------------------------------------------
@@ -422,12 +462,126 @@ RESNET20_FAMILY = ModelFamily(
 )
 
 
+# --- spec: a tree of standard modules ----------------------------------------------------------------------
+
+
+def _no_declared_init(family: str) -> Callable[[nn.Module, dict[str, Any]], dict[str, InitDist]]:
+    def spec(_model: nn.Module, _args: dict[str, Any]) -> dict[str, InitDist]:
+        raise ModelFamilyError(f"family {family!r} declares no initializer distributions: checkpoint 0 must equal "
+                               "initial_state(family, args, seed)")
+    return spec
+
+
+def _spec_normalize(args: Mapping[str, Any] | None) -> dict[str, Any]:
+    from registry import modelspec
+
+    given = dict(args or {})
+    unknown = sorted(set(given) - {"format", "tree"})
+    if unknown:
+        raise ModelFamilyError(f"spec: unknown arguments {unknown}; accepted: format, tree")
+    if given.get("format", modelspec.SPEC_FORMAT) != modelspec.SPEC_FORMAT:
+        raise ModelFamilyError(f"spec: unknown format {given.get('format')!r}; this verifier reads "
+                               f"{modelspec.SPEC_FORMAT!r}")
+    if "tree" not in given:
+        raise ModelFamilyError("spec: missing required argument 'tree'")
+    try:
+        return {"format": modelspec.SPEC_FORMAT, "tree": modelspec.normalize_tree(given["tree"])}
+    except modelspec.ModelSpecError as exc:
+        raise ModelFamilyError(f"spec: {exc}") from None
+
+
+def _spec_build(args: dict[str, Any]) -> nn.Module:
+    from registry import modelspec
+
+    try:
+        return modelspec.build_normalized(args["tree"])  # `build` receives normalized arguments
+    except modelspec.ModelSpecError as exc:
+        raise ModelFamilyError(f"spec: {exc}") from None
+
+
+SPEC_FAMILY = ModelFamily(
+    name="spec",
+    args={},
+    build=_spec_build,
+    init_spec=_no_declared_init("spec"),
+    description="a tree of standard torch.nn modules given as data (registry.modelspec, docs/models.md)",
+    normalizer=_spec_normalize,
+)
+
+
+def spec_args(module: nn.Module, example_input: torch.Tensor) -> dict[str, Any]:
+    """`spec` family arguments for a user's model built from standard layers (refuses with one line)."""
+    from registry import modelspec
+
+    try:
+        return {"format": modelspec.SPEC_FORMAT, "tree": modelspec.module_to_tree(module, example_input)}
+    except modelspec.ModelSpecError as exc:
+        raise ModelFamilyError(f"spec: {exc}") from None
+
+
+# --- hf-*: Hugging Face models from their config ------------------------------------------------------------
+
+
+def _hf_family(name: str, description: str) -> ModelFamily:
+    def normalize(args: Mapping[str, Any] | None) -> dict[str, Any]:
+        from registry import hf
+
+        try:
+            return hf.normalize(name, args)
+        except hf.HFVersionError as exc:  # the verifier cannot judge it here: Unavailable, not Invalid
+            raise UnknownFamilyError(str(exc)) from None
+        except hf.HFModelError as exc:
+            raise ModelFamilyError(str(exc)) from None
+
+    def build(args: dict[str, Any]) -> nn.Module:
+        from registry import hf
+
+        try:
+            return hf.build(name, args)
+        except hf.HFModelError as exc:
+            raise ModelFamilyError(str(exc)) from None
+
+    return ModelFamily(name=name, args={}, build=build, init_spec=_no_declared_init(name), description=description,
+                       normalizer=normalize)
+
+
+def _hf_families() -> list[ModelFamily]:
+    from registry.hf import TASKS  # no transformers import here
+
+    return [_hf_family(t.family, t.description) for t in TASKS.values()]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------------------
 
-BUILTIN_FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (MLP_FAMILY, CNN_FAMILY, RESNET20_FAMILY)}
+BUILTIN_FAMILIES: dict[str, ModelFamily] = {
+    f.name: f for f in (MLP_FAMILY, CNN_FAMILY, RESNET20_FAMILY, SPEC_FAMILY, *_hf_families())}
 _registered: dict[str, ModelFamily] = {}
+_plugins_loaded: dict[str, str] = {}  # family name → entry point value, for the report
+_allowed_plugins: set[str] | None = None  # None: read PLUGINS_ENV
+
+
+def allow_plugins(names: list[str] | set[str] | tuple[str, ...] | None) -> None:
+    """The operator's list of entry-point plugins that may be loaded (None: back to `PROOFREG_MODEL_PLUGINS`)."""
+    global _allowed_plugins
+    _allowed_plugins = None if names is None else {str(n) for n in names}
+
+
+def allowed_plugins() -> set[str]:
+    if _allowed_plugins is not None:
+        return set(_allowed_plugins)
+    return {n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()}
+
+
+def family_origin(name: str) -> dict[str, Any]:
+    """Where a family comes from, for reports: {"family", "origin": builtin|registered|plugin, "plugin"}."""
+    get_family(name)
+    if name in BUILTIN_FAMILIES:
+        return {"family": name, "origin": "builtin", "plugin": None}
+    if name in _plugins_loaded:
+        return {"family": name, "origin": "plugin", "plugin": _plugins_loaded[name]}
+    return {"family": name, "origin": "registered", "plugin": None}
 
 
 def register_family(family: ModelFamily) -> None:
@@ -449,6 +603,8 @@ def _plugin_entry_points(name: str) -> list[EntryPoint]:
 
 
 def _load_plugin(name: str) -> ModelFamily | None:
+    if name not in allowed_plugins():
+        return None
     found = _plugin_entry_points(name)
     if not found:
         return None
@@ -462,6 +618,7 @@ def _load_plugin(name: str) -> ModelFamily | None:
     if family.name != name:
         raise ModelFamilyError(f"plugin {found[0].value!r} is registered as {name!r} but names itself "
                                f"{family.name!r}")
+    _plugins_loaded[name] = found[0].value
     return family
 
 
@@ -476,16 +633,17 @@ def get_family(name: str) -> ModelFamily:
             _registered[name] = family
     if family is None:
         raise UnknownFamilyError(
-            f"unknown model family {name!r}: built-in families are {sorted(BUILTIN_FAMILIES)}; others must be "
-            f"installed by the operator as a plugin (entry point group {ENTRY_POINT_GROUP!r})"
+            f"unknown model family {name!r}: built-in families are {sorted(BUILTIN_FAMILIES)}; a plugin "
+            f"(entry point group {ENTRY_POINT_GROUP!r}) loads only if the operator lists it in {PLUGINS_ENV}"
         )
     return family
 
 
 def list_families() -> list[str]:
-    """Built-in, registered and installed-plugin family names (plugins are listed, not loaded)."""
+    """Built-in, registered and allowed installed-plugin family names (plugins are listed, not loaded)."""
     names = set(BUILTIN_FAMILIES) | set(_registered)
-    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    allowed = allowed_plugins()
+    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name in allowed}
     return sorted(names)
 
 
@@ -507,3 +665,28 @@ def init_spec(family: str, args: Mapping[str, Any] | None, model: nn.Module | No
         with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             model = fam.build(normalized)
     return fam.init_spec(model, normalized)
+
+
+def initial_state(family: str, args: Mapping[str, Any] | None, seed: int) -> dict[str, torch.Tensor]:
+    """Checkpoint 0 of an honest run: the model built on CPU in float32 right after `torch.manual_seed(seed)`.
+
+    Every module initializes itself (`reset_parameters`, or an HF model's `post_init`) from torch's global
+    CPU generator in construction order, so the same family, arguments, seed and torch give bit-identical
+    tensors. The recorder's side of the contract: seed, then `build_model(family, args)` before any other
+    draw. Runs under `GLOBAL_RNG_LOCK` and restores the caller's RNG state. Tied tensors are returned as
+    separate copies.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise ModelFamilyError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    fam = get_family(family)
+    normalized = fam.normalize_args(args)
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            with torch.device("cpu"):
+                torch.manual_seed(seed)
+                model = fam.build(normalized)
+        finally:
+            torch.set_default_dtype(previous)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -134,10 +134,20 @@ def test_plugins_load_only_on_request_and_never_shadow_builtins(monkeypatch: pyt
 
     monkeypatch.setattr(models, "_plugin_entry_points", fake)
     monkeypatch.setattr(models, "_registered", {})
+    monkeypatch.setattr(models, "_plugins_loaded", {})
+    monkeypatch.delenv(models.PLUGINS_ENV, raising=False)
+    # Not listed by the operator: never looked up, let alone imported.
+    with pytest.raises(UnknownFamilyError, match=models.PLUGINS_ENV):
+        get_family("tiny-linear")
+    assert requested == []
+    monkeypatch.setenv(models.PLUGINS_ENV, "tiny-linear, bogus,mlp")
     assert get_family("mlp") is models.MLP_FAMILY and requested == []  # built-in wins; plugin never imported
     fam = get_family("tiny-linear")
     assert fam is PLUGIN_FAMILY and requested == ["tiny-linear"]
     assert build_model("tiny-linear", {"n": 5}).in_features == 5
+    assert models.family_origin("tiny-linear") == {"family": "tiny-linear", "origin": "plugin",
+                                                   "plugin": f"{__name__}:PLUGIN_FAMILY"}
+    assert models.family_origin("mlp")["origin"] == "builtin"
     with pytest.raises(ModelFamilyError, match="did not provide a ModelFamily"):
         get_family("bogus")
     with pytest.raises(UnknownFamilyError):
