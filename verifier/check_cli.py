@@ -12,6 +12,7 @@ policy's false-reject / false-accept rates (`verifier.calibrate`).
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import sys
 import tempfile
@@ -128,7 +129,8 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
     report.write(report_path)
     plot = plot_report(report, plot_path or report_path.with_suffix(".png"),
                        title=f"{transcript[-60:]}: {report.verdict}")
-    rhos = [s.rho for s in report.segments if s.rho is not None]
+    # the report's own rule (`SegmentResult.to_json`): an infinite ρ is null there and named in the reason
+    rhos = [s.rho for s in report.segments if s.rho is not None and math.isfinite(s.rho)]
     summary = {"verdict": report.verdict, "reason": report.reason, "policy": policy.name,
                "threshold": policy.threshold, "segments": [s.index for s in report.segments],
                "maxRho": max(rhos) if rhos else None, "init": report.init["method"] if report.init else None,
