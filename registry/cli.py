@@ -468,6 +468,43 @@ def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base
     click.echo("devnet stopped", err=True)
 
 
+@main.command()
+@optional_rpc_option
+@deployment_option
+@with_store_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=8600, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Port (0: any free port).")
+@click.option("--for", "duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds (default: until Ctrl-C).")
+@json_option
+@handle_errors
+def explorer(rpc_url: str | None, deployment_path: Path | None, ipfs: str | None, store_dir: Path | None, host: str,
+             port: int, duration: float | None, as_json: bool) -> None:
+    """Serve a read-only web page of the registry: claims, challenges, committees, reports, ownerOf."""
+    import time
+
+    from registry.explorer import Explorer, serve, url_of
+
+    handle = connect(rpc_url, deployment_path)
+    start = handle.deployment.block_number if handle.deployment else 0
+    ex = Explorer(handle.w3, handle.contract, open_store(ipfs, store_dir), from_block=start)
+    try:
+        server = serve(ex, host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    emit({"url": url_of(server), "registry": handle.contract.address}, as_json)
+    sys.stdout.flush()
+    try:
+        deadline = None if duration is None else time.monotonic() + duration
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+
+
 # `proofreg zk ...` (ZK inference): imported last, because registry.zk.cli builds on this module's helpers
 # (imported by name so that type checkers do not follow the cycle).
 main.add_command(importlib.import_module("registry.zk.cli").zk)
