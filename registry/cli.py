@@ -171,6 +171,16 @@ def with_store_options(fn: F) -> F:
     return fn
 
 
+def hidden_files_note(tree: Path) -> None:
+    """Directory CIDs count dot-files, like `ipfs add -r --hidden` (docs/cids.md): say so when a tree has one,
+    since plain `ipfs add -r --cid-version=1 --raw-leaves` would then give another CID for it."""
+    dots = sorted(p for p in tree.rglob(".*"))
+    if dots:
+        click.echo(f"note: {tree} holds dot-files ({dots[0].relative_to(tree)}{', ...' if len(dots) > 1 else ''}): "
+                   "its CID counts them; to reproduce it, use `ipfs add -r --hidden --cid-version=1 --raw-leaves`",
+                   err=True)
+
+
 def _require_balance(client: RegistryClient, value: int, what: str) -> None:
     balance = int(client.w3.eth.get_balance(client.w3.to_checksum_address(client.sender)))
     if balance < value:
@@ -282,7 +292,10 @@ def train(out_dir: Path, family: str, dataset: str, epochs: int, batch_size: int
 def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_dir: Path | None,
            rpc_url: str | None, deployment_path: Path | None, account: str | None, keystore: Path | None,
            as_json: bool) -> None:
-    """Publish a transcript (and its dataset) to the content store, then commit its training claim."""
+    """Publish a transcript (and its dataset) to the content store, then commit its training claim.
+
+    The transcript CID is that of `ipfs add -r --hidden --cid-version=1 --raw-leaves TRANSCRIPT` (dot-files
+    count; docs/cids.md)."""
     from registry.publish import publish_transcript, verify_transcript
 
     with progress_bar("verifying transcript files", not as_json) as update:
@@ -291,6 +304,7 @@ def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_d
     bond = client.params.training_bond
     _require_balance(client, bond, "the training bond")
     published = publish_transcript(transcript, open_store(ipfs, store_dir), dataset_dir)
+    hidden_files_note(transcript)
     receipt = client.transact("commitTraining", published.claim_tuple(), value=bond)
     args = _event_args(client, receipt, "TrainingClaimCommitted")
     emit({"claimId": int(args["claimId"]), "prover": client.sender, "transcriptCid": published.transcript_cid,

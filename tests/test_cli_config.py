@@ -127,3 +127,19 @@ def test_malformed_manifest_is_one_line_with_position(tmp_path: Path) -> None:
     one_line_error(res, f"{tdir / 'manifest.json'}: line 2 column", "not valid JSON: Expecting")
     res = invoke("commit", str(tdir))
     one_line_error(res, str(tdir / "manifest.json"), "line 2 column")
+
+
+def test_commit_says_how_to_reproduce_a_cid_with_dot_files(tmp_path: Path) -> None:
+    """Directory CIDs count dot-files (`ipfs add -r --hidden`): commit says so when the tree holds one."""
+    from registry.pol.train import train
+
+    run = train(tmp_path / "run", epochs=1, max_steps=5, steps_per_segment=5, seed=3)
+    plain = invoke("commit", str(run.transcript_dir), "--json")
+    assert plain.exit_code == 0, plain.stderr
+    assert "dot-files" not in plain.stderr
+    run2 = train(tmp_path / "run2", epochs=1, max_steps=5, steps_per_segment=5, seed=4)
+    (run2.transcript_dir / ".notes").write_text("mine\n")
+    res = invoke("commit", str(run2.transcript_dir), "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "holds dot-files (.notes)" in res.stderr and "ipfs add -r --hidden" in res.stderr
+    assert json.loads(res.stdout)["transcriptCid"] != json.loads(plain.stdout)["transcriptCid"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scripts.demo import E, run
+from tests.report_schema import validate
 
 pytestmark = pytest.mark.slow
 
@@ -32,3 +33,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert 0 < row["evidenceBytesFetched"] <= row["evidenceBytes"]
     assert (tmp_path / "demo" / "plots" / "honest-rho.png").stat().st_size > 1000
     assert {"commitTraining", "commitInference", "openChallenge", "attest", "settle"} <= set(report["gas"])
+    validate(report, "demoReport")
+    for row in report["rows"]:
+        # every committee member is listed, the silent ones as such
+        assert len(row["committee"]) == 3
+        assert row["silentMembers"] == [m["verifier"] for m in row["committee"] if m["silent"]]
+        assert len(row["attestations"]) + len(row["silentMembers"]) == 3
+    # the challenger names every segment (≤ 8): the audit covers all of them whatever the block hash
+    assert honest["segmentsAudited"] == forged["segmentsAudited"] == list(range(len(honest["segmentsAudited"])))
+    assert f"rho={forged['maxRho']:.3g}" in forged["reason"]  # the reason quotes the row's maxRho

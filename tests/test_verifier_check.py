@@ -16,6 +16,7 @@ from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.train import train
 from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
+from tests.report_schema import validate
 from tests.test_verifier_engine import reseal
 from verifier.cli import main
 
@@ -63,6 +64,8 @@ def test_check_local_directory_writes_report_and_plot(run: dict[str, Any], tmp_p
     assert body["verdict"] == "Valid" and body["policy"]["name"] == "pol-tolerance/1"
     assert {s["index"] for s in body["segments"]} == set(summary["segments"])
     assert report.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+    validate(body, "auditReport")
+    validate(summary, "checkSummary")
 
 
 def test_check_forged_directory_exits_invalid(run: dict[str, Any], tmp_path: Path) -> None:
@@ -91,6 +94,22 @@ def test_check_zero_recorded_update_is_invalid_and_plots(run: dict[str, Any], tm
     finite = [s["rho"] for s in body["segments"] if s["rho"] is not None]
     assert summary["maxRho"] == max(finite)  # the finite ρ; the infinite one is in the reason
     assert (tmp_path / "z.png").read_bytes()[:8] == PNG_MAGIC
+    validate(body, "auditReport")
+    validate(summary, "checkSummary")
+
+
+def test_schema_rejects_what_the_docs_rule_out(run: dict[str, Any], tmp_path: Path) -> None:
+    """The schema is not vacuous: a report with a renamed or mistyped field fails it."""
+    import jsonschema
+
+    res = invoke("check", str(run["tdir"]), "--segment", "1", "--report", str(tmp_path / "r.json"), "--json")
+    body, summary = json.loads((tmp_path / "r.json").read_text()), json.loads(res.stdout)
+    validate(body, "auditReport")
+    for bad, definition in (({**summary, "bytesFetchedPerAudit": 1}, "checkSummary"),
+                            ({**body, "verdict": "Maybe"}, "auditReport"),
+                            ({**body, "segments": [{**body["segments"][0], "rho": -1.0}]}, "auditReport")):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(bad, definition)
 
 
 def test_check_cid_from_the_store(run: dict[str, Any], tmp_path: Path) -> None:
