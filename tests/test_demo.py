@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from scripts.demo import E, run
+from scripts.demo import E, Stages, run
 from tests.report_schema import validate
 
-pytestmark = pytest.mark.slow
+
+def test_progress_display_only_on_a_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal (CI, logs, pipes) the demo's progress display is off: no label, no carriage return
+    can break a log's one-line errors."""
+    stages = Stages()  # stderr is captured here: not a terminal
+    assert not stages.enabled
+    task = stages.start("training (recording every step)", 10)
+    stages.update(task, 5)
+    stages.finish(task)
+    stages.close()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path: Path) -> None:
     report = run(tmp_path / "demo", epochs=1)
     honest, forged, inference = report["rows"]
