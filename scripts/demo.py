@@ -21,8 +21,9 @@ Everything is real; only the adversary is scripted.
 Deterministic for a given seed: training and forgery draw from `--seed`; torch runs at a fixed thread count
 (`TORCH_THREADS`: ρ depends on the thread count's floating-point summation order); the transcript has at most
 8 segments and the challenger names all of them, so every node audits every segment whatever the block hash
-that seeds the contract's draws (which follows wall-clock block timestamps). The one figure that may still
-vary is the gas of `drawCommittee`, whose loop length follows that block hash.
+that seeds the contract's draws (which follows wall-clock block timestamps). What still follows timing: the
+committee's order, which member is silent, the gas of draw/attest/settle, rounding dust, and the ZK bundle
+(a proof carries fresh blinding randomness).
 A progress display (rich) runs on stderr when stderr is a terminal, and only then.
 """
 
