@@ -144,6 +144,9 @@ def rho_plot(points: Sequence[RhoPoint], threshold: float, path: str | Path | io
         if threshold > 0:
             ax.axhline(threshold, color=DELTA_COLOR, linestyle="--", label=f"threshold δ = {threshold:g}")
         bands.apply(ax, "y")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # segments are whole numbers
         ax.set_xlabel("segment index")
         ax.set_ylabel("ρ = replay error / recorded update")
         if points:

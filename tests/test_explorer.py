@@ -7,6 +7,7 @@ ownerOf by hash and by uploaded checkpoint. Skips with a reason when Chromium or
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -118,6 +119,9 @@ def test_explorer_in_a_real_browser(world: Any, tmp_path: Path) -> None:
             assert sum("Valid" in t for t in texts) == 2 and sum("silent: no attestation" in t for t in texts) == 1
             assert [t.split("\t")[0] for t in texts] == world["committee"]
 
+            shots = os.environ.get("PROOFREG_SCREENSHOTS")  # a folder: keep what the browser showed, to look at
+            if shots:
+                page.screenshot(path=str(Path(shots) / "challenge.png"), full_page=True)
             page.click("table.committee a >> nth=1")  # the report with the hostile reason
             assert "report of challenge 1, member 1" in page.locator("h1").inner_text()
             assert HOSTILE_REASON in page.locator("table.report").inner_text()
@@ -127,6 +131,8 @@ def test_explorer_in_a_real_browser(world: Any, tmp_path: Path) -> None:
             page.wait_for_function("document.querySelector(\"img[alt='per-segment rho']\").complete")
             assert page.evaluate("document.querySelector(\"img[alt='per-segment rho']\").naturalWidth") > 300
             assert '"verdict": "Valid"' in page.locator("pre").inner_text()
+            if shots:
+                page.screenshot(path=str(Path(shots) / "report.png"))
 
             page.goto(url + "owner")
             page.fill("input[name=hash]", world["weights"])
