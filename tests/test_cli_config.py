@@ -143,3 +143,22 @@ def test_commit_says_how_to_reproduce_a_cid_with_dot_files(tmp_path: Path) -> No
     assert res.exit_code == 0, res.stderr
     assert "holds dot-files (.notes)" in res.stderr and "ipfs add -r --hidden" in res.stderr
     assert json.loads(res.stdout)["transcriptCid"] != json.loads(plain.stdout)["transcriptCid"]
+
+
+def test_every_command_that_prints_results_takes_json() -> None:
+    """`--json` everywhere results are printed (`proofreg-verifier run` logs JSON lines instead)."""
+    import click
+
+    def commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
+        out: list[tuple[str, click.Command]] = []
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                out += commands(cmd, f"{prefix}{name} ")
+            else:
+                out.append((f"{prefix}{name}", cmd))
+        return out
+
+    found = commands(main, "proofreg ") + commands(verifier_main, "proofreg-verifier ")
+    missing = [name for name, cmd in found if name != "proofreg-verifier run"
+               and not any("--json" in p.opts for p in cmd.params)]
+    assert len(found) > 15 and missing == []
