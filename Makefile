@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup venv npm ipfs solc artifact vectors test lint typecheck demo gas bench clean node deploy
+.PHONY: setup venv npm ipfs solc browser artifact vectors test lint typecheck demo gas bench clean node deploy
 
 setup: venv npm ipfs solc
 
@@ -30,6 +30,15 @@ tools/ipfs/node_modules/.installed: tools/ipfs/package.json tools/ipfs/package-l
 solc: venv npm
 	$(PY) -m registry.toolchain setup-solc
 
+# Chromium for the explorer's browser test (tests/test_explorer.py, driven by Playwright with this binary;
+# never `playwright install`). Installs from Debian's packages when missing and running as root; otherwise
+# says so and the test skips with that reason.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: /usr/bin/chromium is missing (apt-get install chromium as root): the browser test will skip" >&2; fi
+
 # Rebuild the contract artifact shipped in the package after editing contracts/.
 artifact: solc
 	$(PY) -m registry.toolchain build-artifact
@@ -45,7 +54,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # The test command of the README and of CI: installs everything, then lint, types and the whole suite.
-test: setup lint typecheck
+test: setup browser lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -1,10 +1,11 @@
 """`proofreg`: the command line of provers, challengers and anyone reading the registry.
 
-Chains: `--rpc URL` (env PROOFREG_RPC) with a deployment record talks to a real node; without it, commands
-run on an embedded in-process chain that lives only as long as the command (useful for `train`, dry runs
-and the demo; a claim committed there is gone when the command ends, and the CLI says so).
-Content: the embedded store in $PROOFREG_HOME/store by default, or a Kubo-compatible daemon with `--ipfs`.
-Every failure is one line on stderr and exit code 1.
+Chain, deployment and store are resolved the same way by every command (`registry.cliconfig`): flag, then
+environment variable, then the project config file (`--config FILE` or ./proofreg.toml), then the embedded
+default: an in-process chain that lives only as long as the command (useful for `train`, dry runs and the
+demo; a claim committed there is gone when the command ends, and the CLI says so) and the embedded store in
+$PROOFREG_HOME/store. `proofreg config` shows what was resolved and from where.
+Every failure is one line on stderr and exit code 1; `--json` gives machine-readable results.
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ from web3 import Web3
 
 from registry import __version__
 from registry.chain import ChainError, RegistryClient, RegistryHandle, connect_rpc
+from registry.cliconfig import (
+    ConfigError,
+    config_option,
+    deployment_option,
+    ipfs_option,
+    optional_rpc_option,
+    resolved_report,
+    store_dir_option,
+)
+from registry.cliconfig import (
+    rpc_option as rpc_option,  # re-exported: `proofreg-verifier run` needs a real chain
+)
 from registry.deployment import proofreg_home
 from registry.errors import PublishError
 from registry.hashing import as_hash, to_hex
@@ -53,7 +66,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (CliError, ChainError, SignerError, PublishError, StoreError) as exc:
+        except (CliError, ChainError, SignerError, PublishError, StoreError, ConfigError) as exc:
             fail(str(exc))
 
     return wrapper  # type: ignore[return-value]
@@ -98,14 +111,6 @@ def wei(amount: int) -> str:
     return f"{amount / 10**18:.6g} ETH ({amount} wei)"
 
 
-rpc_option = click.option("--rpc", "rpc_url", envvar="PROOFREG_RPC", required=True,
-                          help="Ethereum JSON-RPC URL (env PROOFREG_RPC).")
-optional_rpc_option = click.option("--rpc", "rpc_url", envvar="PROOFREG_RPC", default=None,
-                                   help="Ethereum JSON-RPC URL (env PROOFREG_RPC); default: embedded chain.")
-deployment_option = click.option(
-    "--deployment", "deployment_path", type=click.Path(path_type=Path), envvar="PROOFREG_DEPLOYMENT",
-    help="Deployment record (default: $PROOFREG_HOME/deployments/<chainId>.json).",
-)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
@@ -117,20 +122,30 @@ def signer_options(fn: F) -> F:
     return fn
 
 
-def connect(rpc_url: str, deployment_path: Path | None) -> RegistryHandle:
+def connect(rpc_url: str | None, deployment_path: Path | None) -> RegistryHandle:
+    """A read-only handle on the resolved chain (the embedded one when no RPC URL was resolved)."""
+    if rpc_url is None:
+        chain = embedded_chain()
+        return RegistryHandle(chain.w3, chain.registry, None)
     try:
         return connect_rpc(rpc_url, deployment_path)
     except ChainError as exc:
         fail(str(exc))
 
 
+def embedded_chain() -> Any:
+    """The in-process chain of a command run without a resolved RPC URL (it ends with the command)."""
+    from registry.localchain import EmbeddedChain
+
+    click.echo("note: no --rpc, PROOFREG_RPC or rpc in proofreg.toml: using an embedded in-process chain that "
+               "ends with this command", err=True)
+    return EmbeddedChain()
+
+
 def open_client(rpc_url: str | None, deployment_path: Path | None, account: str | None,
                 keystore: Path | None) -> RegistryClient:
     if rpc_url is None:
-        from registry.localchain import EmbeddedChain
-
-        click.echo("note: no --rpc: using an embedded in-process chain that ends with this command", err=True)
-        chain = EmbeddedChain()
+        chain = embedded_chain()
         return RegistryClient(chain.w3, chain.registry, None, sender=chain.accounts[1])
     handle = connect_rpc(rpc_url, deployment_path)
     signer = load_signer(chain_id=int(handle.w3.eth.chain_id), account=account, keystore=keystore)
@@ -147,18 +162,23 @@ def open_store(ipfs: str | None, store_dir: Path | None) -> Any:
     return EmbeddedStore(store_dir or proofreg_home() / "store")
 
 
-store_options = [
-    click.option("--ipfs", default=None, envvar="PROOFREG_IPFS",
-                 help="Kubo-compatible RPC API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001/http (env PROOFREG_IPFS)."),
-    click.option("--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                 help="Embedded store directory (default: $PROOFREG_HOME/store)."),
-]
+store_options = [ipfs_option, store_dir_option]
 
 
 def with_store_options(fn: F) -> F:
     for option in reversed(store_options):
         fn = option(fn)
     return fn
+
+
+def hidden_files_note(tree: Path) -> None:
+    """Directory CIDs count dot-files, like `ipfs add -r --hidden` (docs/cids.md): say so when a tree has one,
+    since plain `ipfs add -r --cid-version=1 --raw-leaves` would then give another CID for it."""
+    dots = sorted(p for p in tree.rglob(".*"))
+    if dots:
+        click.echo(f"note: {tree} holds dot-files ({dots[0].relative_to(tree)}{', ...' if len(dots) > 1 else ''}): "
+                   "its CID counts them; to reproduce it, use `ipfs add -r --hidden --cid-version=1 --raw-leaves`",
+                   err=True)
 
 
 def _require_balance(client: RegistryClient, value: int, what: str) -> None:
@@ -181,8 +201,27 @@ def _event_args(client: RegistryClient, receipt: Any, event: str) -> Any:
 
 @click.group()
 @click.version_option(__version__, prog_name="proofreg")
+@config_option
 def main() -> None:
     """Commit and challenge proofs about ML models on the proof registry."""
+
+
+@main.command("config")
+@optional_rpc_option
+@deployment_option
+@with_store_options
+@json_option
+@click.pass_context
+def config_command(ctx: click.Context, rpc_url: str | None, deployment_path: Path | None, ipfs: str | None,
+                   store_dir: Path | None, as_json: bool) -> None:
+    """Show the chain, deployment and store every command would use here, and where each came from."""
+    report = resolved_report(ctx)
+    if as_json:
+        emit(report, True)
+        return
+    width = max(len(k) for k in report)
+    for key, r in report.items():
+        click.echo(f"{key:<{width}}  {r['value']}  ({r['source']})")
 
 
 @main.command()
@@ -194,10 +233,10 @@ def params(preset_name: str, as_json: bool) -> None:
 
 
 @main.command()
-@rpc_option
+@optional_rpc_option
 @deployment_option
 @json_option
-def info(rpc_url: str, deployment_path: Path | None, as_json: bool) -> None:
+def info(rpc_url: str | None, deployment_path: Path | None, as_json: bool) -> None:
     """Show the deployed registry: address, counts and on-chain parameters."""
     emit(connect(rpc_url, deployment_path).summary(), as_json)
 
@@ -253,7 +292,10 @@ def train(out_dir: Path, family: str, dataset: str, epochs: int, batch_size: int
 def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_dir: Path | None,
            rpc_url: str | None, deployment_path: Path | None, account: str | None, keystore: Path | None,
            as_json: bool) -> None:
-    """Publish a transcript (and its dataset) to the content store, then commit its training claim."""
+    """Publish a transcript (and its dataset) to the content store, then commit its training claim.
+
+    The transcript CID is that of `ipfs add -r --hidden --cid-version=1 --raw-leaves TRANSCRIPT` (dot-files
+    count; docs/cids.md)."""
     from registry.publish import publish_transcript, verify_transcript
 
     with progress_bar("verifying transcript files", not as_json) as update:
@@ -262,6 +304,7 @@ def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_d
     bond = client.params.training_bond
     _require_balance(client, bond, "the training bond")
     published = publish_transcript(transcript, open_store(ipfs, store_dir), dataset_dir)
+    hidden_files_note(transcript)
     receipt = client.transact("commitTraining", published.claim_tuple(), value=bond)
     args = _event_args(client, receipt, "TrainingClaimCommitted")
     emit({"claimId": int(args["claimId"]), "prover": client.sender, "transcriptCid": published.transcript_cid,
@@ -283,14 +326,16 @@ def _claim_event(client: RegistryHandle, claim_id: int, kind: int) -> dict[str, 
 
 @main.command()
 @click.argument("claim_id", type=click.IntRange(min=1))
-@rpc_option
+@optional_rpc_option
 @deployment_option
 @json_option
 @handle_errors
-def status(claim_id: int, rpc_url: str, deployment_path: Path | None, as_json: bool) -> None:
+def status(claim_id: int, rpc_url: str | None, deployment_path: Path | None, as_json: bool) -> None:
     """Show a claim: status, committed fields (from its event) and its challenges."""
     handle = connect(rpc_url, deployment_path)
     client = RegistryClient(handle.w3, handle.contract, handle.deployment)
+    if rpc_url is None and claim_id > int(client.call("claimCount")):  # a real chain's revert says UnknownClaim
+        raise CliError(f"no claim {claim_id} on the embedded chain (it holds only what this command commits)")
     c = client.call("getClaim", claim_id)
     prover, committed_at, kind, state, open_challenges, num_segments = c[0], c[1], c[2], c[3], c[4], c[5]
     start = handle.deployment.block_number if handle.deployment else 0
@@ -312,12 +357,12 @@ def status(claim_id: int, rpc_url: str, deployment_path: Path | None, as_json: b
 @click.argument("claim_id", type=click.IntRange(min=1))
 @click.option("--segment", "segments", type=click.IntRange(min=0), multiple=True,
               help="Name a segment the committee must check (repeatable, at most 8).")
-@rpc_option
+@optional_rpc_option
 @deployment_option
 @signer_options
 @json_option
 @handle_errors
-def challenge(claim_id: int, segments: tuple[int, ...], rpc_url: str, deployment_path: Path | None,
+def challenge(claim_id: int, segments: tuple[int, ...], rpc_url: str | None, deployment_path: Path | None,
               account: str | None, keystore: Path | None, as_json: bool) -> None:
     """Challenge a claim with the challenge bond."""
     client = open_client(rpc_url, deployment_path, account, keystore)
@@ -333,12 +378,12 @@ def challenge(claim_id: int, segments: tuple[int, ...], rpc_url: str, deployment
 def _simple_tx(name: str, help_text: str) -> None:
     @main.command(name=name, help=help_text)
     @click.argument("target_id", type=click.IntRange(min=1))
-    @rpc_option
+    @optional_rpc_option
     @deployment_option
     @signer_options
     @json_option
     @handle_errors
-    def command(target_id: int, rpc_url: str, deployment_path: Path | None, account: str | None,
+    def command(target_id: int, rpc_url: str | None, deployment_path: Path | None, account: str | None,
                 keystore: Path | None, as_json: bool) -> None:
         client = open_client(rpc_url, deployment_path, account, keystore)
         fn = {"settle": "settle", "finalize": "finalize", "draw": "drawCommittee"}[name]
@@ -356,11 +401,11 @@ _simple_tx("draw", "Draw a challenge's committee once its seed block is mined.")
 @click.argument("weights", required=False)
 @click.option("--transcript", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Take finalWeightsHash from this transcript's manifest.")
-@rpc_option
+@optional_rpc_option
 @deployment_option
 @json_option
 @handle_errors
-def ownerof(weights: str | None, transcript: Path | None, rpc_url: str, deployment_path: Path | None,
+def ownerof(weights: str | None, transcript: Path | None, rpc_url: str | None, deployment_path: Path | None,
             as_json: bool) -> None:
     """Who owns a model: the prover of the earliest standing claim with these final weights."""
     if (weights is None) == (transcript is None):
@@ -382,12 +427,12 @@ def ownerof(weights: str | None, transcript: Path | None, rpc_url: str, deployme
 
 
 @main.command()
-@rpc_option
+@optional_rpc_option
 @deployment_option
 @signer_options
 @json_option
 @handle_errors
-def withdraw(rpc_url: str, deployment_path: Path | None, account: str | None, keystore: Path | None,
+def withdraw(rpc_url: str | None, deployment_path: Path | None, account: str | None, keystore: Path | None,
              as_json: bool) -> None:
     """Withdraw everything credited to your account (bonds, rewards, exited stake)."""
     client = open_client(rpc_url, deployment_path, account, keystore)
@@ -412,16 +457,18 @@ def withdraw(rpc_url: str, deployment_path: Path | None, account: str | None, ke
               help="Seconds between blocks mined without transactions (0: only on transactions).")
 @click.option("--for", "duration", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds (default: run until Ctrl-C or SIGTERM).")
+@json_option
 @handle_errors
 def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base_dir: Path | None,
-           block_time: float, duration: float | None) -> None:
+           block_time: float, duration: float | None, as_json: bool) -> None:
     """Run a local Hardhat node and IPFS daemon with the registry deployed and verifiers registered."""
     from registry.devnet import DEVNET_FILE, Devnet, DevnetError, walkthrough
 
     net = Devnet(base_dir or proofreg_home() / "devnet", preset(preset_name), verifiers, rpc_port, ipfs_port,
                  block_time)
     try:
-        click.echo(walkthrough(net.start()))
+        info = net.start()
+        click.echo(json.dumps(info, indent=2, sort_keys=True, default=str) if as_json else walkthrough(info))
         click.echo(f"(this is also in {net.base_dir / DEVNET_FILE})", err=True)
         sys.stdout.flush()
         problem = net.serve(duration)
@@ -432,6 +479,43 @@ def devnet(verifiers: int, preset_name: str, rpc_port: int, ipfs_port: int, base
     if problem is not None:
         raise CliError(problem)
     click.echo("devnet stopped", err=True)
+
+
+@main.command()
+@optional_rpc_option
+@deployment_option
+@with_store_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=8600, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Port (0: any free port).")
+@click.option("--for", "duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds (default: until Ctrl-C).")
+@json_option
+@handle_errors
+def explorer(rpc_url: str | None, deployment_path: Path | None, ipfs: str | None, store_dir: Path | None, host: str,
+             port: int, duration: float | None, as_json: bool) -> None:
+    """Serve a read-only web page of the registry: claims, challenges, committees, reports, ownerOf."""
+    import time
+
+    from registry.explorer import Explorer, serve, url_of
+
+    handle = connect(rpc_url, deployment_path)
+    start = handle.deployment.block_number if handle.deployment else 0
+    ex = Explorer(handle.w3, handle.contract, open_store(ipfs, store_dir), from_block=start)
+    try:
+        server = serve(ex, host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    emit({"url": url_of(server), "registry": handle.contract.address}, as_json)
+    sys.stdout.flush()
+    try:
+        deadline = None if duration is None else time.monotonic() + duration
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
 
 
 # `proofreg zk ...` (ZK inference): imported last, because registry.zk.cli builds on this module's helpers

@@ -1,6 +1,6 @@
 """The main job on embedded defaults: training, inference and forged claims, challenged, audited and settled.
 
-    python scripts/demo.py [--out DIR] [--epochs N]        (or: make demo)
+    python scripts/demo.py [--out DIR] [--epochs N] [--seed N]        (or: make demo)
 
 1. trains a small MLP (64→16→10) on scikit-learn's digits with Proof-of-Learning recording (real torch, CPU);
 2. forges a second transcript from it (every batch file replaced by other examples, the manifest resealed so
@@ -14,14 +14,24 @@
    bundle and the claim are marked development-only (and the verifiers are told to accept that);
 6. challenges all three claims; the verifier nodes draw the committee, re-execute the sampled segments (or
    verify the ZK proof and its link to the training claim), attest and settle, on their own;
-7. prints a table (claims, verdicts, distances, bonds moved, gas) and writes `report.json` and plots.
+7. prints a table (claims, verdicts, distances, bonds moved, gas) and writes `report.json` (its format:
+   docs/report.md, `demoReport` in docs/report.schema.json) and plots.
 Everything is real; only the adversary is scripted.
+
+Deterministic for a given seed: training and forgery draw from `--seed`; torch runs at a fixed thread count
+(`TORCH_THREADS`: ρ depends on the thread count's floating-point summation order); the transcript has at most
+8 segments and the challenger names all of them, so every node audits every segment whatever the block hash
+that seeds the contract's draws (which follows wall-clock block timestamps). What still follows timing: the
+committee's order, which member is silent, the gas of draw/attest/settle, rounding dust, and the ZK bundle
+(a proof carries fresh blinding randomness).
+A progress display (rich) runs on stderr when stderr is a terminal, and only then.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -32,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -52,11 +63,58 @@ from verifier.daemon import DaemonConfig, JsonLog, VerifierDaemon  # noqa: E402
 from verifier.report import AuditReport, SegmentResult, plot_report  # noqa: E402
 
 OUTCOME = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
+VERDICT = {1: "Valid", 2: "Invalid", 3: "Unavailable"}
 CLAIM_STATUS = {1: "Committed", 2: "Valid", 3: "Invalid", 4: "Finalized"}
 MLP_ARGS = {"in_features": 64, "hidden": [16], "out_features": 10, "dropout": 0.1}
 BLOCK_SECONDS = 0.5  # the block producer's pace (the embedded chain mines on demand otherwise)
 SETTLE_TIMEOUT_S = 480
 E = 10**18
+TORCH_THREADS = 2  # fixed, so that the same seed gives the same checkpoints (and ρ) on any core count
+MAX_SEGMENTS = 8  # the contract's MAX_NAMED_SEGMENTS: the challenger can name every segment
+STEPS_PER_EPOCH = 1797 // 32  # the bundled digits at the default batch size (drop_last)
+
+
+class Stages:
+    """The demo's progress display: one rich line per stage on stderr, only when stderr is a terminal (logs
+    and CI output stay free of progress labels and carriage returns)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress: Any = None
+        if self.enabled:
+            try:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    SpinnerColumn,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+            except ImportError:
+                self.enabled = False
+                return
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(),
+                                      MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True))
+            self._progress.start()
+
+    def start(self, label: str, total: int | None = None) -> int:
+        return int(self._progress.add_task(label, total=total)) if self._progress is not None else -1
+
+    def update(self, task: int, done: int, total: int | None = None, label: str | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(task, completed=done, **({"total": total} if total is not None else {}),
+                                  **({"description": label} if label is not None else {}))
+
+    def finish(self, task: int) -> None:
+        if self._progress is not None:
+            t = self._progress.tasks[[x.id for x in self._progress.tasks].index(task)]
+            self._progress.update(task, total=t.total or 1, completed=t.total or 1)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def forge_data_substitution(honest: Path, forged: Path, num_examples: int, seed: int = 1) -> None:
@@ -97,9 +155,12 @@ def _start_verifiers(chain: EmbeddedChain, store: EmbeddedStore, record: Path, o
     return nodes
 
 
-def _wait(what: str, done: Any, timeout: float, nodes: list[tuple[VerifierDaemon, threading.Thread]]) -> None:
+def _wait(what: str, done: Any, timeout: float, nodes: list[tuple[VerifierDaemon, threading.Thread]],
+          tick: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while not done():
+        if tick is not None:
+            tick()
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         if any(not t.is_alive() for _, t in nodes):
@@ -116,17 +177,25 @@ def _segments(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in report.get("segments", []) if isinstance(s, dict)]
 
 
-def run(out: Path, epochs: int) -> dict[str, Any]:
+def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> dict[str, Any]:
+    stages = stages or Stages(enabled=False)
+    torch.set_num_threads(TORCH_THREADS)
     t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
     if out.exists():
         shutil.rmtree(out)
-    result = train(out / "honest", family_args=MLP_ARGS, epochs=epochs, seed=0)
+    k = max(1, math.ceil(epochs * STEPS_PER_EPOCH / MAX_SEGMENTS))
+    task = stages.start("training (recording every step)")
+    result = train(out / "honest", family_args=MLP_ARGS, epochs=epochs, seed=seed, steps_per_segment=k,
+                   progress=lambda d, t: stages.update(task, d, t))
+    stages.finish(task)
     num_examples = int(json.loads((result.dataset_dir / "dataset.json").read_text())["numExamples"])
     (out / "forged").mkdir(parents=True)
     shutil.copytree(result.dataset_dir, out / "forged" / "dataset")
-    forge_data_substitution(result.transcript_dir, out / "forged" / "transcript", num_examples)
-    print(f"trained {result.summary.num_steps} steps ({result.summary.num_segments} segments), "
-          f"accuracy {result.accuracy:.3f}, in {time.perf_counter() - t0:.1f} s", flush=True)
+    forge_data_substitution(result.transcript_dir, out / "forged" / "transcript", num_examples, seed=seed + 1)
+    seconds["train"] = round(time.perf_counter() - t0, 1)
+    print(f"trained {result.summary.num_steps} steps ({result.summary.num_segments} segments of {k}), "
+          f"accuracy {result.accuracy:.3f}, in {seconds['train']:.1f} s", flush=True)
 
     params = replace(preset("dev"), attestation_period=900)  # ZK audits re-run setup: give them time
     chain = EmbeddedChain(params)
@@ -159,22 +228,28 @@ def run(out: Path, epochs: int) -> dict[str, Any]:
         print(f"3 verifier nodes registered (logs in {out / 'verifiers'})", flush=True)
 
         claims: list[dict[str, Any]] = []
-        for name, transcript, who in (("honest", result.transcript_dir, prover),
-                                      ("forged", out / "forged" / "transcript", forger)):
+        task = stages.start("publishing and committing", 2)
+        for n, (name, transcript, who) in enumerate((("honest", result.transcript_dir, prover),
+                                                     ("forged", out / "forged" / "transcript", forger)), 1):
             published = publish_transcript(transcript, store)
             receipt = send(who, "commitTraining", published.claim_tuple(), value=p.training_bond)
             claim_id = int(reg.events.TrainingClaimCommitted().process_receipt(receipt)[0]["args"]["claimId"])
             size = sum(f.stat().st_size for f in transcript.rglob("*") if f.is_file())
             claims.append({"claim": name, "kind": "training", "claimId": claim_id, "prover": who,
-                           "cid": published.transcript_cid, "evidenceBytes": size})
+                           "cid": published.transcript_cid, "evidenceBytes": size,
+                           "numSegments": published.summary.num_segments})
+            stages.update(task, n)
 
         from registry.zk.cli import commit_stored_bundle
         from registry.zk.prover import prove_inference
 
         t_zk = time.perf_counter()
         x, label = Dataset.load(result.dataset_dir).example(0)
+        task = stages.start("ZK proof (ezkl: setup, witness, prove)")
         proved = prove_inference(result.transcript_dir, x.reshape(1, -1).tolist(), out / "zk-bundle", dev=True,
                                  cache_dir=out / "zk-cache")
+        stages.finish(task)
+        seconds["prove"] = round(time.perf_counter() - t_zk, 1)
         committed = commit_stored_bundle(client(prover), store, out / "zk-bundle", claims[0]["claimId"])
         gas.setdefault("commitInference", int(committed["gasUsed"]))
         outputs = proved.bundle.get("output") or []
@@ -188,12 +263,25 @@ def run(out: Path, epochs: int) -> dict[str, Any]:
 
         before = {a: reg.functions.pendingWithdrawal(a).call() for a in (prover, forger, challenger)}
         stakes = {n.address: reg.functions.getVerifier(n.address).call()[0] for n, _ in nodes}
+        t_audit = time.perf_counter()
         for c in claims:
-            receipt = send(challenger, "openChallenge", c["claimId"], [], value=p.challenge_bond)
+            # the challenger names every segment (at most MAX_SEGMENTS): the audit, and so every figure of the
+            # table, does not depend on the block hash that seeds the contract's own draws
+            named = list(range(c["numSegments"]))[:MAX_SEGMENTS] if c["kind"] == "training" else []
+            receipt = send(challenger, "openChallenge", c["claimId"], named, value=p.challenge_bond)
             c["challengeId"] = int(reg.events.ChallengeOpened().process_receipt(receipt)[0]["args"]["challengeId"])
         print("challenged all three claims; the verifier nodes take it from here", flush=True)
+        task = stages.start("audits: challenges settled", len(claims))
+
+        def tick() -> None:
+            settled = sum(reg.functions.getChallenge(c["challengeId"]).call()[2] != 1 for c in claims)
+            attested = len(reg.events.Attested().get_logs(from_block=0))
+            stages.update(task, settled, label=f"audits: {attested} attestations, settled")
+
         _wait("settlement", lambda: all(reg.functions.getChallenge(c["challengeId"]).call()[2] != 1 for c in claims),
-              SETTLE_TIMEOUT_S, nodes)
+              SETTLE_TIMEOUT_S, nodes, tick)
+        stages.finish(task)
+        seconds["audit"] = round(time.perf_counter() - t_audit, 1)
     finally:
         for node, _ in nodes:
             node.stop()
@@ -216,36 +304,47 @@ def run(out: Path, epochs: int) -> dict[str, Any]:
                    if a["args"]["challengeId"] == c["challengeId"]]
         segs = _segments(reports[0]) if reports else []
         rhos = [float(s["rho"]) for s in segs if s.get("rho") is not None]
-        fetched = reports[0].get("bytesFetched", 0) + reports[0].get("datasetBytesFetched", 0) if reports else 0
-        fetched = int(fetched)
+        attested_by = {str(a["args"]["verifier"]).lower(): VERDICT.get(int(a["args"]["verdict"]))
+                       for a in attested if a["args"]["challengeId"] == c["challengeId"]}
+        committee = [{"verifier": m, "verdict": attested_by.get(str(m).lower()),
+                      "silent": str(m).lower() not in attested_by}
+                     for m in reg.functions.committee(c["challengeId"]).call()]
         if c["kind"] == "training" and reports:
             plot = AuditReport(str(reports[0]["verdict"]), str(reports[0]["reason"]), float(reports[0]["threshold"]),
                                segments=[SegmentResult(int(s["index"]), s.get("rho"), passed=bool(s["passed"]))
                                          for s in segs])
             plot_report(plot, out / "plots" / f"{c['claim']}-rho.png", title=f"{c['claim']} claim {c['claimId']}: "
                         f"{reports[0]['verdict']}")
+        c.pop("numSegments", None)
         rows.append({**c, "verdict": OUTCOME.get(ch[2], ch[2]),
                      "claimStatus": CLAIM_STATUS.get(reg.functions.getClaim(c["claimId"]).call()[3]),
+                     "committee": committee, "silentMembers": [m["verifier"] for m in committee if m["silent"]],
                      "attestations": [r.get("verdict") for r in reports],
                      "reason": reports[0].get("reason") if reports else None,
                      "segmentsAudited": sorted(int(s["index"]) for s in segs),
-                     "maxRho": max(rhos) if rhos else None, "bytesFetchedPerAudit": fetched,
-                     "evidenceBytesFetched": reports[0].get("bytesFetched", 0) if reports else 0})
+                     "maxRho": max(rhos) if rhos else None,
+                     "evidenceBytesFetched": int(reports[0].get("bytesFetched", 0)) if reports else 0,
+                     "datasetBytesFetched": int(reports[0].get("datasetBytesFetched", 0)) if reports else 0})
     credits = {who: reg.functions.pendingWithdrawal(a).call() - before[a]
                for who, a in (("honest prover", prover), ("forger", forger), ("challenger", challenger))}
     stake_change = sum(reg.functions.getVerifier(a).call()[0] - s for a, s in stakes.items())
     owner = reg.functions.ownerOf(result.summary.final_weights_hash).call()
-    return {"rows": rows, "gas": gas, "ownerOfFinalWeights": owner, "honestProver": prover,
-            "credits": credits, "verifierStakeChange": stake_change,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    return {"seed": seed, "rows": rows, "gas": gas, "ownerOfFinalWeights": owner, "honestProver": prover,
+            "credits": credits, "verifierStakeChange": stake_change, "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="proof-registry main job on embedded defaults")
     parser.add_argument("--out", type=Path, default=ROOT / "demo-out")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="training and forgery seed (same seed, same figures)")
     args = parser.parse_args(argv)
-    report = run(args.out, args.epochs)
+    stages = Stages()
+    try:
+        report = run(args.out, args.epochs, args.seed, stages)
+    finally:
+        stages.close()
     print()
     print(f"{'claim':<9} {'id':>2} {'verdict':<8} {'status':<9} {'max rho':>9} {'audited':>7} "
           f"{'evidence fetched/size':>21}")
@@ -261,7 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     owner = report["ownerOfFinalWeights"]
     print(f"ownerOf(final weights) = {owner} ({'the honest prover' if owner == report['honestProver'] else '?'})")
     (args.out / "report.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(f"report: {args.out / 'report.json'}, plots: {args.out / 'plots'}  ({report['seconds']} s)")
+    for r in report["rows"]:
+        if r["silentMembers"]:
+            print(f"{r['claim']}: {len(r['silentMembers'])} of {len(r['committee'])} committee members silent "
+                  "(the quorum settled the challenge before they attested)")
+    t = report["seconds"]
+    print(f"report: {args.out / 'report.json'}, plots: {args.out / 'plots'}  ({t['total']} s: training "
+          f"{t['train']} s, ZK proof {t['prove']} s, audits {t['audit']} s)")
     verdicts = [r["verdict"] for r in report["rows"]]
     return 0 if verdicts == ["Valid", "Invalid", "Valid"] else 1
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.train import train
 from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
+from tests.report_schema import validate
 from tests.test_verifier_engine import reseal
 from verifier.cli import main
 
@@ -32,9 +34,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     np.save(forged / "batches/000003.npy", b, allow_pickle=False)
     reseal(forged)
     shutil.copytree(result.dataset_dir, out / "forged" / "dataset")
+    # a zero recorded update: checkpoint 3 carries checkpoint 2's weights (so ρ of segment 2 is infinite)
+    zero = out / "zero" / "transcript"
+    shutil.copytree(result.transcript_dir, zero)
+    m = json.loads((zero / "manifest.json").read_text())
+    c2 = decode_checkpoint((zero / m["checkpoints"][2]["path"]).read_bytes())
+    c3 = decode_checkpoint((zero / m["checkpoints"][3]["path"]).read_bytes())
+    (zero / m["checkpoints"][3]["path"]).write_bytes(encode_checkpoint(c3.index, c3.step, c2.model, c3.optimizer))
+    reseal(zero)
+    shutil.copytree(result.dataset_dir, out / "zero" / "dataset")
     store = EmbeddedStore(out / "store")
     published = publish_transcript(result.transcript_dir, store)
-    return {"out": out, "tdir": result.transcript_dir, "forged": forged, "cid": published.transcript_cid}
+    return {"out": out, "tdir": result.transcript_dir, "forged": forged, "zero": zero,
+            "cid": published.transcript_cid}
 
 
 def invoke(*args: str) -> Any:
@@ -52,6 +64,8 @@ def test_check_local_directory_writes_report_and_plot(run: dict[str, Any], tmp_p
     assert body["verdict"] == "Valid" and body["policy"]["name"] == "pol-tolerance/1"
     assert {s["index"] for s in body["segments"]} == set(summary["segments"])
     assert report.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+    validate(body, "auditReport")
+    validate(summary, "checkSummary")
 
 
 def test_check_forged_directory_exits_invalid(run: dict[str, Any], tmp_path: Path) -> None:
@@ -62,6 +76,40 @@ def test_check_forged_directory_exits_invalid(run: dict[str, Any], tmp_path: Pat
     seg3 = next(s for s in json.loads((tmp_path / "f.json").read_text())["segments"] if s["index"] == 3)
     assert not seg3["passed"] and seg3["rho"] > 0.01
     assert (tmp_path / "f.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_check_zero_recorded_update_is_invalid_and_plots(run: dict[str, Any], tmp_path: Path) -> None:
+    """ρ = ∞ (recorded update of zero, replay moves the weights): the verdict's exit code, a reason that says
+    what happened (not "non-finite weights": the weights are finite), a plot with the segment in its band."""
+    res = invoke("check", str(run["zero"]), "--segment", "2", "--segment", "0", "--report",
+                 str(tmp_path / "z.json"), "--json")
+    assert res.exit_code == 3, res.output + res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["verdict"] == "Invalid"
+    assert "segment 2 records a zero update" in summary["reason"] and "rho=inf" in summary["reason"]
+    assert "non-finite" not in summary["reason"]
+    body = json.loads((tmp_path / "z.json").read_text())
+    seg2 = next(s for s in body["segments"] if s["index"] == 2)
+    assert seg2["rho"] is None and not seg2["passed"] and seg2["updateNorm"] == 0.0
+    finite = [s["rho"] for s in body["segments"] if s["rho"] is not None]
+    assert summary["maxRho"] == max(finite)  # the finite ρ; the infinite one is in the reason
+    assert (tmp_path / "z.png").read_bytes()[:8] == PNG_MAGIC
+    validate(body, "auditReport")
+    validate(summary, "checkSummary")
+
+
+def test_schema_rejects_what_the_docs_rule_out(run: dict[str, Any], tmp_path: Path) -> None:
+    """The schema is not vacuous: a report with a renamed or mistyped field fails it."""
+    import jsonschema
+
+    res = invoke("check", str(run["tdir"]), "--segment", "1", "--report", str(tmp_path / "r.json"), "--json")
+    body, summary = json.loads((tmp_path / "r.json").read_text()), json.loads(res.stdout)
+    validate(body, "auditReport")
+    for bad, definition in (({**summary, "bytesFetchedPerAudit": 1}, "checkSummary"),
+                            ({**body, "verdict": "Maybe"}, "auditReport"),
+                            ({**body, "segments": [{**body["segments"][0], "rho": -1.0}]}, "auditReport")):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(bad, definition)
 
 
 def test_check_cid_from_the_store(run: dict[str, Any], tmp_path: Path) -> None:

@@ -174,35 +174,35 @@ def train_runs(out: Path, count: int, *, max_steps: int = 60, k: int = 5, device
 
 
 def plot_calibration(result: dict[str, Any], path: str | Path) -> Path:
-    """PNG: ρ of honest replays and of each forgery (log scale), with each policy's δ."""
-    import matplotlib
+    """PNG: ρ of honest replays and of each forgery (log scale; exact zeros and infinities in their own
+    labelled bands), with each policy's δ as a labelled line; legend outside the data."""
+    from registry.plots import DELTA_COLOR, FAIL_COLOR, PASS_COLOR, LogBands, figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    floor = 1e-12
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    try:
-        groups = [(f"honest threads={k}", v) for k, v in result["samples"]["honest"].items()]
-        groups += [(f"forged {k}", v) for k, v in result["samples"]["forged"].items() if v]
+    groups = [(f"honest, threads={k}", v) for k, v in result["samples"]["honest"].items()]
+    groups += [(f"forged: {k}", v) for k, v in result["samples"]["forged"].items() if v]
+    thresholds = [p["threshold"] for p in result["policies"] if p["threshold"] > 0]
+    bands = LogBands.fit([float(v) for _, vals in groups for v in vals], thresholds)
+    with figure(path, size=(8.0, 1.2 + 0.45 * max(len(groups), 1))) as (_fig, ax):
+        seen: set[str] = set()
         for y, (label, vals) in enumerate(groups):
-            xs = [max(v, floor) if math.isfinite(v) else 1e6 for v in vals]
-            ax.scatter(xs, np.full(len(xs), y) + np.linspace(-0.2, 0.2, len(xs)), s=8,
-                       c="tab:green" if label.startswith("honest") else "tab:red")
-        for p in result["policies"]:
-            if p["threshold"] > 0:
-                ax.axvline(p["threshold"], linestyle="--", color="tab:orange", alpha=0.7)
-                ax.text(p["threshold"], len(groups) - 0.5, p["policy"], fontsize=7, rotation=90, va="top")
+            kind = "honest replay" if label.startswith("honest") else "forged segment"
+            xs = [bands.place(float(v)) for v in vals]
+            ax.scatter(xs, np.full(len(xs), y) + np.linspace(-0.2, 0.2, len(xs)), s=8, clip_on=False,
+                       c=PASS_COLOR if kind == "honest replay" else FAIL_COLOR,
+                       label=None if kind in seen else kind)
+            seen.add(kind)
+        styles = ["--", "-.", ":", (0, (5, 1))]
+        for n, p in enumerate(q for q in result["policies"] if q["threshold"] > 0):
+            ax.axvline(p["threshold"], linestyle=styles[n % len(styles)], color=DELTA_COLOR, alpha=0.8,
+                       label=f"δ of {p['policy']} = {p['threshold']:g}")
+        bands.apply(ax, "x")
         ax.set_yticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
-        ax.set_xscale("log")
-        ax.set_xlabel("ρ (exact zeros drawn at 1e-12)")
+        ax.set_ylim(-0.6, len(groups) - 0.4)
+        ax.set_xlabel("ρ = replay error / recorded update")
         ax.set_title(f"calibration on {result['device']}", fontsize=9)
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, format="png")
-    finally:
-        plt.close(fig)
-    return out
+        ax.grid(True, axis="x", which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return Path(path)
 
 
 def calibrate_fresh(count: int = 3, *, max_steps: int = 60, k: int = 5, threads: Sequence[int] = (),

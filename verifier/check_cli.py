@@ -12,6 +12,7 @@ policy's false-reject / false-accept rates (`verifier.calibrate`).
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
     store = None
     dataset_source: Source | None = None
     if local.is_dir():
+        _check_manifest_syntax(local)
         source = DirSource(local)
         ddir = dataset_dir or (local.parent / "dataset" if (local.parent / "dataset").is_dir() else None)
         if ddir is not None:
@@ -128,7 +130,8 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
     report.write(report_path)
     plot = plot_report(report, plot_path or report_path.with_suffix(".png"),
                        title=f"{transcript[-60:]}: {report.verdict}")
-    rhos = [s.rho for s in report.segments if s.rho is not None]
+    # the report's own rule (`SegmentResult.to_json`): an infinite ρ is null there and named in the reason
+    rhos = [s.rho for s in report.segments if s.rho is not None and math.isfinite(s.rho)]
     summary = {"verdict": report.verdict, "reason": report.reason, "policy": policy.name,
                "threshold": policy.threshold, "segments": [s.index for s in report.segments],
                "maxRho": max(rhos) if rhos else None, "init": report.init["method"] if report.init else None,
@@ -137,6 +140,23 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
                "seconds": round(report.seconds, 3), "report": str(report_path), "plot": str(plot)}
     emit(summary, as_json)
     sys.exit(EXIT_CODE[report.verdict])
+
+
+def _check_manifest_syntax(tdir: Path) -> None:
+    """A local directory is the user's input: a missing or unparsable manifest is an input error (one line,
+    exit 1: file, position, what was expected), not a verdict. A manifest that parses but breaks a protocol
+    rule is judged like any other evidence (Invalid, exit 3)."""
+    path = tdir / "manifest.json"
+    try:
+        json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise CliError(f"{tdir} is not a transcript directory: no manifest.json") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: byte {exc.start}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}") from None
 
 
 @click.command()

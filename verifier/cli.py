@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import click
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from registry import __version__
-from registry.cli import connect, deployment_option, fail, rpc_option
+from registry.cli import connect, deployment_option, emit, fail, json_option, optional_rpc_option
+from registry.cliconfig import config_option
 from registry.errors import describe_revert
 
 
 @click.group()
 @click.version_option(__version__, prog_name="proofreg-verifier")
+@config_option
 def main() -> None:
     """Verifier node of the proof registry."""
 
 
 @main.command()
-@rpc_option
+@optional_rpc_option
 @deployment_option
-@click.option("--challenge", "challenge_id", type=int, required=True)
-def assignments(rpc_url: str, deployment_path: object, challenge_id: int) -> None:
+@click.option("--challenge", "challenge_id", type=click.IntRange(min=1), required=True)
+@json_option
+def assignments(rpc_url: str | None, deployment_path: Path | None, challenge_id: int, as_json: bool) -> None:
     """Show a drawn challenge's committee and the segments it must check (from the contract's views)."""
-    handle = connect(rpc_url, deployment_path)  # type: ignore[arg-type]
+    handle = connect(rpc_url, deployment_path)
     f = handle.contract.functions
     try:
         committee = f.committee(challenge_id).call()
@@ -33,8 +36,7 @@ def assignments(rpc_url: str, deployment_path: object, challenge_id: int) -> Non
     except (ContractCustomError, ContractLogicError) as exc:
         fail(describe_revert(exc.data if isinstance(exc.data, str) else None))
         return
-    click.echo(json.dumps({"challenge": challenge_id, "committee": committee, "verdicts": verdicts,
-                           "segments": segments}, indent=2))
+    emit({"challenge": challenge_id, "committee": committee, "verdicts": verdicts, "segments": segments}, as_json)
 
 
 from verifier.daemon_cli import run as _run_command  # noqa: E402 - `run` (the node daemon) lives apart

@@ -450,7 +450,9 @@ class Engine:
         report.checks["shardsFetched"] = sorted(self._shards_fetched)
         failed = [r for r in results if not r.passed and not r.unavailable]
         if failed:
-            worst = failed[0]
+            # the reason quotes what a reader compares it with: the first error, else the largest ρ (maxRho)
+            errored = [r for r in failed if r.error]
+            worst = errored[0] if errored else max(failed, key=lambda r: r.rho if r.rho is not None else -1.0)
             rho = "nan" if worst.rho is None else f"{worst.rho:.3g}"
             report.verdict = INVALID
             report.reason = worst.error or (f"segment {worst.index} does not reproduce: rho={rho} > "
@@ -620,7 +622,10 @@ class Engine:
             result.error = "the last checkpoint's weights do not hash to finalWeightsHash"
             return
         result.passed = math.isfinite(d.rho) and d.rho <= self.policy.threshold
-        if not math.isfinite(d.rho):
+        if math.isinf(d.rho):  # ‖W_{i+1} − W_i‖ = 0 while the replay moves: finite weights, a zero update
+            result.error = (f"segment {s} records a zero update (checkpoints {s} and {s + 1} hold the same "
+                            f"weights) but its replay moves them by {d.error_norm:.3g}: rho=inf")
+        elif not math.isfinite(d.rho):
             result.error = f"segment {s} replays to non-finite weights"
 
 

@@ -123,39 +123,10 @@ class AuditReport:
 
 
 def plot_report(report: AuditReport, path: str | Path, title: str = "") -> Path:
-    """PNG of per-segment ρ (log scale) against the policy's δ; failing segments in red, exact zeros drawn at
-    the floor. Uses matplotlib's Agg backend (no display needed)."""
-    import matplotlib
+    """PNG of per-segment ρ against the policy's δ (`registry.plots.rho_plot`: exact zeros and infinities in
+    their own labelled bands, δ as a line, legend outside the data)."""
+    from registry.plots import RhoPoint, rho_plot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    segs = [s for s in report.segments if s.rho is not None]
-    floor = 1e-12
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    try:
-        xs = [s.index for s in segs]
-        ys = [max(float(s.rho), floor) if s.rho is not None else floor for s in segs]
-        colors = ["tab:green" if s.passed else "tab:red" for s in segs]
-        if segs:
-            ax.scatter(xs, ys, c=colors, zorder=3, label="ρ per segment (green: pass, red: fail)")
-        errored = [s.index for s in report.segments if s.rho is None]
-        if errored:
-            ax.scatter(errored, [floor] * len(errored), marker="x", c="tab:red", zorder=3,
-                       label="not replayed (error)")
-        delta = report.threshold
-        if delta > 0:
-            ax.axhline(delta, color="tab:orange", linestyle="--", label=f"δ = {delta:g}")
-        ax.set_yscale("log")
-        ax.set_ylim(floor / 2, max([*ys, delta, 1.0]) * 5)
-        ax.set_xlabel("segment")
-        ax.set_ylabel("ρ = ‖W′ − W_{i+1}‖ / ‖W_{i+1} − W_i‖")
-        ax.set_title(title or f"{report.verdict}: {report.reason}"[:100], fontsize=9)
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, format="png")
-    finally:
-        plt.close(fig)
-    return out
+    points = [RhoPoint(s.index, s.rho, s.passed) for s in report.segments]
+    rho_plot(points, report.threshold, path, title or f"{report.verdict}: {report.reason}")
+    return Path(path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -60,22 +61,34 @@ def ezkl_version() -> str:
 
 
 @contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """ezkl's Rust code prints tables to file descriptor 1; keep stdout clean for `--json` results."""
+def stdout_to_stderr(capture: Path | None = None) -> Iterator[None]:
+    """ezkl's Rust code prints tables to file descriptor 1; keep stdout clean for `--json` results (to stderr).
+    With `capture`, both descriptors 1 and 2 go into that file instead: calibrate_settings writes its numerical
+    fidelity table straight to descriptor 2, and it is a report to keep beside the settings, not a warning."""
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
         yield
         return
     sys.stdout.flush()
-    saved = os.dup(fd)
+    sys.stderr.flush()
+    fds = [fd] + ([2] if capture is not None else [])
+    saved = [os.dup(f) for f in fds]
     try:
-        os.dup2(sys.stderr.fileno() if _has_fileno(sys.stderr) else os.open(os.devnull, os.O_WRONLY), fd)
+        if capture is not None:
+            target = os.open(capture, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            for f in fds:
+                os.dup2(target, f)
+            os.close(target)
+        else:
+            os.dup2(sys.stderr.fileno() if _has_fileno(sys.stderr) else os.open(os.devnull, os.O_WRONLY), fd)
         yield
     finally:
         sys.stdout.flush()
-        os.dup2(saved, fd)
-        os.close(saved)
+        sys.stderr.flush()
+        for f, s in zip(fds, saved, strict=True):
+            os.dup2(s, f)
+            os.close(s)
 
 
 def _has_fileno(stream: Any) -> bool:
@@ -86,10 +99,31 @@ def _has_fileno(stream: Any) -> bool:
     return True
 
 
-def call_ezkl(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Runs one ezkl call; turns its exceptions (including Rust panics, which are BaseException) into ZkError."""
+class _CalibrationTable(logging.Filter):
+    """Drops the table of per-scale errors that ezkl's calibrate_settings logs as a WARNING (a report, not a
+    warning: the chosen settings are in settings.json); ezkl's other warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "┌" not in record.getMessage() and record.getMessage().strip() != ""
+
+
+def quiet_ezkl_logs() -> None:
+    """ezkl's Rust logs reach Python's `logging` (pyo3-log), and Python prints WARNINGs with no handler set.
+    Two are noise for this project, silenced at their loggers: tract's "ONNX operator set is 20, tract is only
+    tested against operator set 9" (the project exports opset 20 on purpose: ezkl's supported path, covered by
+    the tests), and the calibration table. Idempotent."""
+    logging.getLogger("tract_onnx").setLevel(logging.ERROR)
+    execute = logging.getLogger("ezkl.execute")
+    if not any(isinstance(f, _CalibrationTable) for f in execute.filters):
+        execute.addFilter(_CalibrationTable())
+
+
+def call_ezkl(what: str, fn: Callable[..., T], *args: Any, capture_stdout: Path | None = None, **kwargs: Any) -> T:
+    """Runs one ezkl call; turns its exceptions (including Rust panics, which are BaseException) into ZkError.
+    `capture_stdout`: a file for what ezkl prints (calibration's numerical fidelity report)."""
+    quiet_ezkl_logs()
     try:
-        with stdout_to_stderr():
+        with stdout_to_stderr(capture_stdout):
             return fn(*args, **kwargs)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
@@ -307,7 +341,7 @@ def build_circuit(onnx_path: str | Path, calibration_input: Path, cache_dir: str
         if options.max_logrows:
             kwargs["max_logrows"] = options.max_logrows
         call_ezkl("calibrate_settings", ezkl.calibrate_settings, str(calibration_input), str(onnx_copy),
-                  str(settings), options.calibration_target, **kwargs)
+                  str(settings), options.calibration_target, capture_stdout=tmp / "calibration-report.txt", **kwargs)
         t["calibrate"] = time.perf_counter() - start
         from registry.safejson import load_file
 
