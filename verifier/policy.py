@@ -4,15 +4,20 @@ A policy fixes everything that decides a verdict besides the evidence, so that e
 applies the same policy version to the same evidence reaches the same verdict:
 
 - `threshold` δ: a segment passes when its reproduction error ρ ≤ δ;
+- `state_threshold` δ_state: and when the rest of its end state reproduces: floating buffers (BatchNorm
+  running statistics) and every floating optimizer state tensor class (momentum, Adam moments), each with its
+  own ρ-like distance ≤ δ_state; counts (integer buffers, Adam's `step`) must be equal;
 - `top_q` Q: besides the sampled segments, the Q segments of every epoch with the largest update norm
   ‖W_{i+1} − W_i‖₂ are audited (the PoL paper's rule: forging a large update is where a spoofer gains most);
 - `extra_samples`: more segments drawn by the contract's own rule, continued past its S draws
   (`keccak256(abi.encode(seed, "segment", j)) % N` for j = S .. S+extra−1), when the caller knows the seed;
-- `init_check` and `init_alpha`: the initialization check of checkpoint 0 (re-initialization with the
-  recorded seed, else a Kolmogorov–Smirnov test per tensor at family-wise level `init_alpha`, Bonferroni);
+- `init_check`: the initialization check of checkpoint 0 by its committed origin (bit-exact re-initialization
+  from the committed seed, a registered parent's final weights, or external: "origin not verified"); the KS
+  test of the family's initializer no longer decides anything (`init_alpha` is kept for old callers);
 - `membership`: every replayed example is proved against `datasetRoot`;
 - `update_norm_rtol`: how far a segment's recorded `updateNorm` may be from the one recomputed from its two
-  checkpoints (top-Q selection trusts the recorded norms, so a lie there is itself a fraud);
+  checkpoints, whenever the audit holds both (the norms only steer top-Q, which the detection bound does not
+  rely on; a lie is itself a fraud);
 - `top_q_from_checkpoints`: recompute every segment's norm from all checkpoints before choosing the top Q,
   trusting no recorded norm (costs fetching every checkpoint: most of the transcript).
 
@@ -42,12 +47,14 @@ class TolerancePolicy:
     init_alpha: float = 1e-6
     membership: bool = True
     update_norm_rtol: float = 1e-4
+    state_threshold: float = 1e-3
     top_q_from_checkpoints: bool = False
     description: str = ""
     measured: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.threshold >= 0 or self.top_q < 0 or self.extra_samples < 0 or not 0 < self.init_alpha < 1:
+        if not self.threshold >= 0 or not self.state_threshold >= 0 or self.top_q < 0 or self.extra_samples < 0 \
+                or not 0 < self.init_alpha < 1:
             raise PolicyError(f"policy {self.name!r}: bad parameters")
 
     def with_overrides(self, *, threshold: float | None = None, top_q: int | None = None,
@@ -77,6 +84,7 @@ class TolerancePolicy:
         out["initAlpha"] = out.pop("init_alpha")
         out["updateNormRtol"] = out.pop("update_norm_rtol")
         out["topQFromCheckpoints"] = out.pop("top_q_from_checkpoints")
+        out["stateThreshold"] = out.pop("state_threshold")
         return out
 
 
