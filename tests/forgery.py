@@ -232,8 +232,9 @@ def prover_continue(tdir: Path, start: int, dataset: Any, *, end: int | None = N
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             sd = opt.state_dict()
-            write_checkpoint(tdir, i + 1, seg["endStep"], {k: v.detach().clone() for k, v in model.state_dict().items()},
-                             {"state": sd["state"], "param_groups": sd["param_groups"]})
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            write_checkpoint(tdir, i + 1, seg["endStep"], state, {"state": sd["state"],
+                                                                  "param_groups": sd["param_groups"]})
 
 
 def reseal_all(tdir: Path) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def test_rng_used_between_steps_schedulers_and_adam_replay_exactly(digits: Datas
     assert m["config"]["rng"] == {"scheme": "proofreg/pol-rng/1", "seed": 0}
     lrs = [lr[0] for s in m["segments"] for lr in s["learningRates"]]
     assert lrs[0] == 0.1 and lrs[4] == pytest.approx(0.07) and len(set(lrs)) > 3
-    assert m["config"]["scheduler"] == {"type": "StepLR"}
+    assert m["config"]["scheduler"] == {"type": "StepLR", "args": {"gamma": 0.7, "step_size": 4}, "every": 1}
     assert rhos(tmp_path / "t", digits) == [0.0, 0.0, 0.0]
 
     record(tmp_path / "adam", digits, steps=12, k=5, optimizer="adam")
