@@ -161,9 +161,8 @@ def calibrate(runs: Sequence[Run], *, device: str = "cpu", threads: Sequence[int
             for what in STATE_FORGERIES:
                 fake = _scaled_state(end, run.manifest["config"], what)
                 if fake is not None:
-                    dists = {d.name: d for d in state_distances(model, optim, start, fake, run.manifest["config"],
-                                                                state_threshold)}
-                    forged_state[what].append(max(d.distance for d in dists.values()))
+                    fd = state_distances(model, optim, start, fake, run.manifest["config"], state_threshold)
+                    forged_state[what].append(max(d.distance for d in fd))
             # tampered batch: one step's examples replaced by random other ones
             b = run.batches(i).copy()
             row = int(rng.integers(0, b.shape[0]))
@@ -195,13 +194,13 @@ def calibrate(runs: Sequence[Run], *, device: str = "cpu", threads: Sequence[int
                             "falseRejectRate": fr / len(all_honest) if all_honest else None,
                             "falseAccepts": fa, "forged": len(all_forged),
                             "falseAcceptRate": fa / len(all_forged) if all_forged else None})
-    for row in policy_rows:
-        p = next(q for q in pols if q.name == row["policy"])
+    for prow in policy_rows:
+        p = next(q for q in pols if q.name == prow["policy"])
         sfr = sum(1 for r in honest_rows if any(not d <= (0.0 if exact else p.state_threshold)
                                                     for d, exact in r.values()))
         all_fs = [v for vs in forged_state.values() for v in vs]
         sfa = sum(1 for v in all_fs if v <= p.state_threshold)
-        row.update({"stateThreshold": p.state_threshold, "stateFalseRejects": sfr,
+        prow.update({"stateThreshold": p.state_threshold, "stateFalseRejects": sfr,
                     "stateFalseRejectRate": sfr / len(honest_rows) if honest_rows else None,
                     "stateFalseAccepts": sfa, "stateForged": len(all_fs),
                     "stateFalseAcceptRate": sfa / len(all_fs) if all_fs else None})
@@ -283,3 +282,29 @@ def calibrate_fresh(count: int = 3, *, max_steps: int = 60, k: int = 5, threads:
     with tempfile.TemporaryDirectory() as tmp:
         runs = train_runs(Path(tmp), count, max_steps=max_steps, k=k)
         return calibrate(runs, device=device, threads=threads)
+
+
+def liar_detection(manifest: dict[str, Any], forged: Sequence[int], *, trials: int = 10000, samples: int = 8,
+                   policy: TolerancePolicy | None = None, tag: str = "liar") -> dict[str, Any]:
+    """How often the audit of a challenge re-executes at least one of the `forged` segments of this manifest,
+    over `trials` challenge seeds, with the engine's own planning (`verifier.engine.plan_segments`): the
+    contract's `samples` draws, the policy's extra draws, first and last, top-Q by the manifest's declared
+    norms (the prover's words: a liar makes the forged ones look smallest). A forged segment that is
+    re-executed is Invalid (the soundness suite shows it for each forgery class), so this is the detection
+    rate. Compared with the bound 1 − (1 − f)^(S + extra) that ignores first/last and top-Q."""
+    from registry.hashing import keccak256
+    from registry.sampling import sampled_segments
+    from verifier.engine import plan_segments
+    from verifier.policy import get_policy
+
+    pol = policy or get_policy(None)
+    n = int(manifest["numSegments"])
+    bad = set(int(i) for i in forged)
+    hits = 0
+    for t in range(trials):
+        seed = keccak256(f"{tag}/{t}".encode())
+        planned = plan_segments(manifest, sampled_segments(seed, samples, n), seed, samples, pol)
+        hits += bool(bad & set(planned))
+    f = len(bad) / n
+    return {"numSegments": n, "forged": sorted(bad), "fraction": f, "trials": trials, "detected": hits,
+            "rate": hits / trials, "bound": 1 - (1 - f) ** (samples + pol.extra_samples)}

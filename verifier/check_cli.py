@@ -157,7 +157,8 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
 @json_option
 @handle_errors
 def calibrate(transcripts: tuple[Path, ...], dataset_dir: Path | None, train_count: int, max_steps: int, k: int,
-              mix: bool, threads: str, max_segments: int | None, device: str, out_path: Path | None, as_json: bool) -> None:
+              mix: bool, threads: str, max_segments: int | None, device: str, out_path: Path | None,
+              as_json: bool) -> None:
     """Replay honest transcripts on this hardware: ρ distribution and each policy's false-reject/accept rates."""
     from registry.datasets import DatasetError
     from registry.pol.checkpoint import TranscriptError

@@ -196,6 +196,24 @@ def extra_draws(seed: bytes | None, first: int, count: int, num_segments: int) -
     return [segment_at(seed, j, num_segments) for j in range(first, first + count)]
 
 
+def plan_segments(manifest: dict[str, Any], assigned: Sequence[int], seed: bytes | None, drawn: int,
+                  policy: TolerancePolicy) -> dict[int, list[str]]:
+    """Which segments an audit re-executes, and why: the assigned ones, the first and the last (always), the
+    policy's extra draws continuing the contract's rule after `drawn` draws, the top-Q declared updates of
+    every epoch. Only the draws are out of the prover's reach: the detection bound rests on them alone
+    (docs/threat-model.md; `verifier.calibrate.liar_detection` measures it with this very function)."""
+    n = int(manifest["numSegments"])
+    extra = extra_draws(seed, drawn, policy.extra_samples, n)
+    top = top_q_segments(manifest, policy.top_q)
+    why: dict[int, list[str]] = {}
+    for label, indices in (("assigned", list(assigned)), ("first", [0]), ("last", [n - 1]), ("extra", extra),
+                           ("top-q", top)):
+        for s in indices:
+            if label not in why.setdefault(int(s), []):
+                why[int(s)].append(label)
+    return why
+
+
 def _check_segment_fields(manifest: dict[str, Any]) -> None:
     """The manifest fields `validate_manifest` leaves to the verifier: per-segment epoch and update norm."""
     for s in manifest["segments"]:
@@ -457,17 +475,10 @@ class Engine:
         if self.all_segments:
             assigned += list(range(n))
         drawn = max(self.samples_drawn, self.draw)
-        why: dict[int, list[str]] = {}
-        extra = extra_draws(self.seed, drawn, self.policy.extra_samples, n)
         if self.policy.top_q and self.policy.top_q_from_checkpoints:
             report.checks["updateNormsVerified"] = self._verify_all_norms(manifest)
-        top = top_q_segments(manifest, self.policy.top_q)
         report.checks["seed"] = to_hex(self.seed) if self.seed is not None else None
-        for label, indices in (("assigned", assigned), ("first", [0]), ("last", [n - 1]), ("extra", extra),
-                               ("top-q", top)):
-            for s in indices:
-                if label not in why.setdefault(s, []):
-                    why[s].append(label)
+        why = plan_segments(manifest, assigned, self.seed, drawn, self.policy)
         wanted = sorted(why)
         bad = verify_segment_proofs(manifest, claim.segment_root, wanted)
         report.checks["segmentProofs"] = {"verified": len(wanted) - len(bad), "failed": bad}

@@ -304,3 +304,35 @@ def test_reports_carry_every_state_distance(lab: dict[str, Any]) -> None:
     assert seg["state"]["optim.momentum_buffer"]["threshold"] == POLICY.state_threshold
     assert body["checks"]["chainHead"] and body["checks"]["updateNormsRecomputed"] == list(range(6))
     assert body["claim"]["origin"] == "seed" and body["init"]["originVerified"]
+
+
+# Sampling against a liar -------------------------------------------------------------------------------------------
+
+def test_detection_against_a_prover_who_lies_in_every_declared_field(lab: dict[str, Any]) -> None:
+    """20 segments, 2 forged (10%), the forged ones declared as the smallest updates and two honest ones as
+    huge (top-Q steered away), epochs as the config says (a lie there is Invalid outright). The audit plan of
+    the engine hits a forged segment in >= 99% of challenges, as the draws alone promise; real audits of a
+    few challenges are Invalid."""
+    from verifier.calibrate import liar_detection
+
+    base = lab["out"] / "long"
+    run = train(base, family_args=MLP, epochs=2, max_steps=100, steps_per_segment=5, seed=5, dataset=lab["ds"])
+    lab["long"] = run.transcript_dir
+
+    def edit(tdir: Path, m: dict[str, Any]) -> None:
+        for i in (5, 15):  # segments 4 and 14 end on weights their replay does not reach
+            c = ckpt(tdir, i)
+            model = {k: v + 0.02 * torch.randn_like(v) if v.is_floating_point() else v for k, v in c.model.items()}
+            write_checkpoint(tdir, i, c.step, model, c.optimizer)
+            prover_continue(tdir, i, lab["ds"])
+
+    tdir = forge(lab, "liar", edit, base="long")
+    m = read_manifest(tdir)
+    for i, s in enumerate(m["segments"]):
+        s["updateNorm"] = 1e-9 if i in (4, 14) else (1e3 if i in (7, 17) else s["updateNorm"])
+    write_manifest(tdir / MANIFEST_NAME, m)
+    result = liar_detection(m, [4, 14], trials=2000, samples=S, policy=POLICY)
+    assert result["bound"] >= 0.99 and result["rate"] >= 0.99, result
+    for t in range(3):
+        report = run_audit(lab, tdir, seed_tag=f"liar/{t}")
+        assert report.verdict == INVALID, report.reason
