@@ -333,6 +333,7 @@ def test_detection_against_a_prover_who_lies_in_every_declared_field(lab: dict[s
     write_manifest(tdir / MANIFEST_NAME, m)
     result = liar_detection(m, [4, 14], trials=2000, samples=S, policy=POLICY)
     assert result["bound"] >= 0.99 and result["rate"] >= 0.99, result
-    for t in range(3):
-        report = run_audit(lab, tdir, seed_tag=f"liar/{t}")
-        assert report.verdict == INVALID, report.reason
+    print(f"liar detection: {result['detected']}/{result['trials']} = {result['rate']:.4f} "
+          f"(bound {result['bound']:.4f})")
+    report = run_audit(lab, tdir, seed_tag="liar/0")
+    assert report.verdict == INVALID, report.reason
