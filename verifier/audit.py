@@ -17,7 +17,7 @@ from pathlib import Path
 
 from registry.datasets import Dataset
 from registry.store.base import ContentStore
-from verifier.engine import Limits, StoreSource
+from verifier.engine import Limits, ParentLookup, StoreSource
 from verifier.engine import audit as run_audit
 from verifier.policy import DEFAULT_POLICY, TolerancePolicy, get_policy
 from verifier.report import (
@@ -42,17 +42,20 @@ def audit_training_claim(store: ContentStore, claim: TrainingClaimFields, segmen
                          device: str = "cpu", workdir: Path | None = None, policy: TolerancePolicy | str | None = None,
                          seed: bytes | None = None, samples_drawn: int | None = None, prefetch: bool = True,
                          limits: Limits | None = None,
-                         on_segment: Callable[[SegmentResult], None] | None = None) -> AuditReport:
+                         on_segment: Callable[[SegmentResult], None] | None = None,
+                         parent_lookup: ParentLookup | None = None) -> AuditReport:
     """Audits the given segments (duplicates are checked once) of a training claim, plus what the policy adds.
 
     `policy`: a `TolerancePolicy` or a shipped policy's name (default `pol-tolerance/1`); `threshold`, when
     changed from the default, overrides its δ. `seed` (the challenge's seed) lets the policy draw its extra
     segments by the contract's rule, continuing after the `samples_drawn` draws the contract made (default:
-    len(segments)). `prefetch` fetches the next segment's files while one replays."""
+    len(segments)). `prefetch` fetches the next segment's files while one replays. `parent_lookup(claimId)`:
+    the chain's view of a fine-tuning parent (`ParentClaim`, None if unregistered); without it a claim of
+    origin Parent is Unavailable."""
     pol = policy if isinstance(policy, TolerancePolicy) else get_policy(policy)
     if threshold != DEFAULT_RHO_THRESHOLD:
         pol = pol.with_overrides(threshold=threshold)
     drawn = len(segments) if samples_drawn is None else samples_drawn
     return run_audit(StoreSource(store, claim.transcript_cid), claim, segments, policy=pol, dataset=dataset,
                      store=store, device=device, workdir=workdir, seed=seed, samples_drawn=drawn,
-                     prefetch=prefetch, limits=limits, on_segment=on_segment)
+                     prefetch=prefetch, limits=limits, on_segment=on_segment, parent_lookup=parent_lookup)
