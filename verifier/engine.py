@@ -312,7 +312,7 @@ def check_init_origin(config: dict[str, Any], claim: TrainingClaimFields, ckpt0:
     if as_hash(init["weightsHash"]) != wh:
         return fail(f"checkpoint 0 weights hash {to_hex(wh)} is not the config's init.weightsHash "
                     f"{init['weightsHash']}")
-    if claim.init_weights_hash is not None and claim.init_weights_hash != wh:
+    if claim.init_weights_hash and claim.init_weights_hash != wh:  # empty or None: not committed
         return fail(f"checkpoint 0 weights hash {to_hex(wh)} is not the claim's initWeightsHash "
                     f"{to_hex(claim.init_weights_hash)}")
     if claim.origin is not None and ORIGIN_NAMES.get(claim.origin) != origin:
