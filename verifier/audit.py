@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from registry.datasets import Dataset
 from registry.store.base import ContentStore
@@ -26,12 +27,13 @@ from verifier.report import (
     VALID,
     VERDICT_CODE,
     AuditReport,
+    ParentClaim,
     SegmentResult,
     TrainingClaimFields,
 )
 
 __all__ = ["DEFAULT_RHO_THRESHOLD", "INVALID", "UNAVAILABLE", "VALID", "VERDICT_CODE", "AuditReport",
-           "SegmentResult", "TrainingClaimFields", "audit_training_claim"]
+           "SegmentResult", "TrainingClaimFields", "audit_training_claim", "chain_parent_lookup"]
 
 #: δ of the default tolerance policy "pol-tolerance/1" (`verifier.policy`, calibrated in README).
 DEFAULT_RHO_THRESHOLD = get_policy(DEFAULT_POLICY).threshold
@@ -59,3 +61,25 @@ def audit_training_claim(store: ContentStore, claim: TrainingClaimFields, segmen
     return run_audit(StoreSource(store, claim.transcript_cid), claim, segments, policy=pol, dataset=dataset,
                      store=store, device=device, workdir=workdir, seed=seed, samples_drawn=drawn,
                      prefetch=prefetch, limits=limits, on_segment=on_segment, parent_lookup=parent_lookup)
+
+
+_CLAIM_STATUS = ("None", "Committed", "Valid", "Invalid", "Finalized")
+
+
+def chain_parent_lookup(registry: Any, from_block: int = 0) -> ParentLookup:
+    """A `ParentLookup` over a web3 ProofRegistry contract: the parent's `finalWeightsHash` from its
+    `TrainingClaimCommitted` event, its status from `getClaim`, taint from `isTainted` (any ancestor Invalid).
+    None when no training claim of that id was committed. For the daemon to pass to `audit_training_claim`."""
+
+    def lookup(claim_id: int) -> ParentClaim | None:
+        logs = registry.events.TrainingClaimCommitted.get_logs(from_block=from_block,
+                                                                argument_filters={"claimId": claim_id})
+        if not logs:
+            return None
+        info = registry.functions.getClaim(claim_id).call()
+        status = info[3] if isinstance(info, list | tuple) else info["status"]
+        name = _CLAIM_STATUS[int(status)] if 0 <= int(status) < len(_CLAIM_STATUS) else str(status)
+        tainted = bool(registry.functions.isTainted(claim_id).call())
+        return ParentClaim(int(claim_id), bytes(logs[0]["args"]["finalWeightsHash"]), name, tainted)
+
+    return lookup

@@ -337,3 +337,36 @@ def test_detection_against_a_prover_who_lies_in_every_declared_field(lab: dict[s
           f"(bound {result['bound']:.4f})")
     report = run_audit(lab, tdir, seed_tag="liar/0")
     assert report.verdict == INVALID, report.reason
+
+
+def test_parent_lookup_on_the_real_contract(lab: dict[str, Any], d: Any, tmp_path: Path) -> None:
+    """The parent claim's final weights, status and taint come from the embedded chain's registry; the child
+    is committed with origin Parent and audited Valid against it."""
+    from registry.publish import publish_transcript
+    from registry.store.embedded import EmbeddedStore
+    from verifier.audit import chain_parent_lookup
+
+    store = EmbeddedStore(tmp_path / "store")
+    parent = publish_transcript(lab["honest"], store, lab["ds"].path)
+    parent_id = d.commit(parent.claim_tuple(), d.accounts[1])
+    lookup = chain_parent_lookup(d.reg)
+    assert lookup(parent_id + 5) is None
+    got = lookup(parent_id)
+    assert got is not None and got.final_weights_hash == parent.summary.final_weights_hash
+    assert got.status == "Committed" and not got.tainted
+
+    def edit(tdir: Path, m: dict[str, Any]) -> None:
+        c0 = ckpt(tdir, 0)
+        write_checkpoint(tdir, 0, 0, ckpt(lab["honest"], 6).model, c0.optimizer)
+        m["config"]["init"] = {"origin": "parent", "parentClaimId": parent_id, "weightsHash": ""}
+        m["dataset"]["cid"] = None
+        write_manifest(tdir / MANIFEST_NAME, m)
+        prover_continue(tdir, 0, lab["ds"])
+
+    tdir = forge(lab, "chain-child", edit, base="other")
+    child = publish_transcript(tdir, store, lab["ds"].path)
+    assert child.claim_tuple()[8:] == (parent.summary.final_weights_hash, parent_id, 1)
+    d.commit(child.claim_tuple(), d.accounts[2])
+    report = run_audit(lab, tdir, all_segments=True, parent_lookup=lookup)
+    assert report.verdict == VALID, report.reason
+    assert report.init is not None and report.init["parent"]["status"] == "Committed"
