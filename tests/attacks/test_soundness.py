@@ -370,3 +370,17 @@ def test_parent_lookup_on_the_real_contract(lab: dict[str, Any], d: Any, tmp_pat
     report = run_audit(lab, tdir, all_segments=True, parent_lookup=lookup)
     assert report.verdict == VALID, report.reason
     assert report.init is not None and report.init["parent"]["status"] == "Committed"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_honest_runs_stay_valid_across_thread_counts(lab: dict[str, Any], threads: int) -> None:
+    """Both honest runs, every segment, the full state compared, replayed at 1 and 2 threads (the figures
+    over 20 runs are from `proofreg-verifier calibrate --train 20 --mix --threads 1,2`, README)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for run in ("honest", "other"):
+            report = run_audit(lab, lab[run], all_segments=True)
+            assert report.verdict == VALID, (run, threads, report.reason)
+    finally:
+        torch.set_num_threads(before)
