@@ -47,7 +47,7 @@ from registry.sampling import sampled_segments
 from registry.store.embedded import EmbeddedStore
 from tests.forgery import claim_tuple, forge_interpolated, forge_spliced, read_manifest, reseal
 from verifier.audit import INVALID, VALID, TrainingClaimFields, audit_training_claim
-from verifier.engine import extra_draws, top_q_segments
+from verifier.engine import plan_segments, top_q_segments
 from verifier.policy import get_policy
 
 pytestmark = pytest.mark.slow
@@ -213,8 +213,7 @@ def test_replayed_transcript_loses_ownership(lab: Lab, honest: Path) -> None:
 
 def _selection(manifest: dict[str, Any], seed: bytes, n: int) -> set[int]:
     """The segments a default-policy audit replays for this seed (the engine's own planning functions)."""
-    chosen = set(sampled_segments(seed, S, n)) | set(extra_draws(seed, S, POLICY.extra_samples, n))
-    return chosen | set(top_q_segments(manifest, POLICY.top_q))
+    return set(plan_segments(manifest, sampled_segments(seed, S, n), seed, S, POLICY))
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.04])
