@@ -30,10 +30,12 @@ class Published:
     summary: TranscriptSummary
 
     def claim_tuple(self) -> tuple[Any, ...]:
-        """The `TrainingClaim` struct, in ABI order, for `commitTraining`."""
+        """The `TrainingClaim` struct, in ABI order, for `commitTraining` (the last three: initWeightsHash,
+        parentClaimId, origin as the contract's InitOrigin)."""
         s = self.summary
         return (self.transcript_cid, s.segment_root, s.chain_head, s.final_weights_hash, s.dataset_root,
-                s.config_hash, s.num_segments, s.steps_per_segment)
+                s.config_hash, s.num_segments, s.steps_per_segment, s.init_weights_hash, s.parent_claim_id,
+                s.origin)
 
     def to_json(self) -> dict[str, Any]:
         return {"transcriptCid": self.transcript_cid, "datasetCid": self.dataset_cid, **self.summary.to_json()}
@@ -61,7 +63,16 @@ def verify_transcript(transcript_dir: str | Path, progress: Callable[[int, int],
         raise PublishError(f"invalid transcript {tdir}: {exc}") from None
     if weights_hash(final.model) != as_hash(manifest["finalWeightsHash"]):
         raise PublishError(f"invalid transcript {tdir}: the last checkpoint's weights do not give finalWeightsHash")
-    return manifest, summary_of(manifest, tdir / MANIFEST_NAME)
+    try:
+        summary = summary_of(manifest, tdir / MANIFEST_NAME)
+        first = manifest["checkpoints"][0]
+        ckpt0 = read_checkpoint(tdir / first["path"], as_hash(first["ckptHash"]))
+    except TranscriptError as exc:
+        raise PublishError(f"invalid transcript {tdir}: {exc}") from None
+    if weights_hash(ckpt0.model) != summary.init_weights_hash:
+        raise PublishError(f"invalid transcript {tdir}: checkpoint 0's weights do not give the config's "
+                           "init.weightsHash")
+    return manifest, summary
 
 
 def _check_file(tdir: Path, rel: str, expected: str, what: str) -> None:

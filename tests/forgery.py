@@ -80,10 +80,9 @@ def reseal(tdir: Path, *, checkpoints: bool = True, batches: bool = True, norms:
 
 def claim_tuple(tdir: Path, transcript_cid: str) -> tuple[Any, ...]:
     """The `TrainingClaim` struct (ABI order) a forger commits for this directory, taken from its manifest."""
-    m = read_manifest(tdir)
-    return (transcript_cid, as_hash(m["segmentRoot"]), as_hash(m["chainHead"]), as_hash(m["finalWeightsHash"]),
-            as_hash(m["dataset"]["datasetRoot"]), as_hash(m["configHash"]), int(m["numSegments"]),
-            int(m["stepsPerSegment"]))
+    from verifier.report import TrainingClaimFields
+
+    return TrainingClaimFields.from_manifest(read_manifest(tdir), transcript_cid).claim_tuple()
 
 
 def _copy(honest: Path, out: Path) -> Path:
@@ -186,3 +185,79 @@ def forge_pickle(honest: Path, out: Path, marker: Path, index: int = 2) -> Forge
     torch.save({"model": ck.model, "payload": _Payload(marker)}, tdir / rel, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     reseal(tdir, batches=False)
     return Forgery("pickle", tdir, [index - 1, index], "Invalid", "safetensors", {"marker": str(marker)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A cheating prover's tools for the soundness suite (issue 11): training on from an edited checkpoint the way
+# a prover controls it (its own optimizer, hyperparameters from the checkpoint, its own declared learning
+# rates), then resealing everything the prover controls.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def write_checkpoint(tdir: Path, index: int, step: int, model: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
+    m = read_manifest(tdir)
+    (tdir / m["checkpoints"][index]["path"]).write_bytes(encode_checkpoint(index, step, model, optim))
+
+
+def prover_continue(tdir: Path, start: int, dataset: Any, *, end: int | None = None) -> None:
+    """Re-trains segments start .. end−1 from checkpoint `start` as the prover's own loop would: the model
+    and optimizer rebuilt from the config, then the checkpoint's WHOLE optimizer state_dict loaded (param
+    groups included, so hyperparameters forged into a checkpoint take effect), the manifest's declared
+    learning rates, the committed per-step seeds. Writes checkpoints start+1 .. end (not resealed)."""
+    from registry.pol.config import loss_function, rebuild_model, rebuild_optimizer, rng_seed_of
+    from registry.pol.rng import GLOBAL_RNG_LOCK, seed_step
+
+    m = read_manifest(tdir)
+    cfg = m["config"]
+    end = m["numSegments"] if end is None else end
+    ck = decode_checkpoint((tdir / m["checkpoints"][start]["path"]).read_bytes())
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        model = rebuild_model(cfg)
+        model.load_state_dict(ck.model)
+        opt = rebuild_optimizer(cfg, model)
+        from registry.pol.checkpoint import copy_optimizer_state
+
+        opt.load_state_dict(copy_optimizer_state(ck.optimizer))
+        model.train()
+        for i in range(start, end):
+            seg = m["segments"][i]
+            batches = np.load(tdir / seg["batches"], allow_pickle=False)
+            for j in range(batches.shape[0]):
+                for g, lr in zip(opt.param_groups, seg["learningRates"][j], strict=True):
+                    g["lr"] = float(lr)
+                x, y = dataset.batch(batches[j])
+                seed_step(rng_seed_of(cfg), seg["startStep"] + j)
+                loss = loss_function(cfg)(model(x), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            sd = opt.state_dict()
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            write_checkpoint(tdir, i + 1, seg["endStep"], state, {"state": sd["state"],
+                                                                  "param_groups": sd["param_groups"]})
+
+
+def reseal_all(tdir: Path) -> dict[str, Any]:
+    """Everything the prover controls, recomputed from the files: file hashes, update norms (parameters
+    only, as the recorder does), finalWeightsHash, config init.weightsHash (from checkpoint 0), configHash,
+    chainHead, segmentRoot."""
+    from registry.hashing import config_hash, weights_hash
+    from registry.pol.recorder import update_norm
+    from registry.pol.replay import parameter_names
+
+    m = read_manifest(tdir)
+    ckpts = [decode_checkpoint((tdir / c["path"]).read_bytes()) for c in m["checkpoints"]]
+    names = parameter_names(m["config"])
+    for c in m["checkpoints"]:
+        c["ckptHash"] = _file_hash(tdir, c["path"])
+    for i, s in enumerate(m["segments"]):
+        s["batchesHash"] = _file_hash(tdir, s["batches"])
+        s["updateNorm"] = update_norm(ckpts[i].model, ckpts[i + 1].model, names)
+    m["finalWeightsHash"] = "0x" + weights_hash(ckpts[-1].model).hex()
+    if isinstance(m["config"].get("init"), dict):
+        m["config"]["init"]["weightsHash"] = "0x" + weights_hash(ckpts[0].model).hex()
+    m["configHash"] = "0x" + config_hash(m["config"]).hex()
+    m["chainHead"] = "0x" + chain_head([as_hash(c["ckptHash"]) for c in m["checkpoints"]]).hex()
+    m["segmentRoot"] = "0x" + segment_tree(m).root.hex()
+    write_manifest(tdir / MANIFEST_NAME, m)
+    return m

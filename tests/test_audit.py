@@ -42,11 +42,13 @@ def test_honest_claim_is_valid_and_fetches_only_audited_segments(world: dict[str
     only_assigned = get_policy(None).with_overrides(top_q=0, init_check=False)  # no top-Q/init files here
     report = audit_training_claim(world["store"], fields(world["honest"]), [1, 1, 3], policy=only_assigned)
     assert report.verdict == VALID, report.reason
-    assert [s.index for s in report.segments] == [1, 3] and all(s.rho == 0.0 for s in report.segments)
+    # the first and the last segment are always re-executed, whatever the sample
+    assert [s.index for s in report.segments] == [0, 1, 3] and all(s.rho == 0.0 for s in report.segments)
+    assert report.segments[0].why == ["first"] and report.segments[2].why == ["assigned", "last"]
     manifest_dir = world["out"] / "honest" / "transcript"
-    needed = {"manifest.json", "checkpoints/000001.safetensors", "checkpoints/000002.safetensors",
-              "checkpoints/000003.safetensors", "checkpoints/000004.safetensors", "batches/000001.npy",
-              "batches/000003.npy"}
+    needed = {"manifest.json", "checkpoints/000000.safetensors", "checkpoints/000001.safetensors",
+              "checkpoints/000002.safetensors", "checkpoints/000003.safetensors", "checkpoints/000004.safetensors",
+              "batches/000000.npy", "batches/000001.npy", "batches/000003.npy"}
     assert report.bytes_fetched == sum((manifest_dir / rel).stat().st_size for rel in needed)
     assert json.loads(report.results_bytes())["verdict"] == VALID
 

@@ -177,7 +177,7 @@ def test_rng_used_between_steps_schedulers_and_adam_replay_exactly(digits: Datas
     assert m["config"]["rng"] == {"scheme": "proofreg/pol-rng/1", "seed": 0}
     lrs = [lr[0] for s in m["segments"] for lr in s["learningRates"]]
     assert lrs[0] == 0.1 and lrs[4] == pytest.approx(0.07) and len(set(lrs)) > 3
-    assert m["config"]["scheduler"] == {"type": "StepLR"}
+    assert m["config"]["scheduler"] == {"type": "StepLR", "args": {"gamma": 0.7, "step_size": 4}, "every": 1}
     assert rhos(tmp_path / "t", digits) == [0.0, 0.0, 0.0]
 
     record(tmp_path / "adam", digits, steps=12, k=5, optimizer="adam")
@@ -449,3 +449,50 @@ def test_cuda_recording_replays_exactly_on_cuda(digits: Dataset, tmp_path: Path)
     # Replayed on other hardware (no dropout, whose masks come from a different generator): small, not zero.
     record(tmp_path / "nodrop", digits, steps=25, k=10, device="cuda", args={**MLP, "dropout": 0.0})
     assert max(rhos(tmp_path / "nodrop", digits, device="cpu")) < 0.01
+
+
+def test_recorder_refuses_what_verifiers_cannot_derive_from_the_config(digits: Dataset, tmp_path: Path) -> None:
+    """Learning rates off the committed schedule, irregular or unsupported schedulers, epochs that are not
+    step // stepsPerEpoch, and an init seed that does not reproduce the model: one-line errors at record time."""
+    def setup(name: str, **kw: Any) -> tuple[Any, Any, Recorder]:
+        torch.manual_seed(0)
+        model = build_model("mlp", MLP)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = kw.pop("sched", None)
+        s = sched(opt) if sched is not None else None
+        return model, opt, Recorder(tmp_path / name, model, opt, family="mlp", family_args=MLP, dataset=digits,
+                                    steps_per_segment=2, scheduler=s, **kw)
+
+    def steps(model: Any, opt: Any, rec: Recorder, n: int, between: Callable[[int], None] = lambda t: None,
+              epoch: int | None = None) -> None:
+        for t, (_, idx) in enumerate(epoch_batches(len(digits), 16, 1, 0)):
+            if t == n:
+                return
+            between(t)
+            F.cross_entropy(model(digits.batch(idx)[0]), digits.batch(idx)[1]).backward()
+            opt.step()
+            opt.zero_grad()
+            rec.step(idx, epoch=epoch)
+
+    model, opt, rec = setup("lr")
+    with pytest.raises(RecorderError, match="no scheduler was given"):
+        steps(model, opt, rec, 4, between=lambda t: [g.update(lr=0.0) for g in opt.param_groups] if t == 2 else None)
+    rec.close()
+    model, opt, rec = setup("irregular", sched=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.5))
+    sched = rec._scheduler
+    steps(model, opt, rec, 5, between=lambda t: sched.step() if t in (1, 4) else None)
+    with pytest.raises(RecorderError, match="stepped irregularly"):
+        rec.finish()
+    rec.close()
+    with pytest.raises(RecorderError, match="LambdaLR is not supported"):
+        setup("lambda", sched=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0))
+    model, opt, rec = setup("epoch")
+    with pytest.raises(RecorderError, match="stepsPerEpoch"):
+        steps(model, opt, rec, 1, epoch=3)
+    rec.close()
+    with pytest.raises(RecorderError, match="not family 'mlp' initialized on the CPU with seed 5"):
+        setup("seed", init_seed=5)
+    # a model no seed reproduces is recorded as external weights; init_seed=0 reproduces this one
+    _, _, rec = setup("ok", init_seed=0)
+    assert rec._init["origin"] == "seed" and rec._init["seed"] == 0
+    rec.close()

@@ -59,7 +59,7 @@ def test_check_local_directory_writes_report_and_plot(run: dict[str, Any], tmp_p
                  "--device", "cpu")
     assert res.exit_code == 0, res.output + res.stderr
     summary = json.loads(res.stdout)
-    assert summary["verdict"] == "Valid" and summary["maxRho"] == 0.0 and summary["init"] == "reinit"
+    assert summary["verdict"] == "Valid" and summary["maxRho"] == 0.0 and summary["init"] == "seed"
     body = json.loads(report.read_text())
     assert body["verdict"] == "Valid" and body["policy"]["name"] == "pol-tolerance/1"
     assert {s["index"] for s in body["segments"]} == set(summary["segments"])

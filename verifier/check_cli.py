@@ -168,6 +168,7 @@ def _check_manifest_syntax(tdir: Path) -> None:
 @click.option("--max-steps", type=click.IntRange(min=1), default=60, show_default=True,
               help="Steps of each run trained by --train.")
 @click.option("-k", "--steps-per-segment", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--mix", is_flag=True, help="With --train: every fourth run a BatchNorm ResNet-20 with Adam.")
 @click.option("--threads", default="", help="Comma-separated CPU thread counts to replay at (default: current).")
 @click.option("--max-segments", type=click.IntRange(min=1), default=None, help="Segments per transcript.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N] or auto.")
@@ -176,7 +177,8 @@ def _check_manifest_syntax(tdir: Path) -> None:
 @json_option
 @handle_errors
 def calibrate(transcripts: tuple[Path, ...], dataset_dir: Path | None, train_count: int, max_steps: int, k: int,
-              threads: str, max_segments: int | None, device: str, out_path: Path | None, as_json: bool) -> None:
+              mix: bool, threads: str, max_segments: int | None, device: str, out_path: Path | None,
+              as_json: bool) -> None:
     """Replay honest transcripts on this hardware: ρ distribution and each policy's false-reject/accept rates."""
     from registry.datasets import DatasetError
     from registry.pol.checkpoint import TranscriptError
@@ -203,7 +205,7 @@ def calibrate(transcripts: tuple[Path, ...], dataset_dir: Path | None, train_cou
             raise CliError(f"not an honest transcript with its dataset: {exc}") from None
         if train_count:
             with progress_bar("training honest runs", not as_json) as update:
-                runs += train_runs(Path(tmp), train_count, max_steps=max_steps, k=k, progress=update)
+                runs += train_runs(Path(tmp), train_count, max_steps=max_steps, k=k, progress=update, mix=mix)
         with progress_bar("replaying segments", not as_json) as update:
             result = run_calibration(runs, device=device, threads=thread_counts, max_segments=max_segments,
                                      progress=update)
@@ -219,9 +221,15 @@ def calibrate(transcripts: tuple[Path, ...], dataset_dir: Path | None, train_cou
         click.echo(f"  honest {label:<14} {_q(q)}")
     for label, q in result["forged"].items():
         click.echo(f"  forged {label:<14} {_q(q)}")
+    for label, q in result.get("honestState", {}).items():
+        click.echo(f"  state  {label:<22} {_q(q)}")
+    for label, q in result.get("forgedState", {}).items():
+        click.echo(f"  forged state {label:<16} {_q(q)}")
     for p in result["policies"]:
         click.echo(f"  {p['policy']:<22} δ={p['threshold']:<8g} false reject {p['falseRejects']}/{p['honest']}"
-                   f"  false accept {p['falseAccepts']}/{p['forged']}")
+                   f"  false accept {p['falseAccepts']}/{p['forged']}; state δ={p.get('stateThreshold', 0):g} "
+                   f"false reject {p.get('stateFalseRejects')}/{p['honest']}"
+                   f"  false accept {p.get('stateFalseAccepts')}/{p.get('stateForged')}")
 
 
 def _q(q: dict[str, object]) -> str:

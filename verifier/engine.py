@@ -4,20 +4,28 @@ Given a transcript (a CID in a content store, or a local directory) and segment 
 
 1. fetches `manifest.json` only, validates it (canonical paths, step ranges, every digest recomputed) and ties
    it to the claim (segmentRoot, chainHead, finalWeightsHash, datasetRoot, configHash, N, k);
-2. adds the policy's segments: further draws by the contract's rule when the challenge seed is known, and the
-   top-Q largest updates of every epoch (by the manifest's `updateNorm`, which is re-checked from the two
-   checkpoints of every audited segment, so understating a norm is caught whenever that segment is audited);
-3. verifies each audited segment's leaf against the claim's `segmentRoot` with its Merkle proof
+2. derives from the committed config (never from the manifest's words) every value replay and sampling read:
+   the learning rate of every step and the epoch of every segment; the manifest's `learningRates` and `epoch`
+   of every segment must equal them (a lie is Invalid whatever the sample);
+3. plans the segments: the assigned ones, the first and the last (always: where a thief starts and ends),
+   further draws by the contract's rule when the challenge seed is known, and the top-Q largest declared
+   updates of every epoch. Declared update norms are untrusted: they only add segments, the detection bound
+   rests on the draws alone (docs/threat-model.md), and the norm of every segment whose two checkpoints were
+   fetched is recomputed (a lie is Invalid);
+4. verifies each audited segment's leaf against the claim's `segmentRoot` with its Merkle proof
    (`registry.merkle`, the one implementation);
-4. checks initialization: checkpoint 0 must be step 0 with an empty optimizer state, and either equal to the
-   family re-initialized with the config's `seed` (when the config records one and it reproduces), or pass a
-   Kolmogorov–Smirnov test per tensor against the family's declared initializer (`registry.models`);
-5. per segment, fetches only checkpoint i, checkpoint i+1, the batch file and the dataset shards holding its
+5. checks initialization (`check_init_origin`): checkpoint 0 is step 0 with no optimizer state and hashes to
+   the committed init weights hash, and by its committed origin is re-initialized bit-exactly from the
+   committed seed (Seed), equals the final weights of a registered, not rejected parent claim (Parent), or is
+   reported as "origin not verified" (External);
+6. per segment, fetches only checkpoint i, checkpoint i+1, the batch file and the dataset shards holding its
    examples (the next segment's files are fetched by a background thread while the current one replays),
-   checks every file against its manifest hash, proves every replayed example against `datasetRoot`,
-   replays the k steps (`registry.pol.replay`, on CUDA when asked and available) and measures ρ, L∞ and
-   cosine distance against checkpoint i+1; the recorded update norm must match the checkpoints', and the
-   last checkpoint's weights must hash to `finalWeightsHash`.
+   checks every file against its manifest hash, both checkpoints' hyperparameters against the config, proves
+   every replayed example against `datasetRoot`, replays the k steps with model, optimizer, schedule and loss
+   built from the config (`registry.pol.replay`, on CUDA when asked and available) and compares the full
+   state with checkpoint i+1: ρ, L∞ and cosine of the parameters, then buffers and every optimizer state
+   tensor (`state_distances`), each against its own threshold; the last checkpoint's weights must hash to
+   `finalWeightsHash`.
 
 Hostile input never crashes it and never runs code: checkpoints are parsed as safetensors after a bounded
 header check, batch files and shards with `np.load(allow_pickle=False)`, paths are the manifest's canonical
@@ -46,25 +54,35 @@ from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
 from registry.datasets import Dataset, DatasetError, example_hash
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
 from registry.merkle import example_leaf, hash_pair, segment_leaf, verify
-from registry.models import Constant as ConstantInit
-from registry.models import ModelFamilyError, UnknownFamilyError, build_model, init_spec, ks_pvalue, ks_statistic
+from registry.models import ModelFamilyError, UnknownFamilyError
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
-from registry.pol.config import rebuild_model
+from registry.pol.config import init_spec_of, init_state, learning_rates, rebuild_model
 from registry.pol.recorder import update_norm
-from registry.pol.replay import parameter_names, replay_segment, segment_distance
-from registry.pol.rng import GLOBAL_RNG_LOCK
+from registry.pol.replay import (
+    check_checkpoint_config,
+    check_segment_declarations,
+    parameter_names,
+    replay_segment_state,
+    segment_distance,
+    state_distances,
+)
 from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, validate_manifest
 from registry.sampling import segment_at
 from registry.store.base import ContentStore, InvalidPath, StoreError, split_path
 from verifier.policy import TolerancePolicy, get_policy
 from verifier.report import (
     INVALID,
+    ORIGIN_NAMES,
     UNAVAILABLE,
     VALID,
     AuditReport,
+    ParentClaim,
     SegmentResult,
     TrainingClaimFields,
 )
+
+#: Looks a parent claim up on the chain: None when no such claim is registered.
+ParentLookup = Callable[[int], ParentClaim | None]
 
 
 class EvidenceUnavailable(Exception):
@@ -178,6 +196,24 @@ def extra_draws(seed: bytes | None, first: int, count: int, num_segments: int) -
     return [segment_at(seed, j, num_segments) for j in range(first, first + count)]
 
 
+def plan_segments(manifest: dict[str, Any], assigned: Sequence[int], seed: bytes | None, drawn: int,
+                  policy: TolerancePolicy) -> dict[int, list[str]]:
+    """Which segments an audit re-executes, and why: the assigned ones, the first and the last (always), the
+    policy's extra draws continuing the contract's rule after `drawn` draws, the top-Q declared updates of
+    every epoch. Only the draws are out of the prover's reach: the detection bound rests on them alone
+    (docs/threat-model.md; `verifier.calibrate.liar_detection` measures it with this very function)."""
+    n = int(manifest["numSegments"])
+    extra = extra_draws(seed, drawn, policy.extra_samples, n)
+    top = top_q_segments(manifest, policy.top_q)
+    why: dict[int, list[str]] = {}
+    for label, indices in (("assigned", list(assigned)), ("first", [0]), ("last", [n - 1]), ("extra", extra),
+                           ("top-q", top)):
+        for s in indices:
+            if label not in why.setdefault(int(s), []):
+                why[int(s)].append(label)
+    return why
+
+
 def _check_segment_fields(manifest: dict[str, Any]) -> None:
     """The manifest fields `validate_manifest` leaves to the verifier: per-segment epoch and update norm."""
     for s in manifest["segments"]:
@@ -240,45 +276,76 @@ def verify_segment_proofs(manifest: dict[str, Any], segment_root: bytes, segment
 # ---------------------------------------------------------------------------------------------------------
 
 
-def check_initialization(config: dict[str, Any], ckpt0: Checkpoint, alpha: float) -> dict[str, Any]:
-    """Whether checkpoint 0 is a plausible fresh model of the config's family (module docstring, step 4).
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str | None:
+    """None when both state_dicts are bit-identical, else the first differing entry."""
+    if set(a) != set(b):
+        return sorted(set(a) ^ set(b))[0]
+    for n in sorted(a):
+        if a[n].shape != b[n].shape or a[n].dtype != b[n].dtype or not torch.equal(a[n], b[n]):
+            return n
+    return None
 
-    Returns {"passed", "method": "reinit" | "ks", "detail", "tensors": [...]}."""
+
+class InitUnavailable(Exception):
+    """The initialization cannot be checked here (a parent claim and no chain to look it up)."""
+
+
+def check_init_origin(config: dict[str, Any], claim: TrainingClaimFields, ckpt0: Checkpoint,
+                      parent_lookup: ParentLookup | None) -> dict[str, Any]:
+    """Whether checkpoint 0 is what the claim says it is (module docstring, step 5).
+
+    Returns {"passed", "origin", "method", "originVerified", "weightsHash", "detail", "parent"?}; raises
+    `InitUnavailable` for a parent that cannot be looked up."""
+    init = init_spec_of(config)
+    origin = init["origin"]
+    wh = weights_hash(ckpt0.model)
+    out: dict[str, Any] = {"passed": False, "origin": origin, "method": origin, "originVerified": False,
+                           "weightsHash": to_hex(wh)}
+
+    def fail(detail: str) -> dict[str, Any]:
+        return {**out, "detail": detail}
+
     if ckpt0.step != 0:
-        return {"passed": False, "method": "step", "detail": f"checkpoint 0 is at step {ckpt0.step}, not 0"}
+        return fail(f"checkpoint 0 is at step {ckpt0.step}, not 0")
     if any(ckpt0.optimizer["state"].values()):
-        return {"passed": False, "method": "optimizer",
-                "detail": "checkpoint 0 carries optimizer state (momentum/moments): not a fresh run"}
-    family, args = config["model"]["family"], config["model"]["args"]
-    seed = config.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 1 << 63:
-        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            fresh = build_model(family, args).state_dict()
-        if set(fresh) == set(ckpt0.model) and all(
-                fresh[n].shape == ckpt0.model[n].shape
-                and torch.equal(fresh[n].to(ckpt0.model[n].dtype), ckpt0.model[n]) for n in fresh):
-            return {"passed": True, "method": "reinit", "detail": f"equals {family} initialized with seed {seed}"}
-    spec = init_spec(family, args)
-    if set(spec) != set(ckpt0.model):
-        return {"passed": False, "method": "ks", "detail": "checkpoint 0 tensors are not the family's"}
-    tested = [n for n, d in spec.items() if not isinstance(d, ConstantInit)]
-    level = alpha / max(len(tested), 1)
-    rows = []
-    failed = []
-    for name in sorted(spec):
-        dist, values = spec[name], ckpt0.model[name]
-        d = ks_statistic(values, dist)
-        p = (1.0 if d == 0.0 else 0.0) if isinstance(dist, ConstantInit) else ks_pvalue(d, values.numel())
-        rows.append({"tensor": name, "n": int(values.numel()), "D": round(d, 6), "p": p, "dist": dist.to_json()})
-        if p < level:
-            failed.append(name)
-    if failed:
-        return {"passed": False, "method": "ks", "tensors": rows,
-                "detail": f"checkpoint 0 is not drawn from the declared initializer: {failed[:3]} "
-                          f"(p < {level:.2g})"}
-    return {"passed": True, "method": "ks", "tensors": rows,
-            "detail": f"{len(tested)} tensors pass KS at family-wise level {alpha:g}"}
+        return fail("checkpoint 0 carries optimizer state (momentum/moments): not a fresh run")
+    if as_hash(init["weightsHash"]) != wh:
+        return fail(f"checkpoint 0 weights hash {to_hex(wh)} is not the config's init.weightsHash "
+                    f"{init['weightsHash']}")
+    if claim.init_weights_hash and claim.init_weights_hash != wh:  # empty or None: not committed
+        return fail(f"checkpoint 0 weights hash {to_hex(wh)} is not the claim's initWeightsHash "
+                    f"{to_hex(claim.init_weights_hash)}")
+    if claim.origin is not None and ORIGIN_NAMES.get(claim.origin) != origin:
+        return fail(f"the claim's origin {ORIGIN_NAMES.get(claim.origin, claim.origin)!r} is not the config's "
+                    f"{origin!r}")
+    pid = int(init.get("parentClaimId") or 0)
+    if claim.origin is not None and claim.parent_claim_id != pid:
+        return fail(f"the claim's parentClaimId {claim.parent_claim_id} is not the config's {pid}")
+    if origin == "seed":
+        fresh = init_state(config, int(init["seed"]))
+        diff = _same_state(fresh, ckpt0.model)
+        if diff is not None:
+            return fail(f"checkpoint 0 is not {config['model']['family']} initialized on the CPU with the committed "
+                        f"seed {init['seed']} (differs at {diff})")
+        return {**out, "passed": True, "originVerified": True,
+                "detail": f"re-initialized bit-exactly from seed {init['seed']}"}
+    if origin == "parent":
+        out["parent"] = {"claimId": pid}
+        if parent_lookup is None:
+            raise InitUnavailable(f"parent claim {pid} cannot be looked up without a chain")
+        parent = parent_lookup(pid)
+        if parent is None:
+            return fail(f"parent claim {pid} is not registered")
+        out["parent"] = {"claimId": pid, "status": parent.status, "tainted": parent.tainted,
+                         "finalWeightsHash": to_hex(parent.final_weights_hash)}
+        if parent.final_weights_hash != wh:
+            return fail(f"checkpoint 0 is not the final weights of parent claim {pid}")
+        if parent.status == INVALID or parent.tainted:
+            return fail(f"parent claim {pid} was judged Invalid" + (" (tainted)" if parent.tainted else ""))
+        return {**out, "passed": True, "originVerified": True,
+                "detail": f"fine-tuned from parent claim {pid} ({parent.status})"}
+    return {**out, "passed": True, "originVerified": False,
+            "detail": f"origin not verified: checkpoint 0 is declared external weights {to_hex(wh)}"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -323,7 +390,8 @@ class Engine:
                  dataset_source: Source | None = None, store: ContentStore | None = None, device: str = "cpu",
                  workdir: Path | None = None, seed: bytes | None = None, samples_drawn: int = 0, draw: int = 0,
                  prefetch: bool = True, limits: Limits | None = None, all_segments: bool = False,
-                 on_segment: Callable[[SegmentResult], None] | None = None) -> None:
+                 on_segment: Callable[[SegmentResult], None] | None = None,
+                 parent_lookup: ParentLookup | None = None) -> None:
         self.source, self.claim, self.assigned = source, claim, [int(s) for s in segments]
         self.policy = policy or get_policy(None)
         self.dataset, self.dataset_source, self.store = dataset, dataset_source, store
@@ -338,6 +406,11 @@ class Engine:
         self._model: torch.nn.Module | None = None  # rebuilt once, re-used by every segment's replay
         self._ckpt_lock = threading.Lock()
         self._ds_source: Source | None = None
+        self.parent_lookup = parent_lookup
+        self._lrs: list[list[float]] = []  # the committed schedule, steps 0 .. numSteps
+        self._norms_checked: set[int] = set()
+        self._manifest: dict[str, Any] | None = None
+        self._names: list[str] = []
 
     # --- the report -----------------------------------------------------------------------------------------
     def run(self) -> AuditReport:
@@ -351,6 +424,8 @@ class Engine:
                 report.verdict, report.reason = UNAVAILABLE, str(exc)
             except (TranscriptError, DatasetError) as exc:
                 report.verdict, report.reason = INVALID, str(exc)
+            except InitUnavailable as exc:
+                report.verdict, report.reason = UNAVAILABLE, f"initialization: {exc}"
             except UnknownFamilyError as exc:
                 report.verdict, report.reason = UNAVAILABLE, f"cannot rebuild the model here: {exc}"
             except ModelFamilyError as exc:
@@ -381,6 +456,17 @@ class Engine:
         mismatch = check_manifest_against_claim(manifest, claim)
         if mismatch:
             raise TranscriptError(mismatch)
+        # the manifest's chainHead is recomputed from its checkpoint hashes (validate_manifest), every fetched
+        # checkpoint is checked against its hash, and the claim's chainHead must be the manifest's
+        report.checks["chainHead"] = "matches the claim and the checkpoint hashes"
+        config = manifest["config"]
+        self._manifest = manifest
+        # every learning rate and epoch label comes from the config; the manifest must say the same
+        self._lrs = learning_rates(config, int(manifest["numSteps"]) + 1)
+        for seg in manifest["segments"]:
+            check_segment_declarations(config, seg, self._lrs)
+        init_spec_of(config)  # the config must commit an origin, whatever the policy
+        report.checks["declarations"] = "learningRates and epochs of every segment derived from the config"
         n = claim.num_segments
         if any(not 0 <= s < n for s in self.assigned):
             raise TranscriptError("assigned segment outside the claim")
@@ -389,16 +475,10 @@ class Engine:
         if self.all_segments:
             assigned += list(range(n))
         drawn = max(self.samples_drawn, self.draw)
-        why: dict[int, list[str]] = {}
-        extra = extra_draws(self.seed, drawn, self.policy.extra_samples, n)
         if self.policy.top_q and self.policy.top_q_from_checkpoints:
             report.checks["updateNormsVerified"] = self._verify_all_norms(manifest)
-        top = top_q_segments(manifest, self.policy.top_q)
         report.checks["seed"] = to_hex(self.seed) if self.seed is not None else None
-        for label, indices in (("assigned", assigned), ("extra", extra), ("top-q", top)):
-            for s in indices:
-                if label not in why.setdefault(s, []):
-                    why[s].append(label)
+        why = plan_segments(manifest, assigned, self.seed, drawn, self.policy)
         wanted = sorted(why)
         bad = verify_segment_proofs(manifest, claim.segment_root, wanted)
         report.checks["segmentProofs"] = {"verified": len(wanted) - len(bad), "failed": bad}
@@ -407,12 +487,13 @@ class Engine:
 
         if self.policy.init_check:
             ckpt0 = self._checkpoint(manifest, 0)
-            report.init = check_initialization(manifest["config"], ckpt0, self.policy.init_alpha)
+            report.init = check_init_origin(config, claim, ckpt0, self.parent_lookup)
             if not report.init["passed"]:
                 raise TranscriptError(f"initialization: {report.init['detail']}")
 
         dataset = self._open_dataset(manifest, claim, tmp / "dataset")
         names = parameter_names(manifest["config"])
+        self._names = names
         results: list[SegmentResult] = []
         report.segments = results
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
@@ -428,7 +509,7 @@ class Engine:
                 else:
                     got = self._fetch_segment(manifest, dataset, s)
                 seg = manifest["segments"][s]
-                result = SegmentResult(s, why=why[s], epoch=int(seg["epoch"]),
+                result = SegmentResult(s, why=why[s], epoch=int(seg["epoch"]),  # checked against the config
                                        claimed_update_norm=float(seg["updateNorm"]),
                                        steps=int(seg["endStep"]) - int(seg["startStep"]),
                                        examples_proved=got.examples_proved)
@@ -443,9 +524,14 @@ class Engine:
                 result.seconds = time.perf_counter() - t0
                 if self.on_segment is not None:
                     self.on_segment(result)
+                self._check_held_norms()
                 with self._ckpt_lock:  # the prefetch thread only adds later checkpoints
                     for old in [i for i in list(self._ckpts) if i <= s]:
                         del self._ckpts[old]
+        report.checks["updateNormsRecomputed"] = sorted(self._norms_checked)
+        report.checks["finalWeightsHash"] = ("checked on the last checkpoint"
+                                             if any(r.index == n - 1 and r.error is None and r.rho is not None
+                                                    for r in results) else "not reached")
         report.checks["membershipProofs"] = len(self._proved)
         report.checks["shardsFetched"] = sorted(self._shards_fetched)
         failed = [r for r in results if not r.passed and not r.unavailable]
@@ -457,13 +543,17 @@ class Engine:
             report.verdict = INVALID
             report.reason = worst.error or (f"segment {worst.index} does not reproduce: rho={rho} > "
                                             f"{self.policy.threshold:g}")
+        elif report.checks["finalWeightsHash"] != "checked on the last checkpoint" and \
+                not any(r.unavailable for r in results):
+            report.verdict, report.reason = INVALID, "the last segment was not re-executed"
         elif any(r.unavailable for r in results):
             first = next(r for r in results if r.unavailable)
             report.verdict, report.reason = UNAVAILABLE, f"evidence: {first.error}"
         else:
             report.verdict = VALID
-            report.reason = (f"{len(results)} segment(s) reproduce within rho <= {self.policy.threshold:g}"
-                             + (f"; initialization {report.init['method']} ok" if report.init else ""))
+            report.reason = (f"{len(results)} segment(s) reproduce within rho <= {self.policy.threshold:g} "
+                             f"with the full state" + (f"; initialization: {report.init['detail']}"
+                                                       if report.init else ""))
 
     def _verify_all_norms(self, manifest: dict[str, Any]) -> int:
         """Every recorded update norm against its two checkpoints (fetched one after the other, not kept), so
@@ -602,8 +692,10 @@ class Engine:
         try:
             if self._model is None:
                 self._model = rebuild_model(manifest["config"], self.device)
-            replayed = replay_segment("", s, dataset, device=self.device, manifest=manifest, checkpoint=got.start,
-                                      batches=got.batches, model=self._model)
+            check_checkpoint_config(manifest["config"], got.end, self._lrs)
+            replayed, optim_state = replay_segment_state("", s, dataset, device=self.device, manifest=manifest,
+                                                         checkpoint=got.start, batches=got.batches,
+                                                         model=self._model, lrs=self._lrs)
         except (TranscriptError, DatasetError) as exc:
             result.error = str(exc)
             return
@@ -612,6 +704,7 @@ class Engine:
             return
         d = segment_distance(replayed, got.end.model, got.start.model, names)
         result.rho, result.linf, result.cosine, result.update_norm = d.rho, d.linf, d.cosine, d.update_norm
+        self._norms_checked.add(s)
         claimed = float(manifest["segments"][s]["updateNorm"])
         tol = self.policy.update_norm_rtol * max(claimed, d.update_norm) + 1e-12
         if abs(claimed - d.update_norm) > tol:
@@ -621,12 +714,44 @@ class Engine:
         if s + 1 == claim.num_segments and weights_hash(got.end.model) != claim.final_weights_hash:
             result.error = "the last checkpoint's weights do not hash to finalWeightsHash"
             return
-        result.passed = math.isfinite(d.rho) and d.rho <= self.policy.threshold
+        states = state_distances(replayed, optim_state, got.start, got.end, manifest["config"],
+                                 self.policy.state_threshold)
+        result.state = {st.name: st.to_json() for st in states}
         if math.isinf(d.rho):  # ‖W_{i+1} − W_i‖ = 0 while the replay moves: finite weights, a zero update
             result.error = (f"segment {s} records a zero update (checkpoints {s} and {s + 1} hold the same "
                             f"weights) but its replay moves them by {d.error_norm:.3g}: rho=inf")
-        elif not math.isfinite(d.rho):
+            return
+        if not math.isfinite(d.rho):
             result.error = f"segment {s} replays to non-finite weights"
+            return
+        if d.rho > self.policy.threshold:
+            return
+        bad = next((st for st in states if not st.passed), None)
+        if bad is not None:
+            dist = "inf" if not math.isfinite(bad.distance) else f"{bad.distance:.3g}"
+            result.error = bad.error or (f"segment {s} does not reproduce {bad.worst}: {bad.name} distance {dist} > "
+                                         f"{bad.threshold:g}")
+            return
+        result.passed = True
+
+    def _check_held_norms(self) -> None:
+        """The declared update norm of every segment whose two checkpoints this audit holds (fetched for
+        neighbouring segments) is recomputed; a lie is Invalid."""
+        m = self._manifest
+        if m is None:
+            return
+        with self._ckpt_lock:
+            held = dict(self._ckpts)
+        rtol = self.policy.update_norm_rtol
+        for i in sorted(held):
+            if i in self._norms_checked or i + 1 not in held or i >= len(m["segments"]):
+                continue
+            got = update_norm(held[i].model, held[i + 1].model, self._names)
+            claimed = float(m["segments"][i]["updateNorm"])
+            self._norms_checked.add(i)
+            if abs(got - claimed) > rtol * max(got, claimed) + 1e-12:
+                raise TranscriptError(f"segment {i} records updateNorm {claimed:.6g} but its checkpoints give "
+                                      f"{got:.6g}")
 
 
 def audit(source: Source, claim: TrainingClaimFields | None, segments: Sequence[int], **kwargs: Any) -> AuditReport:

@@ -5,13 +5,22 @@ in the transcript: the model family and its normalized arguments (`registry.mode
 the optimizer class (from a fixed allow-list) with its defaults and param groups (parameters by name), the
 loss (from a fixed allow-list), batch size, steps per segment, the dataset root and the tolerance policy.
 
-Config keys written by the recorder (format "proofreg-pol-config/1")::
+Config keys written by the recorder (format "proofreg-pol-config/2")::
 
     format, model: {family, args}, dtype, optimizer: {type, defaults, paramGroups: [{params: [names], ...}]},
-    scheduler: {type} | null, loss, batchSize, stepsPerSegment, dataset: {datasetRoot, numExamples},
-    rng: {scheme: "proofreg/pol-rng/1", seed}, tolerancePolicy
+    scheduler: {type, args, every} | null, loss, batchSize, stepsPerSegment, stepsPerEpoch,
+    dataset: {datasetRoot, numExamples}, rng: {scheme: "proofreg/pol-rng/1", seed},
+    init: {origin: "seed", seed, weightsHash} | {origin: "parent", parentClaimId, weightsHash}
+          | {origin: "external", weightsHash},
+    tolerancePolicy
 
 plus any user keys (seed, epochs, notes...) that do not collide with these.
+
+The rule this module serves (docs/threat-model.md): every value replay or sampling reads is bound by the claim.
+The verifier builds model, optimizer, scheduler and loss from this config only; a checkpoint contributes
+state tensors and nothing else, and its param groups must agree with the config (`group_mismatches`). The
+learning rate of global step t is `learning_rates(config, n)[t]` (the committed scheduler stepped t // every
+times) and the epoch of step t is t // stepsPerEpoch; neither is taken from the manifest.
 
 The training step that replay performs, and that a recorded training loop must perform, is::
 
@@ -23,6 +32,7 @@ The training step that replay performs, and that a recorded training loop must p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from registry.hashing import to_hex, weights_hash
 from registry.models import GLOBAL_RNG_LOCK, build_model, get_family
 from registry.pol.checkpoint import TranscriptError, from_json_group_value, json_scalar
 from registry.pol.rng import RNG_SCHEME
@@ -55,6 +66,22 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 #: Param-group keys that may change between steps (the learning rate is recorded per step); any other
 #: hyperparameter changing mid-run (e.g. OneCycleLR cycling momentum) is refused by the recorder.
 VARYING_GROUP_KEYS = frozenset({"params", "lr", "initial_lr"})
+
+#: LR schedulers a config may name, with the constructor arguments that define each (read back from the
+#: scheduler object, rebuilt by the verifier from the config alone).
+SUPPORTED_SCHEDULERS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
+    "StepLR": (torch.optim.lr_scheduler.StepLR, ("step_size", "gamma")),
+    "MultiStepLR": (torch.optim.lr_scheduler.MultiStepLR, ("milestones", "gamma")),
+    "ExponentialLR": (torch.optim.lr_scheduler.ExponentialLR, ("gamma",)),
+    "CosineAnnealingLR": (torch.optim.lr_scheduler.CosineAnnealingLR, ("T_max", "eta_min")),
+    "LinearLR": (torch.optim.lr_scheduler.LinearLR, ("start_factor", "end_factor", "total_iters")),
+    "ConstantLR": (torch.optim.lr_scheduler.ConstantLR, ("factor", "total_iters")),
+    "PolynomialLR": (torch.optim.lr_scheduler.PolynomialLR, ("total_iters", "power")),
+}
+
+INIT_ORIGINS = ("seed", "parent", "external")
+#: The contract's `InitOrigin` enum (Seed, Parent, External) by config origin.
+ORIGIN_CODE = {"seed": 0, "parent": 1, "external": 2}
 
 
 def parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
@@ -160,21 +187,169 @@ def loss_function(config: Mapping[str, Any]) -> Callable[[torch.Tensor, torch.Te
     return SUPPORTED_LOSSES[name]
 
 
+def describe_scheduler(scheduler: Any, every: int | None) -> dict[str, Any] | None:
+    """The config's `scheduler`: type, defining arguments, and `every` (optimizer steps per scheduler.step(),
+    null when it was never stepped)."""
+    if scheduler is None:
+        return None
+    kind = type(scheduler).__name__
+    entry = SUPPORTED_SCHEDULERS.get(kind)
+    if entry is None or entry[0] is not type(scheduler):
+        raise TranscriptError(f"LR scheduler {type(scheduler).__module__}.{kind} is not supported; supported: "
+                              f"{sorted(SUPPORTED_SCHEDULERS)} from torch.optim.lr_scheduler")
+    args: dict[str, Any] = {}
+    for name in entry[1]:
+        value = getattr(scheduler, name)
+        if name == "milestones":
+            value = sorted(int(m) for m, c in dict(value).items() for _ in range(int(c)))
+        args[name] = json_scalar(value, f"scheduler {name}")
+    return {"type": kind, "args": args, "every": every}
+
+
+def _base_lrs(config: Mapping[str, Any]) -> list[float]:
+    groups = config["optimizer"]["paramGroups"]
+    return [float(g.get("initial_lr", g["lr"])) for g in groups]
+
+
+def learning_rates(config: Mapping[str, Any], num_steps: int) -> list[list[float]]:
+    """The learning rate of every param group at global steps 0 .. num_steps−1, from the config alone: the
+    committed scheduler (on a stand-in optimizer with the committed base rates) after t // every steps, or
+    the committed constant rates without one. The recorder refuses a run whose optimizer used other rates."""
+    try:
+        groups = config["optimizer"]["paramGroups"]
+        lr0 = [float(g["lr"]) for g in groups]
+        spec = config.get("scheduler")
+        if spec is None:
+            return [list(lr0) for _ in range(num_steps)]
+        cls, names = SUPPORTED_SCHEDULERS[spec["type"]]
+        args = spec["args"]
+        if set(args) != set(names):
+            raise TranscriptError(f"scheduler {spec['type']} needs arguments {list(names)}")
+        every = spec.get("every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise TranscriptError(f"scheduler every {every!r} must be a positive integer or null")
+        dummy = torch.optim.SGD([{"params": [torch.zeros(0)], "lr": b} for b in _base_lrs(config)], lr=1.0)
+        sched = cls(dummy, **{k: (list(v) if isinstance(v, list) else v) for k, v in args.items()})
+    except TranscriptError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TranscriptError(f"config scheduler cannot be rebuilt: {exc!r}") from exc
+    out: list[list[float]] = []
+    count = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": the stand-in never steps
+        for t in range(num_steps):
+            want = 0 if every is None else t // every
+            while count < want:
+                sched.step()
+                count += 1
+            out.append([float(g["lr"]) for g in dummy.param_groups])
+    if out and out[0] != lr0:
+        raise TranscriptError(f"the config's scheduler starts at learning rates {out[0]}, its param groups say {lr0}")
+    return out
+
+
+def steps_per_epoch(config: Mapping[str, Any]) -> int:
+    spe = config.get("stepsPerEpoch")
+    if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
+        raise TranscriptError(f"config stepsPerEpoch {spe!r} must be a positive integer")
+    return spe
+
+
+def epoch_of_step(config: Mapping[str, Any], step: int) -> int:
+    """The epoch of global step `step`, from the committed `stepsPerEpoch` (never from the manifest)."""
+    return int(step) // steps_per_epoch(config)
+
+
+def _norm(v: Any) -> Any:
+    return [_norm(x) for x in v] if isinstance(v, list | tuple) else v
+
+
+def group_mismatches(config: Mapping[str, Any], groups: list[dict[str, Any]]) -> list[str]:
+    """Where a checkpoint's optimizer param groups disagree with the committed config: every hyperparameter
+    except the learning rate (set per step from the schedule) must be the config's, and each group must hold
+    the config group's parameters. Each entry names the group and field."""
+    want = config["optimizer"]["paramGroups"]
+    if len(groups) != len(want):
+        return [f"param groups: {len(groups)} in the checkpoint, {len(want)} in the config"]
+    out = []
+    offset = 0
+    for gi, (g, w) in enumerate(zip(groups, want, strict=True)):
+        ids = list(range(offset, offset + len(w["params"])))
+        offset += len(w["params"])
+        if list(g.get("params", [])) != ids:
+            out.append(f"param group {gi} params")
+        keys = (set(g) | set(w)) - VARYING_GROUP_KEYS
+        for k in sorted(keys):
+            if k not in g or k not in w or _norm(g[k]) != _norm(w[k]):
+                out.append(f"param group {gi} {k} (checkpoint {g.get(k)!r}, config {w.get(k)!r})")
+    return out
+
+
+def init_state(config: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    """The family's fresh state_dict from `seed`: built on the CPU with torch's generator seeded (the committed
+    generator), then cast to the config's dtype. Bit-exact on any machine with the same torch build."""
+    try:
+        spec = config["model"]
+        dtype = DTYPES[config["dtype"]]
+    except (KeyError, TypeError) as exc:
+        raise TranscriptError(f"config lacks a usable model/dtype: {exc!r}") from exc
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec["family"], spec["args"])
+    return {k: v.detach().to(dtype) if v.is_floating_point() else v.detach()
+            for k, v in model.to(dtype=dtype).state_dict().items()}
+
+
+def init_spec_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's `init` entry, checked: origin, seed / parent claim id, weightsHash (0x-hex)."""
+    init = config.get("init")
+    if not isinstance(init, dict) or init.get("origin") not in INIT_ORIGINS:
+        raise TranscriptError(f"config commits no initialization origin (init: {init!r}); expected one of "
+                              f"{list(INIT_ORIGINS)}")
+    wh = init.get("weightsHash")
+    if not isinstance(wh, str) or len(wh) != 66 or not wh.startswith("0x"):
+        raise TranscriptError("config init.weightsHash is not a 0x-prefixed 32-byte hex string")
+    origin = init["origin"]
+    if origin == "seed":
+        seed = init.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+            raise TranscriptError(f"config init.seed {seed!r} is not a usable seed")
+    if origin == "parent":
+        pid = init.get("parentClaimId")
+        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 1 << 64:
+            raise TranscriptError(f"config init.parentClaimId {pid!r} is not a claim id")
+    return init
+
+
+def make_init(origin: str, model_state: Mapping[str, torch.Tensor], *, seed: int | None = None,
+              parent_claim_id: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"origin": origin, "weightsHash": to_hex(weights_hash(model_state))}
+    if origin == "seed":
+        out["seed"] = seed
+    elif origin == "parent":
+        out["parentClaimId"] = parent_claim_id
+    return out
+
+
 def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimizer: dict[str, Any],
-                scheduler: Any, loss: str, batch_size: int, steps_per_segment: int, dataset_root: str,
-                num_examples: int, rng_seed: int, tolerance_policy: str,
-                user: Mapping[str, Any] | None) -> dict[str, Any]:
+                scheduler: dict[str, Any] | None, loss: str, batch_size: int, steps_per_segment: int,
+                dataset_root: str, num_examples: int, rng_seed: int, tolerance_policy: str,
+                user: Mapping[str, Any] | None, steps_per_epoch: int = 1,
+                init: dict[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "model": {"family": family, "args": family_args},
         "dtype": dtype,
         "optimizer": optimizer,
-        "scheduler": None if scheduler is None else {"type": type(scheduler).__name__},
+        "scheduler": scheduler,
         "loss": loss,
         "batchSize": batch_size,
         "stepsPerSegment": steps_per_segment,
+        "stepsPerEpoch": steps_per_epoch,
         "dataset": {"datasetRoot": dataset_root, "numExamples": num_examples},
         "rng": {"scheme": RNG_SCHEME, "seed": rng_seed},
+        "init": init,
         "tolerancePolicy": tolerance_policy,
     }
     for k, v in (user or {}).items():

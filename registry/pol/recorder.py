@@ -18,8 +18,17 @@ What it records, and why it can be replayed exactly:
   training-mode forward from `rng_seed` and the step number (`registry.pol.rng`), so dropout replays bit for
   bit whatever the loop does with the global RNG between steps. This changes which random numbers the loop
   sees (not how they are distributed).
-- The learning rate of every param group is captured when `optimizer.step()` runs (so any LR scheduler works,
-  whenever it is stepped); a scheduler changing any other hyperparameter (momentum, betas...) is refused.
+- The learning rate of every param group is captured when `optimizer.step()` runs and must be the committed
+  schedule's (`registry.pol.config.learning_rates`: the constant rates of the param groups, or the scheduler
+  passed as `scheduler=`, one of `SUPPORTED_SCHEDULERS`, stepped every `every` optimizer steps); a run whose
+  optimizer used another rate is refused with a one-line error, since verifiers take the rate from the config
+  and never from the transcript. A scheduler changing any other hyperparameter (momentum, betas...) is refused.
+- Epochs: the config commits `stepsPerEpoch` (default: dataset size // batch size, the `drop_last` rule);
+  the epoch of step t is t // stepsPerEpoch, and an `epoch=` passed to `step()` must agree.
+- Initialization: checkpoint 0's origin is committed in the config (`init`): `seed` when the model is the
+  family built on the CPU after `torch.manual_seed(init_seed)` (tried with `init_seed`, else the user config's
+  `seed`, else `rng_seed`), `parent` when `parent_claim_id` names the registered claim whose final weights
+  these are (fine-tuning), else `external` (reported by verifiers as "origin not verified").
 - Exactly one `optimizer.step()` and one training-mode forward of `model` must happen per `rec.step()`:
   gradient accumulation over several forwards or optimizer steps is refused with a clear error, since replay
   does one forward per step.
@@ -55,7 +64,11 @@ from registry.pol.config import (
     VARYING_GROUP_KEYS,
     check_model_matches_family,
     describe_optimizer,
+    describe_scheduler,
+    init_state,
+    learning_rates,
     make_config,
+    make_init,
     model_dtype,
 )
 from registry.pol.rng import seed_step
@@ -184,7 +197,8 @@ class Recorder:
                  family_args: Mapping[str, Any] | None, dataset: Dataset, steps_per_segment: int,
                  config: Mapping[str, Any] | None = None, scheduler: Any = None, loss: str = "cross_entropy",
                  dataset_cid: str | None = None, tolerance_policy: str = DEFAULT_TOLERANCE_POLICY,
-                 rng_seed: int = 0, queue_size: int = 4) -> None:
+                 rng_seed: int = 0, queue_size: int = 4, init_seed: int | None = None,
+                 parent_claim_id: int | None = None, steps_per_epoch: int | None = None) -> None:
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
         if loss not in SUPPORTED_LOSSES:
@@ -212,16 +226,35 @@ class Recorder:
         self.family, self.k, self.loss = family, int(steps_per_segment), loss
         self._user_config = dict(config or {})
         self._scheduler, self._dataset_cid, self._policy = scheduler, dataset_cid, tolerance_policy
+        self._scheduler_spec: dict[str, Any] | None = None
         self._param_names = [n for n, _ in model.named_parameters()]
         if isinstance(rng_seed, bool) or not isinstance(rng_seed, int) or not 0 <= rng_seed < 1 << 64:
             raise RecorderError("rng_seed must be an unsigned 64-bit integer")
         self._rng_seed = rng_seed
         self._num_groups = len(optimizer.param_groups)
+        self._lr0 = [g["lr"] for g in optimizer.param_groups]
+        if scheduler is not None:
+            if getattr(scheduler, "optimizer", None) is not optimizer:
+                raise RecorderError("the scheduler must schedule the recorded optimizer")
+            if getattr(scheduler, "last_epoch", None) != 0:
+                raise RecorderError("create the LR scheduler fresh (last_epoch 0) before recording; a resumed "
+                                    "schedule cannot be derived from the config")
+            try:
+                describe_scheduler(scheduler, None)
+            except TranscriptError as exc:
+                raise RecorderError(str(exc)) from exc
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
+                                            or steps_per_epoch < 1):
+            raise RecorderError("steps_per_epoch must be a positive integer")
+        self._steps_per_epoch = steps_per_epoch
+        self._sched_counts: list[int] = []
+        self._all_lrs: list[list[float]] = []
         self._fixed_checks = [(gi, k, v) for gi, g in enumerate(optimizer.param_groups) for k, v in g.items()
                               if k not in VARYING_GROUP_KEYS]
+        self._init = self._init_origin(model, init_seed, parent_claim_id)
         try:
             make_config(family=family, family_args=self._family_args, dtype=self._dtype,
-                        optimizer=self._optimizer_spec, scheduler=scheduler, loss=loss, batch_size=1,
+                        optimizer=self._optimizer_spec, scheduler=None, loss=loss, batch_size=1,
                         steps_per_segment=self.k, dataset_root=to_hex(dataset.root), num_examples=len(dataset),
                         rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config)
         except TranscriptError as exc:
@@ -270,6 +303,12 @@ class Recorder:
         self._opt_steps += 1
         groups = optimizer.param_groups
         self._step_lrs = [g["lr"] for g in groups]
+        if self._scheduler is not None:
+            self._sched_counts.append(int(self._scheduler.last_epoch))
+        elif self._step_lrs != self._lr0:
+            self._hook_error = (f"the learning rate changed to {self._step_lrs} at step {self._step} but no scheduler "
+                                "was given to the Recorder; pass scheduler= (verifiers take the rate from the config)")
+            return
         if len(groups) != self._num_groups:
             self._hook_error = "param groups were added to the optimizer during a recorded run"
             return
@@ -287,8 +326,8 @@ class Recorder:
              epoch: int | None = None) -> None:
         """Records the optimizer step just taken on the examples `indices` (call right after `optimizer.step()`).
 
-        `lr`, if given, is checked against the learning rates captured from the optimizer; `epoch` overrides the
-        default epoch of a segment (its first step's examples seen // dataset size)."""
+        `lr`, if given, is checked against the learning rates captured from the optimizer; `epoch`, if given, must
+        be the committed one (step // stepsPerEpoch)."""
         self._check_open()
         self._raise_writer_error()
         if self._hook_error is not None:
@@ -310,11 +349,18 @@ class Recorder:
             given = [float(lr)] * len(used) if isinstance(lr, int | float) else [float(v) for v in lr]
             if given != used:
                 raise RecorderError(f"lr {given} differs from the optimizer's learning rates {used}")
+        if self._steps_per_epoch is None:
+            self._steps_per_epoch = max(1, len(self.dataset) // len(idx))
+        derived = self._step // self._steps_per_epoch
+        if epoch is not None and int(epoch) != derived:
+            raise RecorderError(f"epoch {epoch} at step {self._step} is not step // stepsPerEpoch = {derived} "
+                                f"(stepsPerEpoch {self._steps_per_epoch}); pass steps_per_epoch= to the Recorder")
         if self._j == 0:
-            self._seg_epoch = int(epoch) if epoch is not None else (self._step * len(idx)) // len(self.dataset)
+            self._seg_epoch = derived
         assert self._seg_batches is not None
         self._seg_batches[self._j] = idx
         self._seg_lrs.append(self._step_lrs)
+        self._all_lrs.append([float(v) for v in self._step_lrs])
         self._step += 1
         self._j += 1
         self._forwards = 0
@@ -332,6 +378,7 @@ class Recorder:
             self._close_segment()
         if self._segment == 0:
             raise RecorderError("no steps were recorded; a transcript needs at least one segment")
+        self._check_schedule()
         self._put(_FinalJob(self._segment, self._start))
         self._queue.put(None)
         self._thread.join()
@@ -361,6 +408,54 @@ class Recorder:
         self.close()
 
     # --- internals (training thread) ------------------------------------------------------------------------
+    def _init_origin(self, model: nn.Module, init_seed: int | None, parent_claim_id: int | None) -> dict[str, Any]:
+        """The config's `init` entry for checkpoint 0 (module docstring)."""
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if parent_claim_id is not None:
+            if isinstance(parent_claim_id, bool) or not isinstance(parent_claim_id, int) or parent_claim_id <= 0:
+                raise RecorderError("parent_claim_id must be a positive claim id")
+            return make_init("parent", state, parent_claim_id=parent_claim_id)
+        spec = {"model": {"family": self.family, "args": self._family_args}, "dtype": self._dtype}
+        user_seed = self._user_config.get("seed")
+        candidates = [init_seed] if init_seed is not None else [user_seed, self._rng_seed]
+        for seed in candidates:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+                continue
+            fresh = init_state(spec, seed)
+            if set(fresh) == set(state) and all(fresh[n].shape == state[n].shape and fresh[n].dtype == state[n].dtype
+                                                and torch.equal(fresh[n], state[n]) for n in fresh):
+                return make_init("seed", state, seed=seed)
+        if init_seed is not None:
+            raise RecorderError(f"the model is not family {self.family!r} initialized on the CPU with seed {init_seed} "
+                                "(torch.manual_seed, build, then .to(device)); verifiers re-initialize it bit-exactly")
+        return make_init("external", state)
+
+    def _scheduler_every(self) -> int | None:
+        """Optimizer steps per scheduler.step(), from the scheduler's step counts seen at each optimizer step."""
+        counts = self._sched_counts
+        if not counts or counts[-1] == 0:
+            return None
+        every = counts.index(1) if 1 in counts else 0
+        if every < 1 or any(c != t // every for t, c in enumerate(counts)):
+            first = next((t for t, c in enumerate(counts) if every < 1 or c != t // every), 0)
+            raise RecorderError(f"the LR scheduler was stepped irregularly (step count {counts[first]} at optimizer "
+                                f"step {first}); verifiers derive the rate of step t from t // every scheduler steps")
+        return every
+
+    def _check_schedule(self) -> None:
+        """Refuses the run when the optimizer's actual learning rates depart from the committed schedule."""
+        every = self._scheduler_every() if self._scheduler is not None else None
+        try:
+            self._scheduler_spec = describe_scheduler(self._scheduler, every)
+            cfg = {"optimizer": self._optimizer_spec, "scheduler": self._scheduler_spec}
+            want = learning_rates(cfg, len(self._all_lrs))
+        except TranscriptError as exc:
+            raise RecorderError(str(exc)) from exc
+        for t, (got, exp) in enumerate(zip(self._all_lrs, want, strict=True)):
+            if got != exp:
+                raise RecorderError(f"step {t} used learning rates {got} but the committed schedule gives {exp}; "
+                                    "verifiers take the rate from the config")
+
     def _check_open(self) -> None:
         if self._closed:
             raise RecorderError("the recorder is finished or closed")
@@ -471,9 +566,10 @@ class Recorder:
         n = self._segment
         config = make_config(
             family=self.family, family_args=self._family_args, dtype=self._dtype, optimizer=self._optimizer_spec,
-            scheduler=self._scheduler, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
+            scheduler=self._scheduler_spec, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
             dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
-            tolerance_policy=self._policy, user=self._user_config,
+            tolerance_policy=self._policy, user=self._user_config, steps_per_epoch=self._steps_per_epoch or 1,
+            init=self._init,
         )
         hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]
         checkpoints = [{"index": i, "step": (self._results.segments[i]["startStep"] if i < n else self._step),

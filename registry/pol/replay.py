@@ -1,10 +1,15 @@
 """Re-execution of one transcript segment (SPEC section 6): the verifier's core, kept in the protocol package.
 
 `replay_segment` loads checkpoint i (safetensors only, hash-checked against the manifest), rebuilds the model
-from its family and the optimizer from the config's allow-list, restores the optimizer state (copied first:
-see `copy_optimizer_state`), replays the recorded batches with the recorded learning rates — per step: the
-generators re-seeded for that step (`registry.pol.rng`), one forward, `F.cross_entropy`, backward, `step()`,
-`zero_grad(set_to_none=True)` — and returns the resulting model state_dict.
+from its family and the optimizer from the config's allow-list, and takes from the checkpoint only its state
+tensors: the model's state_dict and the optimizer's per-parameter state (copied first: see
+`copy_optimizer_state`). The checkpoint's param groups (learning rate, momentum, weight decay, maximize, betas,
+eps...) are never loaded; they must agree with the config (`check_checkpoint_config`, the field is named
+otherwise). It replays the batches with the learning rates of the committed schedule
+(`registry.pol.config.learning_rates`, which the manifest's `learningRates` must equal) — per step: the
+generators re-seeded for that step (`registry.pol.rng`), one forward, the config's loss, backward, `step()`,
+`zero_grad(set_to_none=True)` — and returns the resulting model state_dict (`replay_segment_state`: and the
+optimizer's state). `state_distances` compares that full state with checkpoint i+1.
 
 Replaying on the machine, device and thread count of the recording gives ρ = 0 exactly; other thread counts
 or hardware give small non-zero ρ, which the tolerance policy bounds. The caller's RNG states are restored
@@ -14,6 +19,7 @@ afterwards
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,15 @@ import torch
 from registry.datasets import Dataset
 from registry.hashing import as_hash, to_hex
 from registry.pol.checkpoint import Checkpoint, TranscriptError, copy_optimizer_state, read_checkpoint
-from registry.pol.config import loss_function, rebuild_model, rebuild_optimizer, rng_seed_of
+from registry.pol.config import (
+    epoch_of_step,
+    group_mismatches,
+    learning_rates,
+    loss_function,
+    rebuild_model,
+    rebuild_optimizer,
+    rng_seed_of,
+)
 from registry.pol.rng import GLOBAL_RNG_LOCK, seed_step
 from registry.pol.transcript import load_manifest, read_batches
 
@@ -87,17 +101,63 @@ def _cuda_index(device: torch.device) -> int | None:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+def check_checkpoint_config(config: dict[str, Any], ckpt: Checkpoint, lrs: list[list[float]]) -> None:
+    """A checkpoint may not carry another optimizer than the config's: every param-group hyperparameter must be
+    the config's, and its learning rate the committed schedule's at its step (the rate of the step before or
+    of the step after, depending on whether the loop stepped its scheduler before the snapshot). `lrs` must
+    cover steps 0 .. ckpt.step. Raises `TranscriptError` naming the field."""
+    bad = group_mismatches(config, ckpt.optimizer["param_groups"])
+    if bad:
+        raise TranscriptError(f"checkpoint {ckpt.index} hyperparameters disagree with the config: {bad[0]}")
+    s = ckpt.step
+    allowed = [lrs[t] for t in (s - 1, s) if 0 <= t < len(lrs)]
+    got = [float(g["lr"]) for g in ckpt.optimizer["param_groups"]]
+    if allowed and got not in allowed:
+        raise TranscriptError(f"checkpoint {ckpt.index} hyperparameters disagree with the config: param group "
+                              f"lr {got} at step {s}, the committed schedule gives {allowed[-1]}")
+
+
+def check_segment_declarations(config: dict[str, Any], seg: dict[str, Any], lrs: list[list[float]]) -> None:
+    """The manifest's per-segment `learningRates` and `epoch` must be the ones the config gives (they are the
+    prover's words; replay and sampling use the config's)."""
+    i, a, b = seg["index"], int(seg["startStep"]), int(seg["endStep"])
+    want = lrs[a:b]
+    got = [[float(v) for v in r] for r in seg["learningRates"]]
+    if got != want:
+        t = next((j for j, (x, y) in enumerate(zip(got, want, strict=False)) if x != y), 0)
+        raise TranscriptError(f"segment {i} learningRates differ from the committed schedule at step {a + t}: "
+                              f"{got[t] if t < len(got) else None} vs {want[t] if t < len(want) else None}")
+    epoch = epoch_of_step(config, a)
+    if seg["epoch"] != epoch:
+        raise TranscriptError(f"segment {i} declares epoch {seg['epoch']!r} but the config's stepsPerEpoch gives "
+                              f"{epoch}")
+
+
 def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
                    device: torch.device | str = "cpu", manifest: dict[str, Any] | None = None,
                    checkpoint: Checkpoint | None = None,
-                   batches: np.ndarray | None = None, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """Re-executes segment `index` from checkpoint `index`; returns the model state_dict after its steps.
+                   batches: np.ndarray | None = None, model: torch.nn.Module | None = None,
+                   lrs: list[list[float]] | None = None) -> dict[str, torch.Tensor]:
+    """Re-executes segment `index` from checkpoint `index`; returns the model state_dict after its steps
+    (`replay_segment_state` for the arguments)."""
+    return replay_segment_state(transcript_dir, index, dataset, device=device, manifest=manifest,
+                                checkpoint=checkpoint, batches=batches, model=model, lrs=lrs)[0]
+
+
+def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Dataset, *,
+                         device: torch.device | str = "cpu", manifest: dict[str, Any] | None = None,
+                         checkpoint: Checkpoint | None = None, batches: np.ndarray | None = None,
+                         model: torch.nn.Module | None = None, lrs: list[list[float]] | None = None,
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Re-executes segment `index` from checkpoint `index`; returns (model state_dict, optimizer state_dict)
+    after its steps.
 
     `dataset` must be the transcript's training set (its root is checked); `manifest` and `checkpoint` may be
     passed when already loaded (the checkpoint is not modified, so it can be re-used), and `batches` when the
     caller already read and hash-checked the segment's batch file (a verifier holding fetched bytes). `model`:
     one built by `rebuild_model` from this config on this device, re-used across segments (every parameter and
-    buffer is overwritten from the checkpoint; rebuilding costs as much as a step of a small model)."""
+    buffer is overwritten from the checkpoint; rebuilding costs as much as a step of a small model). `lrs`: the
+    config's `learning_rates` for at least steps 0 .. endStep (computed here when not given)."""
     tdir = Path(transcript_dir)
     m = manifest if manifest is not None else load_manifest(tdir)
     config = m["config"]
@@ -116,6 +176,10 @@ def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
     if int(batches.min()) < 0 or int(batches.max()) >= len(dataset):
         raise TranscriptError(f"segment {index} uses example indices outside the dataset")
     ckpt = checkpoint if checkpoint is not None else load_segment_checkpoint(tdir, m, index)
+    if lrs is None or len(lrs) < seg["endStep"] + 1:
+        lrs = learning_rates(config, int(seg["endStep"]) + 1)
+    check_segment_declarations(config, seg, lrs)
+    check_checkpoint_config(config, ckpt, lrs)
     dev = torch.device(device)
     loss_fn = loss_function(config)
     rng_seed = rng_seed_of(config)
@@ -129,25 +193,143 @@ def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
         except RuntimeError as exc:
             raise TranscriptError(f"checkpoint {index} does not fit the config's model: {exc}") from exc
         optimizer = rebuild_optimizer(config, model)
+        # only the state tensors: the param groups (hyperparameters) are the config's, never the checkpoint's
+        state = copy_optimizer_state(ckpt.optimizer)
+        state["param_groups"] = optimizer.state_dict()["param_groups"]
         try:
-            optimizer.load_state_dict(copy_optimizer_state(ckpt.optimizer))
+            optimizer.load_state_dict(state)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise TranscriptError(f"checkpoint {index} optimizer state does not fit: {exc}") from exc
         model.train()
+        start = int(seg["startStep"])
         for j in range(steps):
-            lrs = seg["learningRates"][j]
-            if len(lrs) != len(optimizer.param_groups):
-                raise TranscriptError(f"segment {index} step {j} has {len(lrs)} learning rates for "
+            step_lrs = lrs[start + j]
+            if len(step_lrs) != len(optimizer.param_groups):
+                raise TranscriptError(f"segment {index} step {j} has {len(step_lrs)} learning rates for "
                                       f"{len(optimizer.param_groups)} param groups")
-            for g, lr in zip(optimizer.param_groups, lrs, strict=True):
+            for g, lr in zip(optimizer.param_groups, step_lrs, strict=True):
                 g["lr"] = float(lr)
             x, y = dataset.batch(batches[j], dev)
-            seed_step(rng_seed, seg["startStep"] + j, cuda)
+            seed_step(rng_seed, start + j, cuda)
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    return {k: v.detach() for k, v in model.state_dict().items()}
+        osd = optimizer.state_dict()
+    return {k: v.detach() for k, v in model.state_dict().items()}, osd
+
+
+@dataclass(frozen=True)
+class StateDistance:
+    """One class of state compared at the end of a segment (parameters, float buffers, integer buffers, one
+    optimizer state key). `distance`: for floating tensors ‖X′ − X_{i+1}‖₂ / ‖X_{i+1} − X_i‖₂ (ρ of that
+    state; X_i = 0 where checkpoint i has none), for counts (integer buffers, `step`) max |X′ − X_{i+1}|.
+    `worst`: the tensor with the largest error; `error`: a structural mismatch (missing/extra tensor)."""
+
+    name: str
+    distance: float
+    threshold: float
+    worst: str | None
+    exact: bool
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and math.isfinite(self.distance) and self.distance <= self.threshold
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.distance if math.isfinite(self.distance) else None
+        return {"distance": d, "threshold": self.threshold, "worst": self.worst, "exact": self.exact,
+                "passed": self.passed, "error": self.error}
+
+
+def _f64(t: Any) -> torch.Tensor:
+    return torch.as_tensor(t).detach().to("cpu", torch.float64).reshape(-1)
+
+
+def _class_distance(name: str, pairs: list[tuple[str, Any, Any, Any]], threshold: float,
+                    exact: bool) -> StateDistance:
+    """pairs: (tensor name, replayed, claimed next, start or None)."""
+    err2 = upd2 = 0.0
+    worst, worst_err, dmax = None, -1.0, 0.0
+    for tname, rep, nxt, start in pairs:
+        r, n = _f64(rep), _f64(nxt)
+        if r.shape != n.shape:
+            return StateDistance(name, math.inf, threshold, tname, exact, f"{tname} has shape {tuple(r.shape)} "
+                                 f"after replay, {tuple(n.shape)} in the checkpoint")
+        e = r - n
+        e2 = float(e @ e)
+        if exact:
+            d = float(e.abs().max()) if e.numel() else 0.0
+            if not math.isfinite(d):
+                d = math.inf
+            dmax = max(dmax, d)
+            e2 = d
+        else:
+            fits = start is not None and torch.as_tensor(start).numel() == n.numel()
+            s = _f64(start) if fits else torch.zeros_like(n)
+            u = n - s
+            err2 += e2
+            upd2 += float(u @ u)
+        if e2 > worst_err or (math.isnan(e2) and worst is None):
+            worst, worst_err = tname, e2
+    if exact:
+        return StateDistance(name, dmax, threshold, worst if dmax > 0 else None, exact)
+    err, upd = err2 ** 0.5, upd2 ** 0.5
+    dist = err / upd if upd > 0 else (0.0 if err == 0 else math.inf)
+    if math.isnan(dist):
+        dist = math.inf
+    return StateDistance(name, dist, threshold, worst if err > 0 else None, exact)
+
+
+def state_distances(replayed_model: dict[str, torch.Tensor], replayed_optim: dict[str, Any], start: Checkpoint,
+                    end: Checkpoint, config: dict[str, Any], threshold: float,
+                    exact_threshold: float = 0.0) -> list[StateDistance]:
+    """Replayed buffers and optimizer state against checkpoint i+1, one `StateDistance` per class: "buffers"
+    (floating non-parameter state_dict entries, e.g. BatchNorm running statistics), "buffers.int" (integer
+    ones, e.g. num_batches_tracked), and "optim.<key>" for every optimizer state key (momentum_buffer,
+    exp_avg, exp_avg_sq; "step" is a count). Parameters are `segment_distance`'s ρ. Names in `worst` are
+    "model.<name>" and "optim.<parameter name>.<key>"."""
+    pnames = [n for g in config["optimizer"]["paramGroups"] for n in g["params"]]
+    params = set(pnames)
+    out: list[StateDistance] = []
+    fb: list[tuple[str, Any, Any, Any]] = []
+    ib: list[tuple[str, Any, Any, Any]] = []
+    missing = sorted(set(replayed_model) ^ set(end.model))
+    if missing:
+        out.append(StateDistance("buffers", math.inf, threshold, f"model.{missing[0]}", False,
+                                 f"model.{missing[0]} is in only one of the replayed state and the checkpoint"))
+        return out
+    for n in sorted(replayed_model):
+        if n in params:
+            continue
+        row = (f"model.{n}", replayed_model[n], end.model[n], start.model.get(n))
+        (fb if replayed_model[n].is_floating_point() else ib).append(row)
+    if fb:
+        out.append(_class_distance("buffers", fb, threshold, False))
+    if ib:
+        out.append(_class_distance("buffers.int", ib, exact_threshold, True))
+    rep_state: dict[int, dict[str, Any]] = {int(k): v for k, v in replayed_optim["state"].items()}
+    end_state: dict[int, dict[str, Any]] = {int(k): v for k, v in end.optimizer["state"].items()}
+    start_state: dict[int, dict[str, Any]] = {int(k): v for k, v in start.optimizer["state"].items()}
+
+    def pname(pid: int) -> str:
+        return pnames[pid] if 0 <= pid < len(pnames) else str(pid)
+
+    rows: dict[str, list[tuple[str, Any, Any, Any]]] = {}
+    for pid in sorted(set(rep_state) | set(end_state)):
+        a, b = rep_state.get(pid, {}), end_state.get(pid, {})
+        for key in sorted(set(a) | set(b)):
+            tname = f"optim.{pname(pid)}.{key}"
+            if key not in a or key not in b:
+                out.append(StateDistance(f"optim.{key}", math.inf, threshold, tname, False,
+                                         f"{tname} is in only one of the replayed state and checkpoint {end.index}"))
+                continue
+            rows.setdefault(key, []).append((tname, a[key], b[key], start_state.get(pid, {}).get(key)))
+    for key, pairs in sorted(rows.items()):
+        exact = key == "step" or not all(torch.as_tensor(p[1]).is_floating_point() for p in pairs)
+        out.append(_class_distance(f"optim.{key}", pairs, exact_threshold if exact else threshold, exact))
+    return out
 
 
 def parameter_names(config: dict[str, Any]) -> list[str]:

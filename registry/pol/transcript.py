@@ -47,7 +47,7 @@ from registry.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree
 from registry.pol.checkpoint import TranscriptError
 
 TRANSCRIPT_FORMAT = "proofreg-pol-transcript/1"
-CONFIG_FORMAT = "proofreg-pol-config/1"
+CONFIG_FORMAT = "proofreg-pol-config/2"
 MANIFEST_NAME = "manifest.json"
 
 
@@ -72,6 +72,9 @@ class TranscriptSummary:
     num_segments: int
     steps_per_segment: int
     num_steps: int
+    init_weights_hash: bytes = bytes(32)  # canonical weights hash of checkpoint 0 (config init.weightsHash)
+    parent_claim_id: int = 0  # the fine-tuning parent, 0 unless origin is "parent"
+    origin: int = 2  # the contract's InitOrigin: 0 Seed, 1 Parent, 2 External
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,9 @@ class TranscriptSummary:
             "numSegments": self.num_segments,
             "stepsPerSegment": self.steps_per_segment,
             "numSteps": self.num_steps,
+            "initWeightsHash": to_hex(self.init_weights_hash),
+            "parentClaimId": self.parent_claim_id,
+            "origin": ["seed", "parent", "external"][self.origin],
         }
 
 
@@ -99,6 +105,10 @@ def segment_tree(manifest: dict[str, Any]) -> StandardMerkleTree:
 
 
 def summary_of(manifest: dict[str, Any], manifest_path: Path) -> TranscriptSummary:
+    init = manifest["config"].get("init")
+    if not isinstance(init, dict) or init.get("origin") not in ("seed", "parent", "external"):
+        raise TranscriptError("the config commits no initialization origin (config init)")
+    origin = ("seed", "parent", "external").index(init["origin"])
     return TranscriptSummary(
         manifest_path=manifest_path,
         segment_root=as_hash(manifest["segmentRoot"]),
@@ -109,6 +119,9 @@ def summary_of(manifest: dict[str, Any], manifest_path: Path) -> TranscriptSumma
         num_segments=int(manifest["numSegments"]),
         steps_per_segment=int(manifest["stepsPerSegment"]),
         num_steps=int(manifest["numSteps"]),
+        init_weights_hash=_hex32(init.get("weightsHash"), "config init.weightsHash"),
+        parent_claim_id=int(init.get("parentClaimId") or 0) if origin == 1 else 0,
+        origin=origin,
     )
 
 
