@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
-from registry.datasets import Dataset, DatasetError, example_hash
+from registry.datasets import Dataset, DatasetError
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
 from registry.merkle import example_leaf, hash_pair, segment_leaf, verify
 from registry.models import ModelFamilyError, UnknownFamilyError
@@ -662,7 +662,7 @@ class Engine:
             root = self.claim.dataset_root if self.claim is not None else dataset.root
             self._on_path.add(root)
             for j, i in enumerate(new.tolist()):
-                leaf = example_leaf(i, example_hash(feats[j], int(labels[j])))
+                leaf = example_leaf(i, dataset.hash_example(feats[j], labels[j]))
                 if not self._prove(leaf, dataset.proof(i)):
                     raise TranscriptError(f"segment {s}: example {i} fails its membership proof against "
                                           "datasetRoot")
