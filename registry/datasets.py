@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from registry import safejson
 from registry.hashing import as_hash, canonical_json, sha256, sha256_file, to_hex
 from registry.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, verify
 
@@ -425,10 +426,9 @@ def _is_shape(shape: Any) -> bool:
 
 def _parse_manifest(raw: bytes) -> dict[str, Any]:
     """Structural checks of dataset.json so that later indexing cannot go out of bounds or outside the dir."""
-    import json
 
     try:
-        m = json.loads(raw)
+        m = safejson.loads(raw, what="dataset.json", max_depth=safejson.MANIFEST_DEPTH)
     except ValueError as exc:
         raise DatasetError(f"dataset.json is not JSON: {exc}") from exc
     if not isinstance(m, dict) or m.get("format") != DATASET_FORMAT:

@@ -28,6 +28,8 @@ import numpy as np
 #: Default bounds: far above what the project writes (bundle.json, settings.json, proof.json are kilobytes).
 MAX_BYTES = 64 << 20
 MAX_DEPTH = 64
+#: Manifests and configs nest deeper (a declarative model spec tree may be 32 modules deep).
+MANIFEST_DEPTH = 256
 
 # A JSON string as the JSON lexer delimits it: a quote, runs of ordinary characters or backslash escapes (DOTALL:
 # a backslash takes the next character, whatever it is), then the closing quote, or the end of the text for an

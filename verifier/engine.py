@@ -35,7 +35,6 @@ that cannot be fetched gives `Unavailable`; evidence that contradicts the claim 
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import tempfile
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from registry import safejson
 from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
 from registry.datasets import Dataset, DatasetError
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
@@ -232,7 +232,7 @@ def _check_dataset_digests(raw: bytes) -> None:
     """Every digest in dataset.json must be 0x-hex text before `Dataset.load` turns them into bytes (an int
     there would make `as_hash` allocate that many bytes)."""
     try:
-        d = json.loads(raw)
+        d = safejson.loads(raw, what="dataset.json", max_depth=safejson.MANIFEST_DEPTH)
     except (ValueError, RecursionError) as exc:
         raise DatasetError(f"dataset.json is not JSON: {exc}") from None
     ok = isinstance(d, dict) and _is_hex32(d.get("datasetRoot")) and isinstance(d.get("examples"), list) \
@@ -447,7 +447,7 @@ class Engine:
         except EvidenceUnavailable as exc:
             raise EvidenceUnavailable(f"manifest: {exc}") from None
         try:
-            manifest = validate_manifest(json.loads(raw))
+            manifest = validate_manifest(safejson.loads(raw, what="manifest.json", max_depth=safejson.MANIFEST_DEPTH))
             _check_segment_fields(manifest)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and TranscriptError are ValueErrors
             raise TranscriptError(f"manifest: {exc}") from None

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import load as st_load
 
+from registry import safejson
 from registry.hashing import as_hash, canonical_json, sha256, to_hex
 from registry.pol.rng import RNG_SCHEME
 
@@ -178,7 +179,7 @@ def _header(data: bytes) -> dict[str, Any]:
     if n < 2 or n > MAX_HEADER_BYTES or 8 + n > len(data):
         raise TranscriptError("not a safetensors file (bad header length)")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = safejson.loads(data[8:8 + n], what="safetensors header", max_depth=safejson.MANIFEST_DEPTH)
     except (UnicodeDecodeError, ValueError) as exc:
         raise TranscriptError(f"not a safetensors file (header is not JSON): {exc}") from exc
     if not isinstance(header, dict):
@@ -197,7 +198,7 @@ def decode_checkpoint(data: bytes, expected_hash: bytes | None = None) -> Checkp
     if not isinstance(raw_meta, dict) or not isinstance(raw_meta.get(METADATA_KEY), str):
         raise TranscriptError("checkpoint has no proofreg metadata")
     try:
-        meta = json.loads(raw_meta[METADATA_KEY])
+        meta = safejson.loads(raw_meta[METADATA_KEY], what="checkpoint metadata", max_depth=safejson.MANIFEST_DEPTH)
     except ValueError as exc:
         raise TranscriptError(f"checkpoint metadata is not JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:

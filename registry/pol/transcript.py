@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from registry import safejson
 from registry.hashing import as_hash, chain_head, config_hash, to_hex
 from registry.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree
 from registry.pol.checkpoint import TranscriptError
@@ -204,7 +205,7 @@ def load_manifest(transcript_dir: str | Path) -> dict[str, Any]:
     path = Path(transcript_dir) / MANIFEST_NAME
     try:
         raw = path.read_bytes()
-        manifest = json.loads(raw)
+        manifest = safejson.loads(raw, what=str(path), max_depth=safejson.MANIFEST_DEPTH)
     except (OSError, ValueError) as exc:
         raise TranscriptError(f"cannot read {path}: {exc}") from exc
     return validate_manifest(manifest)
