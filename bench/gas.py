@@ -19,9 +19,10 @@ GOALS = {"commitTraining": 120_000, "commitInference": 120_000, "openChallenge":
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 
 
-def _claim(seed: int, weights: bytes | None = None) -> tuple[Any, ...]:
+def _claim(seed: int, weights: bytes | None = None, parent: int = 0) -> tuple[Any, ...]:
     return (CID, keccak256(b"root%d" % seed), keccak256(b"head%d" % seed), weights or keccak256(b"w%d" % seed),
-            keccak256(b"data"), keccak256(b"cfg%d" % seed), 64, 10)
+            keccak256(b"data"), keccak256(b"cfg%d" % seed), 64, 10, keccak256(b"init%d" % seed), parent,
+            1 if parent else 0)
 
 
 def _accepts(fn: Any, sender: str) -> bool:
@@ -55,6 +56,8 @@ def measure() -> list[tuple[str, str, int]]:
         _claim(2, keccak256(b"w1"))), acct[7], p.training_bond)
     run("commitInference", "linked to a training claim", reg.functions.commitInference(
         (1, keccak256(b"vk"), keccak256(b"pf"), keccak256(b"in"), CID)), acct[1], p.inference_bond)
+    run("commitTraining", "fine-tuned from claim 1 (origin Parent)", reg.functions.commitTraining(
+        _claim(4, parent=1)), acct[7], p.training_bond)
     run("openChallenge", "no named segments", reg.functions.openChallenge(1, []), acct[2], p.challenge_bond)
     run("openChallenge", "8 named segments", reg.functions.openChallenge(1, list(range(8))), acct[8],
         p.challenge_bond)

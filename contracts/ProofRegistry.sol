@@ -49,6 +49,14 @@ contract ProofRegistry {
         Unavailable
     }
 
+    /// @notice Where a training run's checkpoint 0 came from: a seeded initialisation, the final weights of an
+    /// earlier training claim (fine-tuning), or weights from outside the registry.
+    enum InitOrigin {
+        Seed,
+        Parent,
+        External
+    }
+
     enum VerifierStatus {
         None,
         Active,
@@ -83,6 +91,9 @@ contract ProofRegistry {
         bytes32 configHash;
         uint32 numSegments;
         uint32 stepsPerSegment;
+        bytes32 initWeightsHash; // canonical weights hash of checkpoint 0
+        uint64 parentClaimId; // the training claim whose final weights are checkpoint 0; 0 unless origin is Parent
+        InitOrigin origin;
     }
 
     /// @notice What a prover commits for a ZK inference proof (SPEC section 2).
@@ -94,7 +105,7 @@ contract ProofRegistry {
         string bundleCid;
     }
 
-    /// @notice Stored claim: slot 0 packs the metadata, slot 1 the root, slot 2 the ownership link.
+    /// @notice Stored claim: slot 0 packs the metadata, slot 1 the root, slot 2 the ownership and lineage links.
     struct Claim {
         address prover;
         uint40 committedAt;
@@ -105,6 +116,8 @@ contract ProofRegistry {
         bytes32 root; // training: segmentRoot; inference: keccak256(abi.encode(vkHash, proofDigest, instancesHash))
         uint64 nextSameWeights; // next training claim with the same finalWeightsHash, 0 if none
         uint64 modelClaimId; // inference: the linked training claim, 0 if none (written only when linked)
+        uint64 parentClaimId; // training: the claim whose final weights are checkpoint 0, 0 unless origin is Parent
+        InitOrigin origin; // training: where checkpoint 0 came from (written only when not Seed)
     }
 
     struct Challenge {
@@ -191,6 +204,8 @@ contract ProofRegistry {
     error UnknownClaim(uint256 claimId);
     error UnknownModelClaim(uint256 claimId);
     error ModelClaimRejected(uint256 claimId);
+    error UnknownParentClaim(uint256 claimId);
+    error ParentClaimRejected(uint256 claimId);
     error ClaimNotChallengeable(uint256 claimId, ClaimStatus status);
     error ChallengeWindowClosed(uint256 claimId, uint256 windowEnd);
     error ChallengeWindowOpen(uint256 claimId, uint256 windowEnd);
@@ -307,7 +322,13 @@ contract ProofRegistry {
         if (c.segmentRoot == 0 || c.chainHead == 0 || c.finalWeightsHash == 0 || c.configHash == 0) {
             revert InvalidClaim();
         }
+        if (c.initWeightsHash == 0 || (c.origin == InitOrigin.Parent) != (c.parentClaimId != 0)) revert InvalidClaim();
         _checkCid(c.transcriptCid);
+        if (c.parentClaimId != 0) {
+            Claim storage parent = _claims[c.parentClaimId];
+            if (parent.kind != ClaimKind.Training) revert UnknownParentClaim(c.parentClaimId);
+            if (parent.status == ClaimStatus.Invalid) revert ParentClaimRejected(c.parentClaimId);
+        }
 
         WeightsIndex storage index = _byWeights[c.finalWeightsHash];
         uint64 last = index.last;
@@ -327,6 +348,10 @@ contract ProofRegistry {
         claim.status = ClaimStatus.Committed;
         claim.numSegments = c.numSegments;
         claim.root = c.segmentRoot;
+        if (c.origin != InitOrigin.Seed) {
+            claim.parentClaimId = c.parentClaimId;
+            claim.origin = c.origin;
+        }
         if (last == 0) index.first = uint64(claimId);
         else _claims[last].nextSameWeights = uint64(claimId);
         index.last = uint64(claimId);
@@ -729,15 +754,38 @@ contract ProofRegistry {
         return claimId == 0 ? address(0) : _claims[claimId].prover;
     }
 
-    /// @notice The claim behind `ownerOf`, 0 if none.
+    /// @notice The claim behind `ownerOf`, 0 if none: claims that are Invalid or tainted are skipped.
     function ownerClaimOf(bytes32 finalWeightsHash) public view returns (uint256) {
         uint64 claimId = _byWeights[finalWeightsHash].first;
         while (claimId != 0) {
             Claim storage claim = _claims[claimId];
-            if (claim.status != ClaimStatus.Invalid) return claimId;
+            if (claim.status != ClaimStatus.Invalid && !isTainted(claimId)) return claimId;
             claimId = claim.nextSameWeights;
         }
         return 0;
+    }
+
+    /// @notice The training claim whose final weights are `claimId`'s checkpoint 0; 0 if none.
+    function parentOf(uint256 claimId) external view returns (uint256) {
+        return _existingClaim(claimId).parentClaimId;
+    }
+
+    /// @notice Where `claimId`'s checkpoint 0 came from (Seed for inference claims).
+    function originOf(uint256 claimId) external view returns (InitOrigin) {
+        return _existingClaim(claimId).origin;
+    }
+
+    /// @notice True when an ancestor of `claimId` (its parent, the parent's parent, ...) was rejected: the
+    /// run started from weights nobody vouches for any more.
+    /// @dev Parents have smaller ids than their children, so the walk ends.
+    function isTainted(uint256 claimId) public view returns (bool) {
+        uint256 id = _existingClaim(claimId).parentClaimId;
+        while (id != 0) {
+            Claim storage ancestor = _claims[id];
+            if (ancestor.status == ClaimStatus.Invalid) return true;
+            id = ancestor.parentClaimId;
+        }
+        return false;
     }
 
     // ------------------------------------------------------------------------------------------------------

@@ -28,12 +28,16 @@ class Published:
     transcript_cid: str
     dataset_cid: str
     summary: TranscriptSummary
+    init_weights_hash: bytes = b""  # canonical weights hash of checkpoint 0
 
     def claim_tuple(self) -> tuple[Any, ...]:
-        """The `TrainingClaim` struct, in ABI order, for `commitTraining`."""
+        """The `TrainingClaim` struct, in ABI order, for `commitTraining`.
+
+        TODO(sound, issue 11): origin and parent come from the manifest once it records them; until then every
+        run is committed with origin Seed (0) and no parent."""
         s = self.summary
         return (self.transcript_cid, s.segment_root, s.chain_head, s.final_weights_hash, s.dataset_root,
-                s.config_hash, s.num_segments, s.steps_per_segment)
+                s.config_hash, s.num_segments, s.steps_per_segment, self.init_weights_hash, 0, 0)
 
     def to_json(self) -> dict[str, Any]:
         return {"transcriptCid": self.transcript_cid, "datasetCid": self.dataset_cid, **self.summary.to_json()}
@@ -98,5 +102,14 @@ def publish_transcript(transcript_dir: str | Path, store: ContentStore,
         raise PublishError(f"content store failed: {exc}") from None
     if stored != (tdir / MANIFEST_NAME).read_bytes():
         raise PublishError(f"the store returned a different manifest for {transcript_cid}")
-    return Published(transcript_cid, str(dataset_cid), summary)
+    return Published(transcript_cid, str(dataset_cid), summary, init_weights_hash(tdir, manifest))
+
+
+def init_weights_hash(tdir: Path, manifest: dict[str, Any]) -> bytes:
+    """Canonical weights hash of checkpoint 0, which the claim commits as `initWeightsHash`."""
+    first = manifest["checkpoints"][0]
+    try:
+        return weights_hash(read_checkpoint(tdir / first["path"], as_hash(first["ckptHash"])).model)
+    except TranscriptError as exc:
+        raise PublishError(f"invalid transcript {tdir}: {exc}") from None
 

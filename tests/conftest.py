@@ -63,7 +63,10 @@ def reverts(error: str, **expected_args: Any) -> Iterator[None]:
 
 
 def training_claim(seed: int = 0, *, num_segments: int = 16, steps: int = 10, root: bytes | None = None,
-                   weights: bytes | None = None, cid: str = CID) -> tuple[Any, ...]:
+                   weights: bytes | None = None, cid: str = CID, init: bytes | None = None, parent: int = 0,
+                   origin: int | None = None) -> tuple[Any, ...]:
+    """A `TrainingClaim`; origin defaults to Parent (1) when a parent is given, else Seed (0)."""
+    origin = (1 if parent else 0) if origin is None else origin
     return (
         cid,
         root or keccak256(b"root-%d" % seed),
@@ -73,6 +76,9 @@ def training_claim(seed: int = 0, *, num_segments: int = 16, steps: int = 10, ro
         keccak256(b"config-%d" % seed),
         num_segments,
         steps,
+        init or keccak256(b"init-%d" % seed),
+        parent,
+        origin,
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.hashing import as_hash, chain_head, sha256
+from registry.hashing import as_hash, chain_head, sha256, weights_hash
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.transcript import MANIFEST_NAME, segment_tree, write_manifest
 
@@ -83,7 +83,8 @@ def claim_tuple(tdir: Path, transcript_cid: str) -> tuple[Any, ...]:
     m = read_manifest(tdir)
     return (transcript_cid, as_hash(m["segmentRoot"]), as_hash(m["chainHead"]), as_hash(m["finalWeightsHash"]),
             as_hash(m["dataset"]["datasetRoot"]), as_hash(m["configHash"]), int(m["numSegments"]),
-            int(m["stepsPerSegment"]))
+            int(m["stepsPerSegment"]),
+            weights_hash(decode_checkpoint((tdir / m["checkpoints"][0]["path"]).read_bytes()).model), 0, 0)
 
 
 def _copy(honest: Path, out: Path) -> Path:

@@ -73,6 +73,15 @@ class Driver:
             self.reg.functions.attest(challenge_id, verdict, keccak256(b"results"), report), verifier
         )
 
+    def vote(self, challenge_id: int, verdict: int, count: int | None = None) -> list[str]:
+        """Draws the committee (if needed) and has its first `count` (default: quorum) members vote `verdict`."""
+        info = self.challenge_info(challenge_id)
+        committee = list(self.call("committee", challenge_id)) if info["drawn"] else self.draw(challenge_id)
+        voters = committee[: self.p.quorum if count is None else count]
+        for v in voters:
+            self.attest(challenge_id, v, verdict)
+        return voters
+
     def settle(self, challenge_id: int, sender: str | None = None) -> Any:
         return self.send(self.reg.functions.settle(challenge_id), sender or self.accounts[0])
 
@@ -83,7 +92,7 @@ class Driver:
     def claim_info(self, claim_id: int) -> dict[str, Any]:
         c = self.call("getClaim", claim_id)
         keys = ("prover", "committedAt", "kind", "status", "openChallenges", "numSegments", "root", "nextSameWeights",
-                "modelClaimId")
+                "modelClaimId", "parentClaimId", "origin")
         return dict(zip(keys, c, strict=True))
 
     def challenge_info(self, challenge_id: int) -> dict[str, Any]:

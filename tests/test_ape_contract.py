@@ -27,7 +27,8 @@ CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 
 def training_claim(seed: int = 0) -> tuple[Any, ...]:
     return (CID, keccak256(b"root-%d" % seed), keccak256(b"head-%d" % seed), keccak256(b"weights-%d" % seed),
-            keccak256(b"dataset"), keccak256(b"config-%d" % seed), 16, 10)
+            keccak256(b"dataset"), keccak256(b"config-%d" % seed), 16, 10,
+            keccak256(b"init-%d" % seed), 0, 0)
 
 
 @pytest.fixture(scope="module")

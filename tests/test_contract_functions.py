@@ -173,6 +173,84 @@ def test_commit_inference_on_rejected_model_reverts(d: Driver) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# training-claim lineage: initWeightsHash, parentClaimId, origin
+# --------------------------------------------------------------------------------------------------------------
+
+SEED_ORIGIN, PARENT_ORIGIN, EXTERNAL_ORIGIN = 0, 1, 2
+
+
+def reject(d: Driver, claim_id: int) -> None:
+    """A committee rejects `claim_id` (verifiers 3-6 must be registered)."""
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    d.vote(ch, V_INVALID)
+    d.settle(ch)
+    assert d.claim_info(claim_id)["status"] == INVALID
+
+
+def test_commit_training_lineage_is_stored_and_emitted(d: Driver) -> None:
+    parent = d.commit(training_claim(1), d.accounts[PROVER])
+    claim = training_claim(2, parent=parent)
+    receipt = d.send(d.reg.functions.commitTraining(claim), d.accounts[7], DEV.training_bond)
+    (ev,) = d.events("TrainingClaimCommitted", receipt)
+    assert tuple(ev.args.claim.values()) == claim
+    child = ev.args.claimId
+    info = d.claim_info(child)
+    assert info["parentClaimId"] == parent and info["origin"] == PARENT_ORIGIN
+    assert d.call("parentOf", child) == parent and d.call("originOf", child) == PARENT_ORIGIN
+    assert d.call("parentOf", parent) == 0 and d.call("originOf", parent) == SEED_ORIGIN
+    external = d.commit(training_claim(3, origin=EXTERNAL_ORIGIN), d.accounts[7])
+    assert d.call("originOf", external) == EXTERNAL_ORIGIN and d.call("parentOf", external) == 0
+    assert not d.call("isTainted", child) and not d.call("isTainted", parent)
+
+
+@pytest.mark.parametrize(("init", "parent", "origin"), [
+    (b"\0" * 32, 0, SEED_ORIGIN),  # no initWeightsHash
+    (None, 0, PARENT_ORIGIN),  # origin Parent without a parent
+    (None, 1, SEED_ORIGIN),  # a parent with origin Seed
+    (None, 1, EXTERNAL_ORIGIN),  # a parent with origin External
+])
+def test_commit_training_rejects_bad_lineage(d: Driver, init: bytes | None, parent: int, origin: int) -> None:
+    d.commit(training_claim(1), d.accounts[PROVER])
+    with reverts("InvalidClaim"):
+        d.commit(training_claim(2, init=init, parent=parent, origin=origin), d.accounts[PROVER])
+
+
+def test_commit_training_unknown_parent_reverts(d: Driver) -> None:
+    with reverts("UnknownParentClaim", claimId=5):
+        d.commit(training_claim(2, parent=5), d.accounts[PROVER])
+    inference = d.commit_inference(inference_claim(), d.accounts[PROVER])
+    with reverts("UnknownParentClaim", claimId=inference):
+        d.commit(training_claim(2, parent=inference), d.accounts[PROVER])
+    with reverts("UnknownClaim", claimId=9):
+        d.call("parentOf", 9)
+    with reverts("UnknownClaim", claimId=9):
+        d.call("originOf", 9)
+    with reverts("UnknownClaim", claimId=9):
+        d.call("isTainted", 9)
+
+
+def test_rejected_ancestor_taints_descendants_and_their_ownership(d: Driver) -> None:
+    setup_verifiers(d)
+    root = d.commit(training_claim(1), d.accounts[PROVER])
+    child = d.commit(training_claim(2, parent=root), d.accounts[7])
+    grandchild = d.commit(training_claim(3, parent=child), d.accounts[8])
+    # an honest re-run of the grandchild's weights from a seed, committed later
+    later = d.commit(training_claim(4, weights=training_claim(3)[3]), d.accounts[9])
+    assert d.call("ownerClaimOf", training_claim(3)[3]) == grandchild
+    reject(d, root)
+    assert d.call("isTainted", child) and d.call("isTainted", grandchild) and not d.call("isTainted", root)
+    assert not d.call("isTainted", later)
+    assert d.call("ownerClaimOf", training_claim(2)[3]) == 0
+    assert d.call("ownerOf", training_claim(2)[3]) == "0x" + "00" * 20
+    assert d.call("ownerClaimOf", training_claim(3)[3]) == later
+    assert d.call("ownerOf", training_claim(3)[3]) == d.accounts[9]
+    with reverts("ParentClaimRejected", claimId=root):
+        d.commit(training_claim(5, parent=root), d.accounts[7])
+    # a tainted (not rejected) parent may still be built on; the child is tainted too
+    assert d.call("isTainted", d.commit(training_claim(6, parent=child), d.accounts[7]))
+
+
+# --------------------------------------------------------------------------------------------------------------
 # finalize
 # --------------------------------------------------------------------------------------------------------------
 

@@ -365,7 +365,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def _do_commit_training(self, prover: str, w: int, r: int, num_segments: int, value: int, cid: str) -> None:
         weights, root = WEIGHTS[w], ROOTS[r]
         claim = (cid, root, keccak256(b"head-%d" % r), weights, keccak256(b"dataset"), keccak256(b"config"),
-                 num_segments, STEPS_PER_SEGMENT)
+                 num_segments, STEPS_PER_SEGMENT, keccak256(b"init"), 0, 0)
         expect: Expect = None
         if value != TRAINING_BOND:
             expect = err("WrongBond", expected=TRAINING_BOND, given=value)

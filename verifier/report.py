@@ -30,12 +30,18 @@ class TrainingClaimFields:
     config_hash: bytes
     num_segments: int
     steps_per_segment: int
+    init_weights_hash: bytes = b""  # canonical weights hash of checkpoint 0 (empty: not known, e.g. `check`)
+    parent_claim_id: int = 0  # the training claim whose final weights are checkpoint 0 (origin Parent)
+    origin: int = 0  # InitOrigin: 0 Seed, 1 Parent, 2 External
 
     @classmethod
     def from_event(cls, claim: dict[str, Any]) -> TrainingClaimFields:
+        init = claim.get("initWeightsHash")
         return cls(str(claim["transcriptCid"]), as_hash(claim["segmentRoot"]), as_hash(claim["chainHead"]),
                    as_hash(claim["finalWeightsHash"]), as_hash(claim["datasetRoot"]), as_hash(claim["configHash"]),
-                   int(claim["numSegments"]), int(claim["stepsPerSegment"]))
+                   int(claim["numSegments"]), int(claim["stepsPerSegment"]),
+                   as_hash(init) if init is not None else b"", int(claim.get("parentClaimId", 0) or 0),
+                   int(claim.get("origin", 0) or 0))
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], transcript: str) -> TrainingClaimFields:
@@ -48,7 +54,9 @@ class TrainingClaimFields:
         return {"transcriptCid": self.transcript_cid, "segmentRoot": to_hex(self.segment_root),
                 "chainHead": to_hex(self.chain_head), "finalWeightsHash": to_hex(self.final_weights_hash),
                 "datasetRoot": to_hex(self.dataset_root), "configHash": to_hex(self.config_hash),
-                "numSegments": self.num_segments, "stepsPerSegment": self.steps_per_segment}
+                "numSegments": self.num_segments, "stepsPerSegment": self.steps_per_segment,
+                "initWeightsHash": to_hex(self.init_weights_hash) if self.init_weights_hash else None,
+                "parentClaimId": self.parent_claim_id, "origin": self.origin}
 
 
 def _finite(x: float | None) -> float | None:
