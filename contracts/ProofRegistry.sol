@@ -71,7 +71,8 @@ contract ProofRegistry {
         uint256 verifierStake; // minimum stake of an eligible verifier
         uint64 challengeWindow; // blocks after commit during which challenges may open
         uint64 seedDelay; // blocks between opening a challenge and its seed block
-        uint64 attestationPeriod; // blocks after the seed block during which the committee may attest
+        uint64 commitPeriod; // blocks after the seed block during which committee members commit their verdicts
+        uint64 revealPeriod; // blocks after the commit deadline during which commitments are revealed
         uint64 exitDelay; // blocks between requestExit and completeExit
         uint8 committeeSize; // C, at most 8
         uint8 quorum; // equal verdicts that settle before the deadline; C/2 < quorum <= C
@@ -128,8 +129,10 @@ contract ProofRegistry {
         uint8 namedCount;
         bool drawn;
         uint64 seedBlock;
-        uint64 deadline; // last block at which attestations are accepted
-        uint16 verdicts; // 2 bits per committee position (a Verdict)
+        uint64 deadline; // last block at which reveals are accepted (the settlement deadline)
+        uint64 commitDeadline; // last block at which commitments are accepted
+        uint16 verdicts; // 2 bits per committee position (a revealed Verdict)
+        uint8 committed; // bit p set once position p has committed
         bytes32 seed;
         uint256 committee; // packed uint32 verifier ids, position p at bits [32p, 32p+32)
         uint256 named; // packed uint32 segment indices named by the challenger
@@ -179,11 +182,15 @@ contract ProofRegistry {
         uint256 indexed claimId,
         address indexed challenger,
         uint256 seedBlock,
+        uint256 commitDeadline,
         uint256 deadline,
         uint32[] namedSegments
     );
-    event ChallengeReseeded(uint256 indexed challengeId, uint256 seedBlock, uint256 deadline);
+    event ChallengeReseeded(uint256 indexed challengeId, uint256 seedBlock, uint256 commitDeadline, uint256 deadline);
     event CommitteeDrawn(uint256 indexed challengeId, bytes32 seed, address[] committee);
+    /// @notice A committee member committed to a verdict without showing it (commit phase).
+    event VerdictCommitted(uint256 indexed challengeId, address indexed verifier, bytes32 commitment);
+    /// @notice A committee member revealed its committed verdict (reveal phase): the attestation that counts.
     event Attested(
         uint256 indexed challengeId, address indexed verifier, Verdict verdict, bytes32 resultsHash, string reportCid
     );
@@ -226,9 +233,15 @@ contract ProofRegistry {
     error CommitteeAlreadyDrawn(uint256 challengeId);
     error CommitteeNotDrawn(uint256 challengeId);
     error NotCommitteeMember(uint256 challengeId, address account);
-    error AlreadyAttested(uint256 challengeId, address verifier);
     error InvalidVerdict();
-    error DeadlinePassed(uint256 challengeId, uint256 deadline);
+    error InvalidCommitment();
+    error CommitPhaseOver(uint256 challengeId, uint256 commitDeadline);
+    error AlreadyCommitted(uint256 challengeId, address verifier);
+    error RevealNotOpen(uint256 challengeId, uint256 commitDeadline);
+    error RevealPhaseOver(uint256 challengeId, uint256 deadline);
+    error NotCommitted(uint256 challengeId, address verifier);
+    error AlreadyRevealed(uint256 challengeId, address verifier);
+    error CommitmentMismatch(uint256 challengeId, address verifier);
     error NotSettleable(uint256 challengeId, uint256 deadline);
     error AlreadyRegistered(address verifier);
     error NotActiveVerifier(address account);
@@ -260,7 +273,8 @@ contract ProofRegistry {
     uint256 private immutable _verifierStake;
     uint64 private immutable _challengeWindow;
     uint64 private immutable _seedDelay;
-    uint64 private immutable _attestationPeriod;
+    uint64 private immutable _commitPeriod;
+    uint64 private immutable _revealPeriod;
     uint64 private immutable _exitDelay;
     uint8 private immutable _committeeSize;
     uint8 private immutable _quorum;
@@ -278,6 +292,7 @@ contract ProofRegistry {
     address[] private _verifierAddresses; // by id, append-only
     uint32[] private _active; // ids of Active verifiers, the pool committees are drawn from
     mapping(address account => uint256) private _pending;
+    mapping(uint256 challengeId => mapping(uint256 position => bytes32)) private _commitments;
 
     constructor(Params memory p) {
         if (p.trainingBond == 0) revert InvalidParameter("trainingBond");
@@ -286,7 +301,8 @@ contract ProofRegistry {
         if (p.verifierStake == 0 || p.verifierStake > type(uint96).max) revert InvalidParameter("verifierStake");
         if (p.challengeWindow == 0) revert InvalidParameter("challengeWindow");
         if (p.seedDelay == 0) revert InvalidParameter("seedDelay");
-        if (p.attestationPeriod == 0) revert InvalidParameter("attestationPeriod");
+        if (p.commitPeriod == 0) revert InvalidParameter("commitPeriod");
+        if (p.revealPeriod == 0) revert InvalidParameter("revealPeriod");
         if (p.exitDelay == 0) revert InvalidParameter("exitDelay");
         if (p.committeeSize == 0 || p.committeeSize > MAX_COMMITTEE) revert InvalidParameter("committeeSize");
         if (p.quorum <= p.committeeSize / 2 || p.quorum > p.committeeSize) revert InvalidParameter("quorum");
@@ -300,7 +316,8 @@ contract ProofRegistry {
         _verifierStake = p.verifierStake;
         _challengeWindow = p.challengeWindow;
         _seedDelay = p.seedDelay;
-        _attestationPeriod = p.attestationPeriod;
+        _commitPeriod = p.commitPeriod;
+        _revealPeriod = p.revealPeriod;
         _exitDelay = p.exitDelay;
         _committeeSize = p.committeeSize;
         _quorum = p.quorum;
@@ -525,8 +542,10 @@ contract ProofRegistry {
         ch.status = ChallengeStatus.Open;
         ch.namedCount = uint8(namedSegments.length);
         if (packed != 0) ch.named = packed;
-        (uint256 seedBlock, uint256 deadline) = _scheduleSeed(ch);
-        emit ChallengeOpened(challengeId, claimId, msg.sender, seedBlock, deadline, namedSegments);
+        _scheduleSeed(ch);
+        emit ChallengeOpened(
+            challengeId, claimId, msg.sender, ch.seedBlock, ch.commitDeadline, ch.deadline, namedSegments
+        );
     }
 
     /// @notice Sets a fresh seed block when nobody drew the committee while the old seed's hash was readable.
@@ -534,34 +553,76 @@ contract ProofRegistry {
         Challenge storage ch = _openChallenge(challengeId);
         if (ch.drawn) revert CommitteeAlreadyDrawn(challengeId);
         if (block.number <= uint256(ch.seedBlock) + _BLOCKHASH_WINDOW) revert SeedStillAvailable(ch.seedBlock);
-        (uint256 seedBlock, uint256 deadline) = _scheduleSeed(ch);
-        emit ChallengeReseeded(challengeId, seedBlock, deadline);
+        (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) = _scheduleSeed(ch);
+        emit ChallengeReseeded(challengeId, seedBlock, commitDeadline, deadline);
     }
 
     /// @notice Fixes the seed and draws the committee once the seed block is mined; a no-op once drawn.
-    /// @dev Anyone may call it (verifier daemons do); `attest` calls it too.
+    /// @dev Anyone may call it (verifier daemons do); `commitVerdict` calls it too.
     function drawCommittee(uint256 challengeId) public {
         Challenge storage ch = _openChallenge(challengeId);
         if (!ch.drawn) _draw(ch, challengeId);
     }
 
-    /// @notice A committee member's verdict, once per challenge, before the deadline.
-    /// @param resultsHash keccak256 of the canonical results JSON; `reportCid` holds the full report.
-    function attest(uint256 challengeId, Verdict verdict, bytes32 resultsHash, string calldata reportCid) external {
+    /// @notice Commit phase: a committee member binds itself to a verdict without showing it, once per challenge,
+    /// from the seed block until the commit deadline. Draws the committee first if nobody has.
+    /// @param commitment `commitmentOf(verdict, resultsHash, reportCid, salt, msg.sender)`; the member in it makes
+    /// a copied commitment useless to anyone else.
+    function commitVerdict(uint256 challengeId, bytes32 commitment) external {
         Challenge storage ch = _openChallenge(challengeId);
-        if (block.number > ch.deadline) revert DeadlinePassed(challengeId, ch.deadline);
-        if (verdict == Verdict.None) revert InvalidVerdict();
-        _checkCid(reportCid);
+        if (block.number > ch.commitDeadline) revert CommitPhaseOver(challengeId, ch.commitDeadline);
+        if (commitment == 0) revert InvalidCommitment();
         if (!ch.drawn) _draw(ch, challengeId);
         uint256 position = _positionOf(ch, challengeId, msg.sender);
-        uint16 verdicts = ch.verdicts;
-        if ((verdicts >> (2 * position)) & 3 != 0) revert AlreadyAttested(challengeId, msg.sender);
-        ch.verdicts = verdicts | uint16(uint256(verdict) << (2 * position));
+        uint8 committed = ch.committed;
+        if (committed & (1 << position) != 0) revert AlreadyCommitted(challengeId, msg.sender);
+        ch.committed = committed | uint8(1 << position);
+        _commitments[challengeId][position] = commitment;
+        emit VerdictCommitted(challengeId, msg.sender, commitment);
+    }
+
+    /// @notice Reveal phase: opens the caller's commitment; only revealed verdicts count. Open after the commit
+    /// deadline, or earlier once every member has committed (nothing is left to copy), until the deadline.
+    /// @param resultsHash keccak256 of the canonical results JSON; `reportCid` holds the full report.
+    function revealVerdict(
+        uint256 challengeId,
+        Verdict verdict,
+        bytes32 resultsHash,
+        string calldata reportCid,
+        bytes32 salt
+    ) external {
+        Challenge storage ch = _openChallenge(challengeId);
+        if (block.number > ch.deadline) revert RevealPhaseOver(challengeId, ch.deadline);
+        uint256 size = ch.committeeSize;
+        if (block.number <= ch.commitDeadline && (!ch.drawn || ch.committed != (1 << size) - 1)) {
+            revert RevealNotOpen(challengeId, ch.commitDeadline);
+        }
+        if (verdict == Verdict.None) revert InvalidVerdict();
+        _checkCid(reportCid);
+        uint256 position = _positionOf(ch, challengeId, msg.sender);
+        if (ch.committed & (1 << position) == 0) revert NotCommitted(challengeId, msg.sender);
+        uint16 verdictBits = ch.verdicts;
+        if ((verdictBits >> (2 * position)) & 3 != 0) revert AlreadyRevealed(challengeId, msg.sender);
+        if (_commitments[challengeId][position] != commitmentOf(verdict, resultsHash, reportCid, salt, msg.sender)) {
+            revert CommitmentMismatch(challengeId, msg.sender);
+        }
+        ch.verdicts = verdictBits | uint16(uint256(verdict) << (2 * position));
         emit Attested(challengeId, msg.sender, verdict, resultsHash, reportCid);
     }
 
-    /// @notice Settles a challenge once a quorum of equal verdicts exists, or after the deadline.
-    /// @dev After the deadline the plurality of the attestations given wins; none or a tie is Expired.
+    /// @notice The commitment a member submits: `keccak256(abi.encode(verdict, resultsHash, reportCid, salt,
+    /// member))`. `salt` is 32 secret random bytes, so the verdict cannot be guessed from the commitment.
+    function commitmentOf(Verdict verdict, bytes32 resultsHash, string calldata reportCid, bytes32 salt, address member)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(verdict, resultsHash, reportCid, salt, member));
+    }
+
+    /// @notice Settles a challenge once a quorum of equal revealed verdicts exists, or after the deadline.
+    /// @dev After the deadline the plurality of the revealed verdicts wins; none or a tie is Expired. A commitment
+    /// never revealed counts as silence.
     function settle(uint256 challengeId) external {
         Challenge storage ch = _openChallenge(challengeId);
         bool afterDeadline = block.number > ch.deadline;
@@ -604,7 +665,8 @@ contract ProofRegistry {
             verifierStake: _verifierStake,
             challengeWindow: _challengeWindow,
             seedDelay: _seedDelay,
-            attestationPeriod: _attestationPeriod,
+            commitPeriod: _commitPeriod,
+            revealPeriod: _revealPeriod,
             exitDelay: _exitDelay,
             committeeSize: _committeeSize,
             quorum: _quorum,
@@ -663,7 +725,7 @@ contract ProofRegistry {
     /// @notice The seed: stored once drawn, else the seed block's hash while it is readable.
     function seedOf(uint256 challengeId) external view returns (bytes32) {
         Challenge storage ch = _existingChallenge(challengeId);
-        return ch.drawn ? ch.seed : _readSeed(ch);
+        return ch.drawn ? ch.seed : _readSeed(ch, challengeId);
     }
 
     /// @notice The committee of a drawn challenge, in position order.
@@ -680,6 +742,16 @@ contract ProofRegistry {
         out = new Verdict[](size);
         for (uint256 p; p < size; ++p) {
             out[p] = Verdict((ch.verdicts >> (2 * p)) & 3);
+        }
+    }
+
+    /// @notice The commitment of each committee position (zero where none), aligned with `committee`.
+    function commitments(uint256 challengeId) external view returns (bytes32[] memory out) {
+        Challenge storage ch = _existingChallenge(challengeId);
+        uint256 size = ch.committeeSize;
+        out = new bytes32[](size);
+        for (uint256 p; p < size; ++p) {
+            out[p] = _commitments[challengeId][p];
         }
     }
 
@@ -826,11 +898,17 @@ contract ProofRegistry {
         emit PaymentCredited(account, amount);
     }
 
-    /// @dev Seed block `seedDelay` blocks ahead; attestations close `attestationPeriod` blocks after it.
-    function _scheduleSeed(Challenge storage ch) private returns (uint256 seedBlock, uint256 deadline) {
+    /// @dev Seed block `seedDelay` blocks ahead; commitments close `commitPeriod` blocks after it, reveals
+    /// `revealPeriod` blocks after that.
+    function _scheduleSeed(Challenge storage ch)
+        private
+        returns (uint256 seedBlock, uint256 commitDeadline, uint256 deadline)
+    {
         seedBlock = block.number + _seedDelay;
-        deadline = seedBlock + _attestationPeriod;
+        commitDeadline = seedBlock + _commitPeriod;
+        deadline = commitDeadline + _revealPeriod;
         ch.seedBlock = uint64(seedBlock);
+        ch.commitDeadline = uint64(commitDeadline);
         ch.deadline = uint64(deadline);
     }
 
@@ -845,24 +923,30 @@ contract ProofRegistry {
         }
     }
 
-    function _readSeed(Challenge storage ch) private view returns (bytes32) {
+    /// @dev `keccak256(abi.encode(blockhash(seedBlock), challengeId))`. The seed block's hash commits to its whole
+    /// header, whose `mixHash` is that block's `prevrandao` from paris on, so the beacon chain's RANDAO is in
+    /// the seed; `block.prevrandao` of the drawing block is not read, since whoever includes the draw could
+    /// then pick among up to 256 values by delaying it (docs/protocol.md section 5). The challenge id keeps
+    /// two challenges with the same seed block from sharing a committee and a sample.
+    function _readSeed(Challenge storage ch, uint256 challengeId) private view returns (bytes32) {
         uint256 seedBlock = ch.seedBlock;
         if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
         if (block.number > seedBlock + _BLOCKHASH_WINDOW) revert SeedExpired(seedBlock);
-        return blockhash(seedBlock);
+        return keccak256(abi.encode(blockhash(seedBlock), challengeId));
     }
 
     /// @dev Picks C distinct eligible verifiers: the j-th pick starts at `committeeStart(seed, j, n)` in the
     /// active list and probes forward to the first eligible verifier not yet picked. Eligible: registered
     /// before the seed block, stake at least `verifierStake`, neither the prover nor the challenger.
     function _draw(Challenge storage ch, uint256 challengeId) private {
-        bytes32 seed = _readSeed(ch);
+        bytes32 seed = _readSeed(ch, challengeId);
         address prover = _claims[ch.claimId].prover;
         address challenger = ch.challenger;
         uint256 seedBlock = ch.seedBlock;
         uint256 n = _active.length;
         uint256 packed;
         uint256 size;
+        address[] memory members = new address[](_committeeSize);
         for (uint256 j; j < _committeeSize && n != 0; ++j) {
             uint256 pos = Sampling.committeeStart(seed, j, n);
             bool found;
@@ -874,6 +958,7 @@ contract ProofRegistry {
                     if (account != prover && account != challenger && v.since < seedBlock && v.stake >= _verifierStake)
                     {
                         packed |= id << (32 * size);
+                        members[size] = account;
                         ++size;
                         v.openDuties += 1;
                         found = true;
@@ -888,7 +973,10 @@ contract ProofRegistry {
         ch.drawn = true;
         ch.committeeSize = uint8(size);
         ch.committee = packed;
-        emit CommitteeDrawn(challengeId, seed, _committeeAddresses(packed, size));
+        assembly ("memory-safe") {
+            mstore(members, size) // a smaller pool draws fewer members
+        }
+        emit CommitteeDrawn(challengeId, seed, members);
     }
 
     function _isPicked(uint256 packed, uint256 size, uint256 id) private pure returns (bool) {
