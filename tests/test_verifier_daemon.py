@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 DEV = preset("dev")
+#: The world's registry: the dev preset with a longer reveal phase, since the daemons here share two busy
+#: cores with each other and the tests, and every transaction of theirs mines a block.
+WORLD = replace(DEV, reveal_period=200)
 PROVER, CHALLENGER = 1, 2
 VERIFIERS = (3, 4, 5)
 OPEN, VALID, INVALID = 1, 2, 3
@@ -185,13 +188,20 @@ class World:
     def status(self, challenge_id: int) -> int:
         return int(self.reg.functions.getChallenge(challenge_id).call()[2])
 
-    def wait_settled(self, ids: list[int], timeout: float = 120.0, mine_blocks: bool = False) -> dict[int, int]:
-        """Waits until every challenge is settled; `mine_blocks` mines a block per poll (a silent member keeps
-        the reveal closed until the commit deadline, and blocks only come with transactions)."""
+    def open_reveals(self, ids: list[int]) -> None:
+        """Mines just past the latest commit deadline of these challenges (with a committee member silent the
+        reveal opens only then, and blocks only come with transactions), not further: the reveal phase must
+        stay open for the daemons."""
+        chs = [self.reg.functions.getChallenge(i).call() for i in ids]
+        # only once the two awake members have committed (else one would miss the commit phase)
+        ends = [int(ch[8]) for ch in chs if ch[2] == OPEN and bin(int(ch[10])).count("1") >= 2]
+        head = int(self.w3.eth.block_number)
+        if ends and head <= max(ends):
+            self.node.mine(max(ends) - head + 1)
+
+    def wait_settled(self, ids: list[int], timeout: float = 120.0) -> dict[int, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if mine_blocks:
-                self.node.mine(1)
             try:
                 states = {i: self.status(i) for i in ids}
             except requests.exceptions.ConnectionError:  # a node just back from SIGSTOP may reset a connection
@@ -213,8 +223,8 @@ def world(hardhat_node: Any, ipfs_daemon_factory: Callable[[], Any],
     home = tmp_path_factory.mktemp("vhome")
     w3 = Web3(HTTPProvider(hardhat_node.url))
     deployer = w3.eth.accounts[0]
-    reg, receipt = deploy_registry(w3, DEV, deployer)
-    record = Deployment.from_receipt(w3, receipt, DEV, "hardhat")
+    reg, receipt = deploy_registry(w3, WORLD, deployer)
+    record = Deployment.from_receipt(w3, receipt, WORLD, "hardhat")
     record.save(home / "deployments" / f"{record.chain_id}.json")
     env = {**os.environ, "PROOFREG_HOME": str(home), "PROOFREG_RPC": hardhat_node.url, "OMP_NUM_THREADS": "1"}
     env.pop("PROOFREG_PRIVATE_KEY", None)
@@ -357,25 +367,32 @@ def test_sigkill_in_each_phase_misses_nothing_and_attests_once(world: World) -> 
     ids: list[int] = []
     landed: list[str] = []
     try:
-        for event, purpose in KILL_MOMENTS:
-            ids.append(world.challenge(world.honest_claim))
+        for k, (event, purpose) in enumerate(KILL_MOMENTS):
+            # a fresh claim each time (provers 7 and 8 in turn): waiting for reveals mines blocks, and
+            # 6 rounds would outlast one claim's challenge window
+            ids.append(world.challenge(world.commit(world.honest_tuple, 7 + k % 2)))
             mine(world, DEV.seed_delay + 1)
             seen = len(victim.log_records())
-            until = time.monotonic() + 20
+            until = time.monotonic() + 90
             while time.monotonic() < until:
                 fresh = victim.log_records()[seen:]
                 if any(r["event"] == event and purpose in (None, r.get("purpose")) for r in fresh):
                     break
                 if event in ("tx_sent", "attested") and purpose != "commit":
-                    world.node.mine(1)  # the reveal waits for the commit deadline (the third member is silent)
+                    world.open_reveals([ids[-1]])  # the third member is silent: the reveal waits for the deadline
                 time.sleep(0.1)
             time.sleep(rng.uniform(0.0, 0.2))
             fresh = victim.log_records()[seen:]
             victim.kill()
             landed.append(f"{fresh[-1]['event']}:{fresh[-1].get('purpose', '')}" if fresh else "(starting)")
             victim.start()
+            victim.wait_ready()
         # quorum is 2 of a committee of 3 with one member stopped: no settlement without the victim's vote
-        outcomes = world.wait_settled(ids, timeout=240, mine_blocks=True)
+        until = time.monotonic() + 180
+        while any(world.status(i) == OPEN for i in ids) and time.monotonic() < until:
+            world.open_reveals(ids)
+            time.sleep(1.0)
+        outcomes = world.wait_settled(ids, timeout=60)
     finally:
         third.start()
     assert set(outcomes.values()) == {VALID}
