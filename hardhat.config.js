@@ -6,6 +6,9 @@ module.exports = {
   networks: {
     hardhat: {
       chainId: 31337,
+      // The EVM target of the shipped artifact (registry/toolchain.py COMPILER_SETTINGS.evmVersion), which the
+      // embedded EVM follows too (registry/localchain.py); tests/test_evm_target.py keeps the three in step.
+      hardfork: "shanghai",
       accounts: {
         mnemonic: "test test test test test test test test test test test junk",
         path: "m/44'/60'/0'/0",

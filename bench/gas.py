@@ -13,10 +13,20 @@ from typing import Any
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
 from registry.params import preset
+from registry.sampling import commitment_of
 
-GOALS = {"commitTraining": 120_000, "commitInference": 120_000, "openChallenge": 150_000, "attest": 90_000,
-         "settle": 120_000}
+GOALS = {"commitTraining": 120_000, "commitInference": 120_000, "openChallenge": 150_000, "commitVerdict": 70_000,
+         "revealVerdict": 70_000, "settle": 120_000}
+#: The lazy draw's goal: a commit that draws the committee (the old one-phase `attest` with a lazy draw).
+LAZY_GOAL = 90_000
+#: EAS 1.9.0 `attest` on the same kind of node (issue 14), for comparison: one attestation, no committee.
+EAS_ATTEST = 340_124
+SALT = b"\x5a" * 32
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+
+
+def goal_of(op: str, case: str) -> int | None:
+    return LAZY_GOAL if case == "draws the committee lazily" else GOALS.get(op)
 
 
 def _claim(seed: int, weights: bytes | None = None, parent: int = 0) -> tuple[Any, ...]:
@@ -64,18 +74,28 @@ def measure() -> list[tuple[str, str, int]]:
     chain.mine(p.seed_delay + 1)
     run("drawCommittee", "C=3 of 4 verifiers", reg.functions.drawCommittee(1), acct[0])
     committee = reg.functions.committee(1).call()
-    run("attest", "committee drawn", reg.functions.attest(1, 1, keccak256(b"r"), CID), committee[0])
-    run("attest", "second member", reg.functions.attest(1, 1, keccak256(b"r"), CID), committee[1])
+
+    def commit_fn(ch: int, verdict: int, member: str) -> Any:
+        return reg.functions.commitVerdict(ch, commitment_of(verdict, keccak256(b"r"), CID, SALT, member))
+
+    def reveal_fn(ch: int, verdict: int) -> Any:
+        return reg.functions.revealVerdict(ch, verdict, keccak256(b"r"), CID, SALT)
+
+    run("commitVerdict", "committee drawn", commit_fn(1, 1, committee[0]), committee[0])
+    run("commitVerdict", "second member", commit_fn(1, 1, committee[1]), committee[1])
+    run("commitVerdict", "last member (opens the reveal)", commit_fn(1, 1, committee[2]), committee[2])
+    run("revealVerdict", "first reveal", reveal_fn(1, 1), committee[0])
+    run("revealVerdict", "second reveal (quorum)", reveal_fn(1, 1), committee[1])
     run("settle", "Valid by quorum", reg.functions.settle(1), acct[0])
     # Challenge 2's committee is not drawn yet and depends on a block hash: ask the contract which verifier
     # it would accept (a gas estimate runs the lazy draw) instead of guessing one.
-    lazy_attest = reg.functions.attest(2, 2, keccak256(b"r"), CID)
-    run("attest", "draws the committee lazily", lazy_attest, next(v for v in acct[3:7] if _accepts(lazy_attest, v)))
-    committee2 = reg.functions.committee(2).call()
-    for v in committee2:
-        if reg.functions.verdicts(2).call()[committee2.index(v)] == 0:
-            run("attest", "second member", reg.functions.attest(2, 2, keccak256(b"r"), CID), v)
-            break
+    lazy = next(v for v in acct[3:7] if _accepts(commit_fn(2, 2, v), v))
+    run("commitVerdict", "draws the committee lazily", commit_fn(2, 2, lazy), lazy)
+    second = next(v for v in reg.functions.committee(2).call() if v != lazy)
+    run("commitVerdict", "second member", commit_fn(2, 2, second), second)
+    chain.mine(p.commit_period)
+    run("revealVerdict", "after the commit deadline", reveal_fn(2, 2), lazy)
+    run("revealVerdict", "second reveal (quorum)", reveal_fn(2, 2), second)
     run("settle", "Invalid by quorum (prover slashed)", reg.functions.settle(2), acct[0])
     run("withdraw", "challenger", reg.functions.withdraw(), acct[8])
     run("requestExit", "", reg.functions.requestExit(), acct[6])
@@ -92,13 +112,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = measure()
     baseline = next(g for op, _, g in rows if op == "transfer")
     if args.json:
-        print(json.dumps([{"op": o, "case": c, "gas": g, "goal": GOALS.get(o)} for o, c, g in rows], indent=1))
+        print(json.dumps([{"op": o, "case": c, "gas": g, "goal": goal_of(o, c)} for o, c, g in rows]
+                         + [{"op": "EAS attest", "case": "EAS 1.9.0 (reference)", "gas": EAS_ATTEST, "goal": None}],
+                         indent=1))
         return
-    print(f"{'operation':<17} {'case':<36} {'gas':>9} {'x transfer':>10} {'goal':>9} {'of goal':>8}")
-    for op, case, gas in rows:
-        goal = GOALS.get(op)
+    print(f"{'operation':<17} {'case':<40} {'gas':>9} {'x transfer':>10} {'goal':>9} {'of goal':>8}")
+    for op, case, gas in [*rows, ("EAS attest", "EAS 1.9.0, same kind of node (reference)", EAS_ATTEST)]:
+        goal = goal_of(op, case)
         of_goal = f"{gas / goal:.2f}" if goal else ""
-        print(f"{op:<17} {case:<36} {gas:>9,} {gas / baseline:>10.2f} {goal or '':>9} {of_goal:>8}")
+        print(f"{op:<17} {case:<40} {gas:>9,} {gas / baseline:>10.2f} {goal or '':>9} {of_goal:>8}")
+    commit_reveal = [g for op, c, g in rows if op in ("commitVerdict", "revealVerdict") and c in
+                     ("committee drawn", "first reveal")]
+    total = sum(commit_reveal)
+    print(f"one commit-reveal attestation: {total:,} gas = {total / EAS_ATTEST:.2f} x EAS attest")
 
 
 if __name__ == "__main__":

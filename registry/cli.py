@@ -345,7 +345,7 @@ def status(claim_id: int, rpc_url: str | None, deployment_path: Path | None, as_
         cid = int(log["args"]["challengeId"])
         ch = client.call("getChallenge", cid)
         challenges.append({"challengeId": cid, "challenger": ch[0], "status": CHALLENGE_STATUS.get(ch[2], ch[2]),
-                           "deadline": int(ch[7])})
+                           "commitDeadline": int(ch[8]), "deadline": int(ch[7])})
     emit({"claimId": claim_id, "kind": KIND.get(kind, kind), "status": CLAIM_STATUS.get(state, state),
           "prover": prover, "committedAt": int(committed_at), "numSegments": int(num_segments),
           "challengeWindowEnd": int(client.call("challengeWindowEnd", claim_id)),
@@ -371,7 +371,8 @@ def challenge(claim_id: int, segments: tuple[int, ...], rpc_url: str | None, dep
     receipt = client.transact("openChallenge", claim_id, list(segments), value=bond)
     args = _event_args(client, receipt, "ChallengeOpened")
     emit({"challengeId": int(args["challengeId"]), "claimId": claim_id, "seedBlock": int(args["seedBlock"]),
-          "deadline": int(args["deadline"]), "namedSegments": list(args["namedSegments"]), "bond": bond,
+          "commitDeadline": int(args["commitDeadline"]), "deadline": int(args["deadline"]),
+          "namedSegments": list(args["namedSegments"]), "bond": bond,
           "txHash": Web3.to_hex(receipt["transactionHash"])}, as_json)
 
 

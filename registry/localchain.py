@@ -6,6 +6,7 @@ EVM semantics, blocks mined on demand.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +14,25 @@ from typing import Any
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from registry.artifact import load_artifact
+from registry.artifact import ARTIFACT_PATH, load_artifact
 from registry.params import RegistryParams, preset
+
+
+def evm_version() -> str:
+    """The EVM target the shipped artifact was compiled for (paris or later: the draw's seed relies on the
+    post-merge header, whose `mixHash` is `prevrandao`); the embedded EVM and hardhat.config.js use it too."""
+    return str(json.loads(ARTIFACT_PATH.read_text())["compiler"]["settings"]["evmVersion"])
+
+
+def vm_configuration() -> tuple[tuple[int, Any], ...]:
+    """py-evm's fork schedule for the artifact's EVM target, from genesis."""
+    from eth.vm.forks import CancunVM, ParisVM, PragueVM, ShanghaiVM
+
+    forks = {"paris": ParisVM, "shanghai": ShanghaiVM, "cancun": CancunVM, "prague": PragueVM}
+    target = evm_version()
+    if target not in forks:
+        raise ValueError(f"the artifact targets EVM {target!r}; the embedded chain supports {', '.join(forks)}")
+    return ((0, forks[target]),)
 
 
 def deploy_registry(w3: Web3, params: RegistryParams, sender: str) -> tuple[Any, Any]:
@@ -43,7 +61,7 @@ class EmbeddedChain:
     params: RegistryParams = field(default_factory=lambda: preset("dev"))
 
     def __post_init__(self) -> None:
-        self.tester = EthereumTester(PyEVMBackend())
+        self.tester = EthereumTester(PyEVMBackend(vm_configuration=vm_configuration()))
         self.lock = threading.RLock()
         self.w3 = self.connect()
         self.accounts: list[str] = list(self.w3.eth.accounts)

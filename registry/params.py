@@ -1,6 +1,9 @@
 """Registry deployment parameters (the contract's `Params` struct), with named presets.
 
-Durations are in blocks. `default` suits a public chain with ~12 s blocks; `dev` suits local chains where
+Durations are in blocks. Attestations are commit-reveal: `commit_period` blocks after the seed block for
+commitments, then `reveal_period` blocks for reveals (earlier once every member has committed).
+
+`default` suits a public chain with ~12 s blocks; `dev` suits local chains where
 tests and demos mine blocks on demand.
 """
 
@@ -20,7 +23,8 @@ class RegistryParams:
     verifier_stake: int = ETHER
     challenge_window: int = 7200  # ~1 day
     seed_delay: int = 2
-    attestation_period: int = 600  # ~2 hours
+    commit_period: int = 300  # ~1 hour: committee members commit to their verdicts
+    reveal_period: int = 300  # ~1 hour: then they reveal them
     exit_delay: int = 50_400  # ~1 week
     committee_size: int = 3
     quorum: int = 2
@@ -54,7 +58,7 @@ class RegistryParams:
 
 PRESETS: dict[str, RegistryParams] = {
     "default": RegistryParams(),
-    "dev": RegistryParams(challenge_window=200, attestation_period=60, exit_delay=100),
+    "dev": RegistryParams(challenge_window=200, commit_period=40, reveal_period=20, exit_delay=100),
 }
 
 

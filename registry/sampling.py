@@ -43,3 +43,15 @@ def detection_probability(num_segments: int, forged: int, samples: int) -> float
     if num_segments <= 0 or forged <= 0:
         return 0.0
     return 1.0 - (1.0 - min(forged, num_segments) / num_segments) ** samples
+
+
+def challenge_seed(seed_block_hash: bytes, challenge_id: int) -> bytes:
+    """The challenge's seed: `keccak256(abi.encode(blockhash(seedBlock), challengeId))` (SPEC section 5)."""
+    return keccak256(abi_encode(["bytes32", "uint256"], [as_hash(seed_block_hash), int(challenge_id)]))
+
+
+def commitment_of(verdict: int, results_hash: bytes, report_cid: str, salt: bytes, member: str) -> bytes:
+    """A commit-reveal attestation's commitment, as the registry's `commitmentOf` computes it:
+    `keccak256(abi.encode(uint8 verdict, bytes32 resultsHash, string reportCid, bytes32 salt, address member))`."""
+    return keccak256(abi_encode(["uint8", "bytes32", "string", "bytes32", "address"],
+                                [int(verdict), as_hash(results_hash), report_cid, as_hash(salt), member]))

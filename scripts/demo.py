@@ -197,7 +197,7 @@ def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> 
     print(f"trained {result.summary.num_steps} steps ({result.summary.num_segments} segments of {k}), "
           f"accuracy {result.accuracy:.3f}, in {seconds['train']:.1f} s", flush=True)
 
-    params = replace(preset("dev"), attestation_period=900)  # ZK audits re-run setup: give them time
+    params = replace(preset("dev"), commit_period=600, reveal_period=300)  # ZK audits re-run setup: give them time
     chain = EmbeddedChain(params)
     store = EmbeddedStore(out / "store")
     w3, reg, p, acct = chain.w3, chain.registry, chain.params, chain.accounts
@@ -290,7 +290,8 @@ def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> 
         producing.set()
         producer.join()
 
-    for event, label in ((reg.events.CommitteeDrawn, "drawCommittee"), (reg.events.Attested, "attest"),
+    for event, label in ((reg.events.CommitteeDrawn, "drawCommittee"), (reg.events.VerdictCommitted, "commitVerdict"),
+                         (reg.events.Attested, "attest"),
                          (reg.events.ChallengeSettled, "settle"), (reg.events.VerifierRegistered, "registerVerifier")):
         logs = event().get_logs(from_block=0)
         if logs:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
 from registry.params import RegistryParams
+from registry.sampling import commitment_of
+
+SALT = b"\x5a" * 32
 
 # Enum values of ProofRegistry.sol
 COMMITTED, VALID, INVALID, FINALIZED = 1, 2, 3, 4
@@ -19,6 +22,7 @@ ACTIVE, EXITING = 1, 2
 @dataclass
 class Driver:
     chain: EmbeddedChain
+    _unrevealed: dict[int, list[tuple[str, int, str]]] = field(default_factory=dict)
 
     @property
     def reg(self) -> Any:
@@ -68,10 +72,53 @@ class Driver:
         self.send(self.reg.functions.drawCommittee(challenge_id), sender or self.accounts[0])
         return list(self.call("committee", challenge_id))
 
+    def commitment(self, verifier: str, verdict: int, report: str = "bafyreport", salt: bytes = SALT) -> bytes:
+        return commitment_of(verdict, keccak256(b"results"), report, salt, verifier)
+
+    def commit_verdict(self, challenge_id: int, verifier: str, verdict: int, report: str = "bafyreport",
+                       salt: bytes = SALT) -> Any:
+        return self.send(self.reg.functions.commitVerdict(challenge_id, self.commitment(verifier, verdict, report,
+                                                                                         salt)), verifier)
+
+    def reveal(self, challenge_id: int, verifier: str, verdict: int, report: str = "bafyreport",
+               salt: bytes = SALT) -> Any:
+        return self.send(self.reg.functions.revealVerdict(challenge_id, verdict, keccak256(b"results"), report, salt),
+                         verifier)
+
+    def to_reveal(self, challenge_id: int) -> None:
+        """Mines past the commit deadline."""
+        end = self.challenge_info(challenge_id)["commitDeadline"]
+        self.chain.mine(max(0, end - self.chain.block_number + 1))
+
     def attest(self, challenge_id: int, verifier: str, verdict: int, report: str = "bafyreport") -> Any:
-        return self.send(
-            self.reg.functions.attest(challenge_id, verdict, keccak256(b"results"), report), verifier
-        )
+        """Commits now; the reveal follows at the next `flush`, `settle` or `past_deadline` of this challenge
+        (so tests can attest member after member within the commit phase)."""
+        receipt = self.commit_verdict(challenge_id, verifier, verdict, report)
+        self._unrevealed.setdefault(challenge_id, []).append((verifier, verdict, report))
+        return receipt
+
+    def flush(self, challenge_id: int) -> list[Any]:
+        """Reveals every commitment `attest` made for this challenge (mining past the commit deadline first
+        unless every member has committed)."""
+        pending = self._unrevealed.pop(challenge_id, [])
+        if not pending:
+            return []
+        info = self.challenge_info(challenge_id)
+        if info["committed"] != (1 << info["committeeSize"]) - 1:
+            self.to_reveal(challenge_id)
+        return [self.reveal(challenge_id, v, verdict, report) for v, verdict, report in pending]
+
+    def vote(self, challenge_id: int, verdict: int, count: int | None = None) -> list[str]:
+        """Draws the committee (if needed) and has its first `count` (default: quorum) members vote `verdict`."""
+        info = self.challenge_info(challenge_id)
+        committee = list(self.call("committee", challenge_id)) if info["drawn"] else self.draw(challenge_id)
+        voters = committee[: self.p.quorum if count is None else count]
+        for v in voters:
+            self.commit_verdict(challenge_id, v, verdict)
+        self.to_reveal(challenge_id)
+        for v in voters:
+            self.reveal(challenge_id, v, verdict)
+        return voters
 
     def vote(self, challenge_id: int, verdict: int, count: int | None = None) -> list[str]:
         """Draws the committee (if needed) and has its first `count` (default: quorum) members vote `verdict`."""
@@ -83,9 +130,11 @@ class Driver:
         return voters
 
     def settle(self, challenge_id: int, sender: str | None = None) -> Any:
+        self.flush(challenge_id)
         return self.send(self.reg.functions.settle(challenge_id), sender or self.accounts[0])
 
     def past_deadline(self, challenge_id: int) -> None:
+        self.flush(challenge_id)
         deadline = self.challenge_info(challenge_id)["deadline"]
         self.chain.mine(max(0, deadline - self.chain.block_number + 1))
 
@@ -98,7 +147,7 @@ class Driver:
     def challenge_info(self, challenge_id: int) -> dict[str, Any]:
         c = self.call("getChallenge", challenge_id)
         keys = ("challenger", "claimId", "status", "committeeSize", "namedCount", "drawn", "seedBlock", "deadline",
-                "verdicts", "seed", "committee", "named")
+                "commitDeadline", "verdicts", "committed", "seed", "committee", "named")
         return dict(zip(keys, c, strict=True))
 
     def verifier_info(self, account: str) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def test_commit_status_challenge_ownership(world: dict[str, Any]) -> None:
 
     # nobody serves on the committee: after the deadline the challenge expires and the bond comes back
     node = world["node"]
-    node.mine(DEV.seed_delay + DEV.attestation_period + 2)
+    node.mine(DEV.seed_delay + DEV.commit_period + DEV.reveal_period + 2)
     proofreg("settle", str(ch["challengeId"]), "--account", "dev:3", env=env)
     node.mine(DEV.challenge_window)
     proofreg("finalize", str(claim_id), "--account", "dev:3", env=env)

@@ -20,6 +20,7 @@ from tests.registry_driver import (
     COMMITTED,
     EXITING,
     INVALID,
+    SALT,
     V_INVALID,
     V_VALID,
     Driver,
@@ -62,7 +63,8 @@ BAD_PARAMS = [
     ("verifierStake", {"verifier_stake": 2**96}),
     ("challengeWindow", {"challenge_window": 0}),
     ("seedDelay", {"seed_delay": 0}),
-    ("attestationPeriod", {"attestation_period": 0}),
+    ("commitPeriod", {"commit_period": 0}),
+    ("revealPeriod", {"reveal_period": 0}),
     ("exitDelay", {"exit_delay": 0}),
     ("committeeSize", {"committee_size": 0}),
     ("committeeSize", {"committee_size": 9, "quorum": 9}),
@@ -374,6 +376,7 @@ def test_exit_blocked_by_open_duties(d: Driver) -> None:
     member = committee[0]
     d.send(d.reg.functions.requestExit(), member)
     d.attest(ch, member, V_VALID)  # an exiting member still serves on its committee
+    d.flush(ch)
     d.chain.mine(DEV.exit_delay)
     with reverts("OpenDuties", count=1):
         d.send(d.reg.functions.completeExit(), member)
@@ -397,7 +400,8 @@ def test_open_challenge_records_seed_block(d: Driver) -> None:
     receipt = d.send(d.reg.functions.openChallenge(claim_id, [3, 0, 15]), d.accounts[CHALLENGER], DEV.challenge_bond)
     ev = d.events("ChallengeOpened", receipt)[0].args
     assert ev.seedBlock == receipt.blockNumber + DEV.seed_delay
-    assert ev.deadline == ev.seedBlock + DEV.attestation_period
+    assert ev.commitDeadline == ev.seedBlock + DEV.commit_period
+    assert ev.deadline == ev.commitDeadline + DEV.reveal_period
     assert list(ev.namedSegments) == [3, 0, 15]
     info = d.challenge_info(1)
     assert info["status"] == CH_OPEN and info["claimId"] == claim_id and not info["drawn"]
@@ -460,7 +464,9 @@ def test_draw_committee(d: Driver) -> None:
     d.to_seed(ch)
     seed = d.call("seedOf", ch)
     seed_block = d.challenge_info(ch)["seedBlock"]
-    assert seed == d.w3.eth.get_block(seed_block)["hash"]
+    from registry.sampling import challenge_seed
+
+    assert seed == challenge_seed(d.w3.eth.get_block(seed_block)["hash"], ch)
     receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
     ev = d.events("CommitteeDrawn", receipt)[0].args
     committee = d.call("committee", ch)
@@ -488,7 +494,8 @@ def test_seed_expires_and_reseed(d: Driver) -> None:
     receipt = d.send(d.reg.functions.reseed(ch), d.accounts[0])
     ev = d.events("ChallengeReseeded", receipt)[0].args
     assert ev.seedBlock == receipt.blockNumber + DEV.seed_delay
-    assert ev.deadline == ev.seedBlock + DEV.attestation_period
+    assert ev.commitDeadline == ev.seedBlock + DEV.commit_period
+    assert ev.deadline == ev.commitDeadline + DEV.reveal_period
     assert len(d.draw(ch)) == 3
     with reverts("CommitteeAlreadyDrawn", challengeId=ch):
         d.send(d.reg.functions.reseed(ch), d.accounts[0])
@@ -499,8 +506,10 @@ def test_challenge_lookups_revert_for_unknown_ids(d: Driver) -> None:
         with reverts("UnknownChallenge", challengeId=7):
             d.send(getattr(d.reg.functions, fn)(*args), d.accounts[0])
     with reverts("UnknownChallenge", challengeId=7):
-        d.send(d.reg.functions.attest(7, V_VALID, b"\0" * 32, "bafy"), d.accounts[3])
-    for view in ("getChallenge", "committee", "verdicts", "namedSegments", "sampledSegments", "seedOf"):
+        d.send(d.reg.functions.commitVerdict(7, b"\1" * 32), d.accounts[3])
+    with reverts("UnknownChallenge", challengeId=7):
+        d.send(d.reg.functions.revealVerdict(7, V_VALID, b"\0" * 32, "bafy", b"\0" * 32), d.accounts[3])
+    for view in ("getChallenge", "committee", "verdicts", "commitments", "namedSegments", "sampledSegments", "seedOf"):
         with reverts("UnknownChallenge", challengeId=7):
             d.call(view, 7)
     with reverts("UnknownClaim", claimId=7):
@@ -556,49 +565,93 @@ def test_committee_with_no_verifiers_is_empty(d: Driver) -> None:
 # attest / settle
 # --------------------------------------------------------------------------------------------------------------
 
-def test_attest_records_verdict(d: Driver) -> None:
+def test_commit_then_reveal_records_verdict(d: Driver) -> None:
     _, ch, committee = drawn_challenge(d)
-    receipt = d.attest(ch, committee[1], V_INVALID, report="bafyreport1")
+    commitment = d.commitment(committee[1], V_INVALID, "bafyreport1")
+    receipt = d.commit_verdict(ch, committee[1], V_INVALID, report="bafyreport1")
+    ev = d.events("VerdictCommitted", receipt)[0].args
+    assert (ev.challengeId, ev.verifier, ev.commitment) == (ch, committee[1], commitment)
+    assert d.call("commitments", ch) == [b"\0" * 32, commitment, b"\0" * 32]
+    assert d.call("verdicts", ch) == [0, 0, 0]  # nothing shows before the reveal
+    assert d.challenge_info(ch)["committed"] == 0b010
+    # the contract and the Python mirror compute the same commitment
+    assert d.call("commitmentOf", V_INVALID, keccak256(b"results"), "bafyreport1", SALT, committee[1]) == commitment
+    d.to_reveal(ch)
+    receipt = d.reveal(ch, committee[1], V_INVALID, report="bafyreport1")
     ev = d.events("Attested", receipt)[0].args
     assert (ev.challengeId, ev.verifier, ev.verdict, ev.reportCid) == (ch, committee[1], V_INVALID, "bafyreport1")
     assert ev.resultsHash == keccak256(b"results")
     assert d.call("verdicts", ch) == [0, V_INVALID, 0]
 
 
-def test_attest_draws_lazily(d: Driver) -> None:
+def test_commit_draws_lazily(d: Driver) -> None:
     setup_verifiers(d)
     claim_id = d.commit(training_claim(), d.accounts[PROVER])
     ch = d.challenge(claim_id, d.accounts[CHALLENGER])
     d.to_seed(ch)
-    expected = None
     snap = d.chain.snapshot()
     d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
     expected = d.call("committee", ch)
     d.chain.revert(snap)
-    receipt = d.attest(ch, expected[0], V_VALID)
+    receipt = d.commit_verdict(ch, expected[0], V_VALID)
     assert d.events("CommitteeDrawn", receipt)[0].args.committee == expected
 
 
-def test_attest_reverts(d: Driver) -> None:
+def test_seed_mixes_block_hash_and_challenge_id(d: Driver) -> None:
+    from registry.sampling import challenge_seed
+
+    setup_verifiers(d)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    d.draw(ch)
+    seed_block = d.challenge_info(ch)["seedBlock"]
+    assert d.call("seedOf", ch) == challenge_seed(d.w3.eth.get_block(seed_block)["hash"], ch)
+
+
+def test_reveal_opens_early_once_everyone_committed(d: Driver) -> None:
+    _, ch, committee = drawn_challenge(d)
+    d.commit_verdict(ch, committee[0], V_VALID)
+    d.commit_verdict(ch, committee[1], V_VALID)
+    with reverts("RevealNotOpen", challengeId=ch, commitDeadline=d.challenge_info(ch)["commitDeadline"]):
+        d.reveal(ch, committee[0], V_VALID)
+    d.commit_verdict(ch, committee[2], V_VALID)
+    d.reveal(ch, committee[0], V_VALID)
+    d.reveal(ch, committee[1], V_VALID)
+    assert d.chain.block_number <= d.challenge_info(ch)["commitDeadline"]
+    d.settle(ch)  # a revealed quorum settles before any deadline
+    assert d.challenge_info(ch)["status"] == 2
+
+
+def test_reveal_is_not_open_before_the_draw(d: Driver) -> None:
+    setup_verifiers(d)
+    claim_id = d.commit(training_claim(), d.accounts[PROVER])
+    ch = d.challenge(claim_id, d.accounts[CHALLENGER])
+    with reverts("RevealNotOpen", challengeId=ch):  # an empty undrawn committee must not read as "all committed"
+        d.reveal(ch, d.accounts[3], V_VALID)
+
+
+def test_commit_reverts(d: Driver) -> None:
     claim_id, ch, committee = drawn_challenge(d)
     outsider = next(a for a in d.accounts[3:7] if a not in committee)
     with reverts("NotCommitteeMember", challengeId=ch, account=outsider):
-        d.attest(ch, outsider, V_VALID)
+        d.commit_verdict(ch, outsider, V_VALID)
     with reverts("NotCommitteeMember", account=d.accounts[9]):  # never registered (id 0 must not match)
-        d.attest(ch, d.accounts[9], V_VALID)
-    with reverts("InvalidVerdict"):
-        d.attest(ch, committee[0], 0)
-    with reverts("InvalidCid"):
-        d.attest(ch, committee[0], V_VALID, report="")
-    d.attest(ch, committee[0], V_VALID)
-    with reverts("AlreadyAttested", challengeId=ch, verifier=committee[0]):
-        d.attest(ch, committee[0], V_INVALID)
+        d.commit_verdict(ch, d.accounts[9], V_VALID)
+    with reverts("InvalidCommitment"):
+        d.send(d.reg.functions.commitVerdict(ch, b"\0" * 32), committee[0])
+    d.commit_verdict(ch, committee[0], V_VALID)
+    with reverts("AlreadyCommitted", challengeId=ch, verifier=committee[0]):
+        d.commit_verdict(ch, committee[0], V_INVALID)
+    d.to_reveal(ch)
+    with reverts("CommitPhaseOver", challengeId=ch, commitDeadline=d.challenge_info(ch)["commitDeadline"]):
+        d.commit_verdict(ch, committee[1], V_VALID)
+    d.reveal(ch, committee[0], V_VALID)
     d.past_deadline(ch)
-    with reverts("DeadlinePassed", challengeId=ch):
-        d.attest(ch, committee[1], V_VALID)
     d.settle(ch)
     with reverts("ChallengeNotOpen", challengeId=ch, status=2):
-        d.attest(ch, committee[1], V_VALID)
+        d.commit_verdict(ch, committee[1], V_VALID)
+    with reverts("ChallengeNotOpen", challengeId=ch, status=2):
+        d.reveal(ch, committee[1], V_VALID)
     with reverts("ChallengeNotOpen"):
         d.settle(ch)
     with reverts("ChallengeNotOpen"):
@@ -606,6 +659,52 @@ def test_attest_reverts(d: Driver) -> None:
     with reverts("ChallengeNotOpen"):
         d.send(d.reg.functions.reseed(ch), d.accounts[0])
     assert d.claim_info(claim_id)["openChallenges"] == 0
+
+
+def test_reveal_reverts(d: Driver) -> None:
+    _, ch, committee = drawn_challenge(d)
+    d.commit_verdict(ch, committee[0], V_INVALID)
+    d.commit_verdict(ch, committee[1], V_VALID, salt=b"\7" * 32)
+    d.to_reveal(ch)
+    with reverts("NotCommitted", challengeId=ch, verifier=committee[2]):
+        d.reveal(ch, committee[2], V_VALID)
+    outsider = next(a for a in d.accounts[3:7] if a not in committee)
+    with reverts("NotCommitteeMember", challengeId=ch, account=outsider):
+        d.reveal(ch, outsider, V_VALID)
+    with reverts("InvalidVerdict"):
+        d.reveal(ch, committee[0], 0)
+    with reverts("InvalidCid"):
+        d.reveal(ch, committee[0], V_INVALID, report="")
+    for verdict, report, salt in ((V_VALID, "bafyreport", SALT), (V_INVALID, "bafyother", SALT),
+                                  (V_INVALID, "bafyreport", b"\1" * 32)):
+        with reverts("CommitmentMismatch", challengeId=ch, verifier=committee[0]):  # any field changed
+            d.reveal(ch, committee[0], verdict, report=report, salt=salt)
+    d.reveal(ch, committee[0], V_INVALID)
+    with reverts("AlreadyRevealed", challengeId=ch, verifier=committee[0]):
+        d.reveal(ch, committee[0], V_INVALID)
+    d.chain.mine(d.challenge_info(ch)["deadline"] - d.chain.block_number + 1)
+    with reverts("RevealPhaseOver", challengeId=ch, deadline=d.challenge_info(ch)["deadline"]):
+        d.reveal(ch, committee[1], V_VALID, salt=b"\7" * 32)
+    # the unrevealed commitment counts as silence: slashed after the deadline, no verdict counted
+    stake = d.stake(committee[1])
+    d.settle(ch)
+    assert d.stake(committee[1]) == stake - stake * DEV.silent_slash_bps // 10_000
+    assert d.call("verdicts", ch) == [V_INVALID, 0, 0]
+
+
+def test_copycat_cannot_reveal_anothers_commitment(d: Driver) -> None:
+    """A lazy member copies an honest member's commitment; the reveal binds the revealer's address, so the copy
+    opens for nobody: the copycat's reveal fails with the honest member's very arguments."""
+    _, ch, committee = drawn_challenge(d)
+    honest, copycat = committee[0], committee[1]
+    commitment = d.commitment(honest, V_INVALID)
+    d.send(d.reg.functions.commitVerdict(ch, commitment), honest)
+    d.send(d.reg.functions.commitVerdict(ch, commitment), copycat)  # copied from the honest member's transaction
+    d.to_reveal(ch)
+    d.reveal(ch, honest, V_INVALID)  # public from here on
+    with reverts("CommitmentMismatch", challengeId=ch, verifier=copycat):
+        d.reveal(ch, copycat, V_INVALID)  # the honest member's verdict, results, report and salt
+    assert d.call("verdicts", ch) == [V_INVALID, 0, 0]
 
 
 def test_settle_before_quorum_reverts(d: Driver) -> None:

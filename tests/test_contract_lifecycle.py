@@ -198,9 +198,9 @@ def test_second_challenge_after_rejection_only_refunds(d: Driver) -> None:
     committee2 = d.draw(ch2)
     for v in committee1[:2]:
         d.attest(ch1, v, V_INVALID)
-    d.settle(ch1)
-    for v in committee2[:2]:
+    for v in committee2[:2]:  # both committees commit in their commit phases
         d.attest(ch2, v, V_INVALID)
+    d.settle(ch1)
     d.settle(ch2)
     assert d.pending(d.accounts[8]) == P.challenge_bond  # the prover bond was already taken by ch1
     assert d.claim_info(claim_id)["status"] == INVALID

@@ -2,7 +2,8 @@
 
 A `RuleBasedStateMachine` commits training and inference claims (shared final weights across provers,
 duplicates), registers verifiers, moves stake, exits, opens challenges (named segments, in and out of the
-window), reseeds, draws committees, attests (members and non-members, every verdict), settles, finalizes,
+window), reseeds, draws committees, commits and reveals verdicts (members and non-members, every verdict,
+wrong openings, copied commitments, early and late), settles, finalizes,
 withdraws and mines blocks (now and then past the 256-block blockhash window). Every rule predicts its
 outcome from a Python model — success, or the exact custom error the contract must revert with — and after
 every step the invariants are read from the chain:
@@ -13,7 +14,10 @@ every step the invariants are read from the chain:
    leaves a settled status;
 3. `ownerOf(h)` is the prover of the earliest claim with final weights `h` that is not Invalid;
 4. each claim's `openChallenges` counts its Open challenges, each verifier's `openDuties` the Open drawn
-   challenges whose committee holds it.
+   challenges whose committee holds it;
+5. commit-reveal: a position's verdict is set only by a reveal that opens its own commitment (no reveal without a
+   commitment, none after the deadline, none before the reveal opens, no second commitment or reveal), and the
+   chain's commitments, committed bits and verdicts equal the model's.
 
 The model also tracks exact stakes, pending payments, committees (recomputed from the seed with
 `registry.sampling`) and statuses, and every step compares it with the chain.
@@ -54,7 +58,7 @@ from hypothesis.stateful import (
 from registry.errors import decode_revert
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
-from registry.sampling import committee_start, sampled_segments
+from registry.sampling import challenge_seed, commitment_of, committee_start, sampled_segments
 from tests.conftest import CID, DEV
 from tests.registry_driver import (
     ACTIVE,
@@ -228,11 +232,21 @@ class MChallenge:
     challenger: str
     named: list[int]
     seed_block: int
+    commit_deadline: int
     deadline: int
     status: int = CH_OPEN
     drawn: bool = False
     committee: list[str] = field(default_factory=list)
-    verdicts: list[int] = field(default_factory=list)  # by committee position, 0 = silent
+    verdicts: list[int] = field(default_factory=list)  # revealed, by committee position, 0 = silent
+    commitments: list[bytes] = field(default_factory=list)  # by committee position, zero = none
+    openings: list[tuple[int, str, bytes] | None] = field(default_factory=list)  # what each member committed
+
+    def committed_mask(self) -> int:
+        return sum(1 << p for p, c in enumerate(self.commitments) if c != bytes(32))
+
+    def reveal_open(self, block: int) -> bool:
+        """Reveals are accepted after the commit deadline, or once every drawn member has committed."""
+        return block > self.commit_deadline or (self.drawn and self.committed_mask() == (1 << len(self.committee)) - 1)
 
 
 @dataclass
@@ -506,7 +520,7 @@ class RegistryMachine(RuleBasedStateMachine):
             assert claim is not None
             seed_block = block + DEV.seed_delay
             ch = MChallenge(len(self.challenges) + 1, claim_id, challenger, list(named), seed_block,
-                            seed_block + DEV.attestation_period)
+                            seed_block + DEV.commit_period, seed_block + DEV.commit_period + DEV.reveal_period)
             self.challenges.append(ch)
             claim.open_challenges += 1
             STATS[f"challenge-on-status:{claim.status}"] += 1
@@ -530,7 +544,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def _expected_committee(self, ch: MChallenge) -> list[str]:
         """`_draw` recomputed: C distinct eligible verifiers, the j-th pick probing forward from its start."""
-        seed = self.evm.block_hash(ch.seed_block)
+        seed = challenge_seed(self.evm.block_hash(ch.seed_block), ch.id)
         prover = self.claims[ch.claim_id - 1].prover
         n = len(self.active)
         picked: list[str] = []
@@ -555,7 +569,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def _apply_draw(self, ch: MChallenge, expected: list[str], block: int) -> None:
         committee = [to_checksum_address(a) for a in self.evm.read("committee", ch.id)]
         assert committee == expected, f"challenge {ch.id}: committee {committee}, model {expected}"
-        seed = self.evm.block_hash(ch.seed_block)
+        seed = challenge_seed(self.evm.block_hash(ch.seed_block), ch.id)
         assert self.evm.read("seedOf", ch.id) == seed
         claim = self.claims[ch.claim_id - 1]
         segments = list(self.evm.read("sampledSegments", ch.id))
@@ -563,6 +577,8 @@ class RegistryMachine(RuleBasedStateMachine):
         ch.drawn = True
         ch.committee = committee
         ch.verdicts = [0] * len(committee)
+        ch.commitments = [bytes(32)] * len(committee)
+        ch.openings = [None] * len(committee)
         for account in committee:
             self.verifiers[account].duties += 1
         STATS[f"committee-size:{len(committee)}"] += 1
@@ -581,7 +597,8 @@ class RegistryMachine(RuleBasedStateMachine):
         if self._tx("reseed", (challenge_id,), sender, 0, expect) is not None:
             assert ch is not None
             ch.seed_block = block + DEV.seed_delay
-            ch.deadline = ch.seed_block + DEV.attestation_period
+            ch.commit_deadline = ch.seed_block + DEV.commit_period
+            ch.deadline = ch.commit_deadline + DEV.reveal_period
 
     def _do_draw(self, ch: MChallenge | None, challenge_id: int, sender: str) -> None:
         block = self.evm.pending_block()
@@ -601,36 +618,79 @@ class RegistryMachine(RuleBasedStateMachine):
             return ch.committee
         return self._expected_committee(ch) if self._seed_error(ch, block) is None else []
 
-    def _do_attest(self, ch: MChallenge | None, challenge_id: int, account: str, verdict: int, cid: str) -> None:
+    def _do_commit(self, ch: MChallenge | None, challenge_id: int, account: str, verdict: int, cid: str,
+                   salt: bytes, copied: bytes | None = None) -> None:
+        """Commits `account` to (verdict, results, cid, salt), or sends `copied`, someone else's commitment."""
         block = self.evm.pending_block()
         expect = self._open_expect(ch, challenge_id)
+        commitment = copied if copied is not None else commitment_of(
+            verdict, keccak256(b"results-%d" % verdict), cid, salt, account) if verdict else bytes(32)
         committee: list[str] = []
         if expect is None:
             assert ch is not None
-            if block > ch.deadline:
-                expect = err("DeadlinePassed", challengeId=challenge_id, deadline=ch.deadline)
-            elif verdict == 0:
-                expect = err("InvalidVerdict")
-            elif not cid or len(cid) > MAX_CID:
-                expect = err("InvalidCid")
+            if block > ch.commit_deadline:
+                expect = err("CommitPhaseOver", challengeId=challenge_id, commitDeadline=ch.commit_deadline)
+            elif commitment == bytes(32):
+                expect = err("InvalidCommitment")
             elif not ch.drawn:
                 expect = self._seed_error(ch, block)
             if expect is None:
                 committee = self._members(ch, block)
                 if account not in committee:
                     expect = err("NotCommitteeMember", challengeId=challenge_id, account=account)
-                elif ch.drawn and ch.verdicts[committee.index(account)]:
-                    expect = err("AlreadyAttested", challengeId=challenge_id, verifier=account)
-        args = (challenge_id, verdict, keccak256(b"results-%d" % verdict), cid)
-        if self._tx("attest", args, account, 0, expect) is not None:
+                elif ch.drawn and ch.commitments[committee.index(account)] != bytes(32):
+                    expect = err("AlreadyCommitted", challengeId=challenge_id, verifier=account)
+        if self._tx("commitVerdict", (challenge_id, commitment), account, 0, expect) is not None:
             assert ch is not None
             if not ch.drawn:
-                STATS["attest-draws"] += 1
+                STATS["commit-draws"] += 1
                 self._apply_draw(ch, committee, block)
-            ch.verdicts[committee.index(account)] = verdict
-            STATS[f"verdict:{verdict}"] += 1
+            position = committee.index(account)
+            ch.commitments[position] = commitment
+            ch.openings[position] = None if copied is not None else (verdict, cid, salt)
+            STATS["commit-copied" if copied is not None else f"commit:{verdict}"] += 1
             if self.verifiers[account].status == EXITING:
-                STATS["attest-while-exiting"] += 1
+                STATS["commit-while-exiting"] += 1
+
+    def _do_reveal(self, ch: MChallenge | None, challenge_id: int, account: str, verdict: int, cid: str,
+                   salt: bytes) -> None:
+        block = self.evm.pending_block()
+        expect = self._open_expect(ch, challenge_id)
+        if expect is None:
+            assert ch is not None
+            committee = ch.committee if ch.drawn else []
+            if block > ch.deadline:
+                expect = err("RevealPhaseOver", challengeId=challenge_id, deadline=ch.deadline)
+            elif not ch.reveal_open(block):
+                expect = err("RevealNotOpen", challengeId=challenge_id, commitDeadline=ch.commit_deadline)
+            elif verdict == 0:
+                expect = err("InvalidVerdict")
+            elif not cid or len(cid) > MAX_CID:
+                expect = err("InvalidCid")
+            elif account not in committee:
+                expect = err("NotCommitteeMember", challengeId=challenge_id, account=account)
+            else:
+                position = committee.index(account)
+                if ch.commitments[position] == bytes(32):
+                    expect = err("NotCommitted", challengeId=challenge_id, verifier=account)
+                elif ch.verdicts[position]:
+                    expect = err("AlreadyRevealed", challengeId=challenge_id, verifier=account)
+                elif ch.commitments[position] != commitment_of(verdict, keccak256(b"results-%d" % verdict), cid,
+                                                                salt, account):
+                    expect = err("CommitmentMismatch", challengeId=challenge_id, verifier=account)
+        args = (challenge_id, verdict, keccak256(b"results-%d" % verdict), cid, salt)
+        if self._tx("revealVerdict", args, account, 0, expect) is not None:
+            assert ch is not None
+            ch.verdicts[ch.committee.index(account)] = verdict
+            STATS[f"verdict:{verdict}"] += 1
+            STATS["reveal-early" if block <= ch.commit_deadline else "reveal"] += 1
+        elif expect is not None:
+            STATS[f"reveal-refused:{expect[0]}"] += 1
+
+    def _reveal_honestly(self, ch: MChallenge, account: str) -> None:
+        opening = ch.openings[ch.committee.index(account)] if ch.drawn and account in ch.committee else None
+        verdict, cid, salt = opening or (1, "bafyreport", salt_of(account, ch.id))
+        self._do_reveal(ch, ch.id, account, verdict, cid, salt)
 
     def _outcome(self, ch: MChallenge, after_deadline: bool) -> int:
         """ChallengeStatus settle would give, 0 if not settleable: a quorum of equal verdicts; after the
@@ -768,13 +828,23 @@ class RegistryMachine(RuleBasedStateMachine):
                 self._do_draw(ch, ch.id, sender)
             elif block <= ch.deadline and (not ch.drawn or silent) and self._outcome(ch, False) == 0:
                 members = self._members(ch, block)
-                candidates = [m for m in members if m in silent] if ch.drawn else members
-                if candidates:
-                    step = "attest"
+                uncommitted = [m for p, m in enumerate(ch.committee) if ch.commitments[p] == bytes(32)] \
+                    if ch.drawn else members
+                unrevealed = [m for p, m in enumerate(ch.committee)
+                              if ch.commitments[p] != bytes(32) and not ch.verdicts[p]] if ch.drawn else []
+                if block <= ch.commit_deadline and uncommitted and (not unrevealed or (c + n) % 4):
+                    step = "commit"
                     verdict = (1, 1, 2, 2, 3)[(c + n) % 5]
-                    self._do_attest(ch, ch.id, candidates[(c + n) % len(candidates)], verdict, "bafyreport")
-                else:  # no eligible verifier: the challenge can only expire
-                    step = "no-committee"
+                    who = uncommitted[(c + n) % len(uncommitted)]
+                    self._do_commit(ch, ch.id, who, verdict, "bafyreport", salt_of(who, ch.id))
+                elif unrevealed and ch.reveal_open(block):
+                    step = "reveal"
+                    self._reveal_honestly(ch, unrevealed[(c + n) % len(unrevealed)])
+                elif unrevealed and block <= ch.commit_deadline:
+                    step = "to-reveal"
+                    self._mine(ch.commit_deadline + 1 - block)
+                else:  # no eligible verifier, or nothing left to reveal: the challenge can only expire
+                    step = "no-committee" if not members else "nothing-to-reveal"
                     self._mine(ch.deadline + 1 - block)
             elif self._outcome(ch, block > ch.deadline) or (c + n) % 4 == 0:
                 step = "settle"
@@ -948,20 +1018,59 @@ class RegistryMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.challenges)
     @rule(c=pick, who=st.integers(0, 9), position=st.integers(0, 7), p=actor, verdict=st.integers(0, 3),
           bad_cid=st.integers(0, 19))
-    def attest(self, c: int, who: int, position: int, p: int, verdict: int, bad_cid: int) -> None:
-        """who 0-7: a member of the committee of an open challenge (or of the one this attestation will draw);
-        else any actor on any challenge. Verdict None and an empty report CID revert."""
-        self._step("attest")
+    def commit_verdict(self, c: int, who: int, position: int, p: int, verdict: int, bad_cid: int) -> None:
+        """who 0-6: a member of the committee of an open challenge (or of the one this commitment will draw);
+        7: that member sends a copy of another member's commitment (the copycat); else any actor on any
+        challenge. Verdict None stands for a zero commitment."""
+        self._step("commit_verdict")
         cid = "" if bad_cid == 0 else "bafyreport"
         open_ones = [x for x in self.challenges if x.status == CH_OPEN]
         if who <= 7 and open_ones:
             ch = open_ones[c % len(open_ones)]
             members = self._members(ch, self.evm.pending_block())
             account = members[position % len(members)] if members else self.actors[p]
-            self._do_attest(ch, ch.id, account, verdict, cid)
+            others = [x for x in ch.commitments if x != bytes(32)]
+            if who == 7 and others:
+                self._do_commit(ch, ch.id, account, verdict, cid, salt_of(account, ch.id),
+                                copied=others[c % len(others)])
+                return
+            self._do_commit(ch, ch.id, account, verdict, cid, salt_of(account, ch.id))
             return
         ch_any = self._challenge(c, lambda x: True)
-        self._do_attest(ch_any, ch_any.id if ch_any else self._bogus_challenge_id(c), self.actors[p], verdict, cid)
+        account = self.actors[p]
+        self._do_commit(ch_any, ch_any.id if ch_any else self._bogus_challenge_id(c), account, verdict, cid,
+                        salt_of(account, c))
+
+    @precondition(lambda self: self.challenges)
+    @rule(c=pick, who=st.integers(0, 9), position=st.integers(0, 7), p=actor, lie=st.integers(0, 9),
+          verdict=st.integers(0, 3))
+    def reveal_verdict(self, c: int, who: int, position: int, p: int, lie: int, verdict: int) -> None:
+        """who 0-7: a member of an open challenge's committee; else any actor on any challenge. lie 0-6: the
+        member's own opening (a default one if it has none); 7: another verdict; 8: another salt; 9: someone
+        else's opening (the copycat reveals the original's vote)."""
+        self._step("reveal_verdict")
+        open_ones = [x for x in self.challenges if x.status == CH_OPEN]
+        if who <= 7 and open_ones:
+            ch = open_ones[c % len(open_ones)]
+            members = ch.committee if ch.drawn else []
+            account = members[position % len(members)] if members else self.actors[p]
+            opening = ch.openings[members.index(account)] if account in members else None
+            v, cid, salt = opening or (verdict, "bafyreport", salt_of(account, ch.id))
+            if lie == 7:
+                v = 1 + v % 3
+            elif lie == 8:
+                salt = keccak256(salt)
+            elif lie == 9:
+                theirs = [o for o in ch.openings if o is not None and o is not opening]
+                if theirs:
+                    v, cid, salt = theirs[c % len(theirs)]
+                    STATS["reveal-copycat"] += 1
+            self._do_reveal(ch, ch.id, account, v, cid, salt)
+            return
+        ch_any = self._challenge(c, lambda x: True)
+        account = self.actors[p]
+        self._do_reveal(ch_any, ch_any.id if ch_any else self._bogus_challenge_id(c), account, verdict, "bafyreport",
+                        salt_of(account, c))
 
     @precondition(lambda self: self.challenges)
     @rule(c=pick, caller=st.integers(0, N_ACTORS))
@@ -994,7 +1103,8 @@ class RegistryMachine(RuleBasedStateMachine):
     def probe_boundary(self, kind: int, c: int, offset: int) -> None:
         """Mines until the next transaction lands one block before, at, or after a boundary of the model, then
         does what that boundary gates. kind 0-1: a claim's window end (open a challenge, finalize); 2-3: a
-        challenge's seed block (draw, attest); 4-6: its deadline (attest, settle); 7: its blockhash expiry
+        challenge's seed block (draw, commit); 4: its commit deadline (commit, reveal); 5-6: its deadline (reveal,
+        settle); 7: its blockhash expiry
         (draw, reseed); 8-9: an exit block (complete the exit; if nobody leaves while on a committee, a member
         of an open committee first asks to leave); 10-11: the window end of a claim with an open
         challenge (challenge it again, finalize)."""
@@ -1011,7 +1121,7 @@ class RegistryMachine(RuleBasedStateMachine):
             target = ch.seed_block if kind != 7 else ch.seed_block + BLOCKHASH_WINDOW
         elif kind in (4, 5, 6) and open_ones:
             ch = open_ones[c % len(open_ones)]
-            target = ch.deadline
+            target = ch.commit_deadline if kind == 4 else ch.deadline
         elif kind in (8, 9) and (exiting or on_duty):
             if not any(self.verifiers[a].duties for a in exiting) and on_duty:
                 STATS["probe:exit-on-duty"] += 1  # first someone on an open committee asks to leave
@@ -1032,11 +1142,16 @@ class RegistryMachine(RuleBasedStateMachine):
             self._do_draw(ch, ch.id, sender)
         elif ch is not None and kind == 7:
             self._do_reseed(ch, ch.id, sender)
-        elif ch is not None and kind in (3, 4, 5):
+        elif ch is not None and (kind == 3 or (kind == 4 and c % 2)):
             members = self._members(ch, block)
-            silent = [m for m, v in zip(ch.committee, ch.verdicts, strict=True) if v == 0] if ch.drawn else members
-            who = silent[c % len(silent)] if silent else self.actors[c % N_ACTORS]
-            self._do_attest(ch, ch.id, who, 1 + c % 3, "bafyreport")
+            uncommitted = [m for p, m in enumerate(ch.committee) if ch.commitments[p] == bytes(32)] \
+                if ch.drawn else members
+            who = uncommitted[c % len(uncommitted)] if uncommitted else self.actors[c % N_ACTORS]
+            self._do_commit(ch, ch.id, who, 1 + c % 3, "bafyreport", salt_of(who, ch.id))
+        elif ch is not None and kind in (4, 5):
+            committed = [m for p, m in enumerate(ch.committee) if ch.commitments[p] != bytes(32)]
+            who = committed[c % len(committed)] if committed else self.actors[c % N_ACTORS]
+            self._reveal_honestly(ch, who)
         elif ch is not None:
             self._do_settle(ch, ch.id, sender)
         elif account is not None:
@@ -1112,7 +1227,7 @@ class RegistryMachine(RuleBasedStateMachine):
             open_per_claim[ch[1]] += 1
             if ch[5]:  # drawn
                 for p in range(ch[3]):
-                    duties[self.verifier_ids[(ch[10] >> (32 * p)) & 0xFFFFFFFF]] += 1
+                    duties[self.verifier_ids[(ch[12] >> (32 * p)) & 0xFFFFFFFF]] += 1
         for m, c in zip(self.claims, claims, strict=True):
             assert c[4] == open_per_claim[m.id], f"claim {m.id}: openChallenges {c[4]} != {open_per_claim[m.id]}"
         for a, v in verifiers.items():
@@ -1126,11 +1241,17 @@ class RegistryMachine(RuleBasedStateMachine):
             assert (to_checksum_address(c[0]), c[1], c[2], c[3], c[4], c[5]) == (
                 m.prover, m.committed_at, m.kind, m.status, m.open_challenges, m.num_segments), f"claim {m.id}"
         for m, ch in zip(self.challenges, challenges, strict=True):
-            got = (to_checksum_address(ch[0]), ch[1], ch[2], ch[3], ch[4], ch[5], ch[6], ch[7])
+            got = (to_checksum_address(ch[0]), ch[1], ch[2], ch[3], ch[4], ch[5], ch[6], ch[7], ch[8])
             want = (m.challenger, m.claim_id, m.status, len(m.committee), len(m.named), m.drawn, m.seed_block,
-                    m.deadline)
+                    m.deadline, m.commit_deadline)
             assert got == want, f"challenge {m.id}: chain {got}, model {want}"
-            assert ch[8] == sum(v << (2 * p) for p, v in enumerate(m.verdicts)), f"challenge {m.id} verdicts"
+            assert ch[9] == sum(v << (2 * p) for p, v in enumerate(m.verdicts)), f"challenge {m.id} verdicts"
+            assert ch[10] == m.committed_mask(), f"challenge {m.id} committed bits"
+            # (5) a verdict only where a commitment was opened
+            assert all(c != bytes(32) for c, v in zip(m.commitments, m.verdicts, strict=True) if v), m.id
+        for m in self.challenges:
+            if m.drawn and m.commitments and self.steps % 5 == 0:  # (a sample: each read is a message call)
+                assert list(read("commitments", m.id, state=state)) == m.commitments, f"challenge {m.id} commitments"
         for a, v in verifiers.items():
             mv = self.verifiers.get(a)
             if mv is None:
@@ -1141,6 +1262,11 @@ class RegistryMachine(RuleBasedStateMachine):
             if mv.status == ACTIVE:
                 assert v[5] == self.active.index(a), f"verifier {a}: activeIndex"
         assert pending == self.pending, f"pending: chain {pending}, model {self.pending}"
+
+
+def salt_of(account: str, tag: int) -> bytes:
+    """A member's salt for a challenge: distinct per member and challenge, reproducible across replays."""
+    return keccak256(b"salt" + account.encode() + tag.to_bytes(8, "big"))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 
 - an honest training claim challenged → Valid, and the challenger's bond paid out as SPEC §5 says;
 - six forged claims (tests/forgery.py) → Invalid, provers slashed, no pickle ever run;
-- one daemon SIGKILLed at random moments across many challenges and restarted → no challenge missed, no
-  attestation sent twice (the committee needs its vote: the third member is stopped with SIGTERM);
+- one daemon SIGKILLed in every phase (audit, commitment sent, committed, reveal sent, revealed) across
+  many challenges and restarted → no challenge missed, no commitment or reveal sent twice, no revealed vote
+  lost (the committee needs its vote: the third member is stopped with SIGTERM);
 - the IPFS daemon stopped while audits run and restarted → the same verdicts;
 - the JSON-RPC node frozen (SIGSTOP) for a while → the daemons recover;
 - a reorg (Hardhat snapshot/revert) under the event follower → the job is reset and found again.
@@ -24,7 +25,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 DEV = preset("dev")
+#: The world's registry: the dev preset with a longer reveal phase, since the daemons here share two busy
+#: cores with each other and the tests, and every transaction of theirs mines a block.
+WORLD = replace(DEV, reveal_period=200)
 PROVER, CHALLENGER = 1, 2
 VERIFIERS = (3, 4, 5)
 OPEN, VALID, INVALID = 1, 2, 3
@@ -184,6 +188,17 @@ class World:
     def status(self, challenge_id: int) -> int:
         return int(self.reg.functions.getChallenge(challenge_id).call()[2])
 
+    def open_reveals(self, ids: list[int]) -> None:
+        """Mines just past the latest commit deadline of these challenges (with a committee member silent the
+        reveal opens only then, and blocks only come with transactions), not further: the reveal phase must
+        stay open for the daemons."""
+        chs = [self.reg.functions.getChallenge(i).call() for i in ids]
+        # only once the two awake members have committed (else one would miss the commit phase)
+        ends = [int(ch[8]) for ch in chs if ch[2] == OPEN and bin(int(ch[10])).count("1") >= 2]
+        head = int(self.w3.eth.block_number)
+        if ends and head <= max(ends):
+            self.node.mine(max(ends) - head + 1)
+
     def wait_settled(self, ids: list[int], timeout: float = 120.0) -> dict[int, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -208,8 +223,8 @@ def world(hardhat_node: Any, ipfs_daemon_factory: Callable[[], Any],
     home = tmp_path_factory.mktemp("vhome")
     w3 = Web3(HTTPProvider(hardhat_node.url))
     deployer = w3.eth.accounts[0]
-    reg, receipt = deploy_registry(w3, DEV, deployer)
-    record = Deployment.from_receipt(w3, receipt, DEV, "hardhat")
+    reg, receipt = deploy_registry(w3, WORLD, deployer)
+    record = Deployment.from_receipt(w3, receipt, WORLD, "hardhat")
     record.save(home / "deployments" / f"{record.chain_id}.json")
     env = {**os.environ, "PROOFREG_HOME": str(home), "PROOFREG_RPC": hardhat_node.url, "OMP_NUM_THREADS": "1"}
     env.pop("PROOFREG_PRIVATE_KEY", None)
@@ -324,10 +339,10 @@ def test_forged_claims_are_invalid_and_provers_slashed(world: World, tmp_path: P
     print("\n" + "\n".join(f"{k:<13} {v}" for k, v in reasons.items()))
 
 
-def _attest_txs(world: World, address: str, from_block: int, ids: list[int]) -> list[Any]:
-    """Every transaction `address` sent to the registry's attest for one of `ids` since `from_block`, with
-    its receipt (earlier challenges may still draw late attestations from slow members)."""
-    selector = bytes(Web3.keccak(text="attest(uint256,uint8,bytes32,string)")[:4])
+def _registry_txs(world: World, address: str, from_block: int, ids: list[int], signature: str) -> list[Any]:
+    """Every transaction `address` sent to the registry's `signature` for one of `ids` since `from_block`, with
+    its receipt (earlier challenges may still draw late transactions from slow members)."""
+    selector = bytes(Web3.keccak(text=signature)[:4])
     out = []
     for n in range(from_block, int(world.w3.eth.block_number) + 1):
         for tx in world.w3.eth.get_block(n, full_transactions=True)["transactions"]:
@@ -337,35 +352,47 @@ def _attest_txs(world: World, address: str, from_block: int, ids: list[int]) -> 
     return out
 
 
-def test_sigkill_at_random_moments_misses_nothing_and_attests_once(world: World) -> None:
+#: Where the victim is killed, one challenge each: as soon as it logs the event (with that purpose, for
+#: tx_sent) for any challenge. Together they cover each phase of a commit-reveal attestation.
+KILL_MOMENTS = [("audit_started", None), ("audited", None), ("tx_sent", "commit"), ("committed", None),
+                ("tx_sent", "reveal"), ("attested", None)]
+
+
+def test_sigkill_in_each_phase_misses_nothing_and_attests_once(world: World) -> None:
     victim, steady, third = world.verifiers
     assert third.stop() == 0  # SIGTERM: clean shutdown, exit code 0
     assert any(r["event"] == "stopped" for r in third.log_records())
     start_block = int(world.w3.eth.block_number)
     rng = random.Random(1234)
-    moments = ["challenge_seen", "tx_sent", "assigned", "audit_started", "audited", "attested"]
     ids: list[int] = []
     landed: list[str] = []
     try:
-        for _ in range(6):
-            ids.append(world.challenge(world.honest_claim))
+        for k, (event, purpose) in enumerate(KILL_MOMENTS):
+            # a fresh claim each time (provers 7 and 8 in turn): waiting for reveals mines blocks, and
+            # 6 rounds would outlast one claim's challenge window
+            ids.append(world.challenge(world.commit(world.honest_tuple, 7 + k % 2)))
             mine(world, DEV.seed_delay + 1)
-            # kill at a random point of the lifecycle: as soon as the victim logs a randomly chosen event
-            # (for any challenge), plus a random jitter; or after 8 s whatever it is doing
-            target, seen = rng.choice(moments), len(victim.log_records())
-            until = time.monotonic() + 8
+            seen = len(victim.log_records())
+            until = time.monotonic() + 90
             while time.monotonic() < until:
                 fresh = victim.log_records()[seen:]
-                if any(r["event"] == target for r in fresh):
+                if any(r["event"] == event and purpose in (None, r.get("purpose")) for r in fresh):
                     break
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 0.3))
+                if event in ("tx_sent", "attested") and purpose != "commit":
+                    world.open_reveals([ids[-1]])  # the third member is silent: the reveal waits for the deadline
+                time.sleep(0.1)
+            time.sleep(rng.uniform(0.0, 0.2))
             fresh = victim.log_records()[seen:]
             victim.kill()
-            landed.append(str(fresh[-1]["event"]) if fresh else "(starting)")
+            landed.append(f"{fresh[-1]['event']}:{fresh[-1].get('purpose', '')}" if fresh else "(starting)")
             victim.start()
+            victim.wait_ready()
         # quorum is 2 of a committee of 3 with one member stopped: no settlement without the victim's vote
-        outcomes = world.wait_settled(ids, timeout=150)
+        until = time.monotonic() + 180
+        while any(world.status(i) == OPEN for i in ids) and time.monotonic() < until:
+            world.open_reveals(ids)
+            time.sleep(1.0)
+        outcomes = world.wait_settled(ids, timeout=60)
     finally:
         third.start()
     assert set(outcomes.values()) == {VALID}
@@ -373,9 +400,12 @@ def test_sigkill_at_random_moments_misses_nothing_and_attests_once(world: World)
         by = [log["args"]["verifier"] for log in world.attestations(cid)]
         assert sorted(by) == sorted([victim.address, steady.address]), (cid, by)
     for v in (victim, steady):
-        sent = _attest_txs(world, v.address, start_block, ids)
-        assert len(sent) == len(ids) and all(r["status"] == 1 for _, r in sent), [r["status"] for _, r in sent]
-    print(f"\n{len(landed)} SIGKILLs; {len(ids)} challenges, one attestation each; killed right after: {landed}")
+        for signature in ("commitVerdict(uint256,bytes32)", "revealVerdict(uint256,uint8,bytes32,string,bytes32)"):
+            sent = _registry_txs(world, v.address, start_block, ids, signature)
+            assert len(sent) == len(ids) and all(r["status"] == 1 for _, r in sent), \
+                (signature, [r["status"] for _, r in sent])
+    print(f"\n{len(landed)} SIGKILLs; {len(ids)} challenges, one commitment and one reveal each; "
+          f"killed right after: {landed}")
     third.wait_ready()
 
 
@@ -461,7 +491,7 @@ def test_evidence_missing_until_the_deadline_is_unavailable(world: World, tmp_pa
         receipt = world.send(world.reg.functions.openChallenge(claim, []), CHALLENGER, DEV.challenge_bond)
         args = world.reg.events.ChallengeOpened().process_receipt(receipt)[0]["args"]
         ids.append(int(args["challengeId"]))
-        deadlines.append(int(args["deadline"]))
+        deadlines.append(int(args["commitDeadline"]))  # an Unavailable verdict must be committed by then
     mine(world, DEV.seed_delay + 1)
     until = time.monotonic() + 60
     while not all(any(r["event"] == "audit_unavailable_retry" and r.get("challenge") == cid for r in v.log_records())
@@ -549,8 +579,9 @@ def test_seed_hash_gone_before_anyone_drew_is_reseeded(world: World) -> None:
 
 
 def test_deadline_settlement_when_the_quorum_stays_silent(world: World) -> None:
-    """Two of three members frozen (SIGSTOP) through the whole attestation period: the one awake attests,
-    and once the deadline has passed it settles by plurality; the silent members lose silentSlashBps."""
+    """Two of three members frozen (SIGSTOP) through the whole attestation period: the one awake commits,
+    reveals after the commit deadline, and once the deadline has passed it settles by plurality; the silent
+    members lose silentSlashBps."""
     awake, frozen = world.verifiers[0], world.verifiers[1:]
     claim = world.commit(world.honest_tuple, 9)
     f = world.reg.functions
@@ -560,6 +591,12 @@ def test_deadline_settlement_when_the_quorum_stays_silent(world: World) -> None:
     try:
         cid = world.challenge(claim)
         mine(world, DEV.seed_delay + 1)
+        until = time.monotonic() + 60
+        while not any(r["event"] == "committed" and r.get("challenge") == cid for r in awake.log_records()):
+            assert time.monotonic() < until, awake.log_tail(10)
+            time.sleep(0.2)
+        commit_deadline = int(f.getChallenge(cid).call()[8])
+        mine(world, commit_deadline - int(world.w3.eth.block_number) + 1)
         until = time.monotonic() + 60
         while not any(r["event"] == "attested" and r.get("challenge") == cid for r in awake.log_records()):
             assert time.monotonic() < until, awake.log_tail(10)

@@ -86,6 +86,31 @@ def test_state_file(tmp_path: Path) -> None:
     assert db.add_job(1, 99, 140) and db.job(1).state == "new"  # type: ignore[union-attr]
 
 
+def test_state_file_keeps_the_commit_reveal_salt(tmp_path: Path) -> None:
+    """The salt written before a commitment is sent survives a restart; a version-1 file gains the column."""
+    import sqlite3
+
+    old = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE jobs (challenge_id INTEGER PRIMARY KEY, claim_id INTEGER NOT NULL, opened_block "
+                 "INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'new', position INTEGER, segments TEXT, verdict TEXT, "
+                 "reason TEXT, results_hash TEXT, report_cid TEXT, report TEXT, published INTEGER NOT NULL DEFAULT 0, "
+                 "attempts INTEGER NOT NULL DEFAULT 0, first_try REAL, next_try REAL NOT NULL DEFAULT 0, "
+                 "outcome TEXT, updated REAL NOT NULL)")
+    conn.execute("INSERT INTO jobs(challenge_id, claim_id, opened_block, state, updated) "
+                 "VALUES (4, 1, 9, 'audited', 0)")
+    conn.commit()
+    conn.close()
+    db = StateDB(old)
+    job = db.job(4)
+    assert job is not None and job.state == "audited" and job.salt is None
+    db.update_job(4, salt="0x" + "ab" * 32)
+    db.close()
+    job = StateDB(old).job(4)
+    assert job is not None and job.salt == "0x" + "ab" * 32
+    assert "committed" in StateDB(tmp_path / "new.sqlite").job_counts()
+
+
 def test_metrics_text() -> None:
     m = Metrics()
     m.declare("jobs", "gauge", "Jobs by state")

@@ -23,6 +23,7 @@ from registry.localchain import EmbeddedChain
 from registry.params import preset
 from registry.pol.train import train
 from registry.publish import publish_transcript
+from registry.sampling import commitment_of
 from registry.store.embedded import EmbeddedStore
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
 from registry.zk.cli import commit_stored_bundle
@@ -446,13 +447,20 @@ def test_challenged_inference_claim_settles_through_the_committee(zk_world: dict
         w3.eth.wait_for_transaction_receipt(reg.functions.drawCommittee(ch).transact({"from": acct[0]}))
         committee = reg.functions.committee(ch).call()
         verdicts = []
+        reveals = []
         for member in committee[:p.quorum]:
             report = _audit(zk_world, commit)
             verdicts.append(report.verdict)
             code = {VALID: 1, INVALID: 2, UNAVAILABLE: 3}[report.verdict]
             report_cid = store.add_bytes(json.dumps(report.to_json(), sort_keys=True).encode())
-            w3.eth.wait_for_transaction_receipt(reg.functions.attest(
-                ch, code, keccak256(report.results_bytes()), report_cid).transact({"from": member}))
+            salt = keccak256(member.encode())  # commit-reveal: commit now, reveal after the commit deadline
+            args = (code, keccak256(report.results_bytes()), report_cid, salt)
+            w3.eth.wait_for_transaction_receipt(reg.functions.commitVerdict(
+                ch, commitment_of(*args, member)).transact({"from": member}))
+            reveals.append((member, args))
+        chain.mine(p.commit_period)
+        for member, args in reveals:
+            w3.eth.wait_for_transaction_receipt(reg.functions.revealVerdict(ch, *args).transact({"from": member}))
         before = {a: reg.functions.pendingWithdrawal(a).call() for a in (acct[1], challenger)}
         w3.eth.wait_for_transaction_receipt(reg.functions.settle(ch).transact({"from": acct[0]}))
         outcome = reg.functions.getChallenge(ch).call()[2]

@@ -9,17 +9,24 @@ One loop, one thread for the chain, a small pool of audit workers:
   Commit events give the claims' fields; `ChallengeOpened` creates a job.
 - **Jobs.** Every poll, each open job is brought forward from the contract's *current* view functions, never
   from remembered state: draw the committee once the seed block is mined (or `reseed` once its hash is
-  gone), read `committee` and `sampledSegments`, queue the audit, attest, settle. So a daemon restarted
-  after a crash, a reorg or a long outage simply continues.
+  gone), read `committee` and `sampledSegments`, queue the audit, commit to the verdict, reveal it, settle.
+  So a daemon restarted after a crash, a reorg or a long outage simply continues.
 - **Audits** run on `--workers` threads (the GPU queue: one worker per device is the sane setting). The
   claim kind picks the handler from `CLAIM_HANDLERS` (training: `verifier.audit`; inference: `verifier.zk`
   when installed); `register_claim_handler` adds more. An audit never raises out of a handler: any failure
   is a verdict with a reason. An `Unavailable` verdict (evidence not fetchable) is retried with backoff
   and only attested once `--unavailable-after` seconds have passed or the deadline is `--deadline-margin`
   blocks away, so a content daemon that is briefly down does not flip verdicts.
+- **Attestations are commit-reveal.** In the commit phase the daemon sends
+  `commitmentOf(verdict, resultsHash, reportCid, salt, self)`; the 32-byte random salt is written to the state
+  file *before* the commitment is signed, so a restarted daemon always holds the salt of any commitment it
+  made. Once the reveal opens (the commit deadline passed, or every member committed) it reveals. Before each
+  phase it re-reads its position on-chain (`commitments`, `verdicts`), so a commitment or reveal is never
+  sent twice, and a revealed vote is never lost: a job leaves `committed` only when the chain shows its
+  verdict.
 - **Reports** (JSON: verdict, per-segment distances, threshold, hardware, software) are published to the
-  content store; their CID goes into `attest`. If the store is down the CID is computed locally (same
-  importer, same CID) and publishing is retried until it succeeds.
+  content store; their CID goes into the commitment and the reveal. If the store is down the CID is
+  computed locally (same importer, same CID) and publishing is retried until it succeeds.
 - **Transactions** are signed locally and written to the state file *before* they are broadcast; a
   pending one is re-broadcast (same bytes, same nonce) when the node dropped it, and one whose nonce was
   taken by another is abandoned after re-checking the chain. Before every attestation the daemon checks
@@ -59,8 +66,9 @@ from registry.artifact import load_artifact
 from registry.chain import TransactionError, _is_revert, estimate_gas
 from registry.deployment import DeploymentError, load_deployment
 from registry.errors import describe_exception
-from registry.hashing import keccak256, to_hex
+from registry.hashing import as_hash, keccak256, to_hex
 from registry.params import RegistryParams
+from registry.sampling import commitment_of
 from registry.signer import Signer
 from registry.store.base import ContentStore, StoreError
 from verifier.audit import (
@@ -78,8 +86,9 @@ from verifier.metrics import HealthServer, Metrics
 REPORT_FORMAT = "proofreg-verifier-report/1"
 CHALLENGE_STATUS = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
 BLOCKHASH_WINDOW = 256
-#: getChallenge tuple positions (the contract's Challenge struct).
-CH_STATUS, CH_DRAWN, CH_SEED_BLOCK, CH_DEADLINE = 2, 5, 6, 7
+#: getChallenge tuple positions (the contract's Challenge struct). CH_DEADLINE is the reveal (settlement)
+#: deadline.
+CH_STATUS, CH_SIZE, CH_DRAWN, CH_SEED_BLOCK, CH_DEADLINE, CH_COMMIT_DEADLINE, CH_COMMITTED = 2, 3, 5, 6, 7, 8, 10
 #: getVerifier tuple positions.
 V_STAKE, V_STATUS = 0, 2
 
@@ -423,7 +432,7 @@ class VerifierDaemon:
             ("lag_blocks", "gauge", "Blocks between head and cursor"), ("jobs", "gauge", "Jobs by state"),
             ("audits_running", "gauge", "Audits in progress"), ("audits_total", "counter", "Audits by verdict"),
             ("audit_seconds_total", "counter", "Time spent auditing"),
-            ("attestations_total", "counter", "Attestations sent by verdict"),
+            ("attestations_total", "counter", "Attestations revealed by verdict"),
             ("tx_sent_total", "counter", "Transactions sent by purpose"),
             ("tx_resent_total", "counter", "Pending transactions re-broadcast"),
             ("tx_failed_total", "counter", "Transactions mined with a failure status"),
@@ -599,7 +608,8 @@ class VerifierDaemon:
             cid = int(args["challengeId"])
             if self.db.add_job(cid, int(args["claimId"]), event.block):
                 self.log("challenge_seen", challenge=cid, claim=int(args["claimId"]), block=event.block,
-                         seed_block=int(args["seedBlock"]), deadline=int(args["deadline"]))
+                         seed_block=int(args["seedBlock"]), commit_deadline=int(args["commitDeadline"]),
+                         deadline=int(args["deadline"]))
         elif event.name == "ChallengeSettled":
             cid = int(args["challengeId"])
             job = self.db.job(cid)
@@ -676,7 +686,10 @@ class VerifierDaemon:
             job.state = "attested"
         if job.state == "member":
             self._queue_audit(job)
-        elif job.state == "audited" and self._attest(job, deadline):
+        elif job.state == "audited" and self._commit(job, ch):
+            job = self.db.job(cid) or job
+            ch = f.getChallenge(cid).call()  # our commitment may have opened the reveal
+        if job.state == "committed" and self._reveal(job, ch):
             job.state = "attested"
             verdicts = [int(v) for v in f.verdicts(cid).call()]
         if job.state == "attested":
@@ -780,10 +793,10 @@ class VerifierDaemon:
         if time.time() - first >= self.config.unavailable_after:
             return True
         try:
-            deadline = int(self.contract.functions.getChallenge(job.challenge_id).call()[CH_DEADLINE])
+            deadline = int(self.contract.functions.getChallenge(job.challenge_id).call()[CH_COMMIT_DEADLINE])
         except Exception:  # noqa: BLE001 - no chain now: keep retrying, the main loop backs off
             return False
-        return self.head >= deadline - self.config.deadline_margin
+        return self.head >= deadline - self.config.deadline_margin  # the verdict must be committed by then
 
     def _publish(self, data: bytes) -> tuple[str, bool]:
         """The report's CID: from the store, or computed locally (same importer, same CID) when the store
@@ -809,21 +822,57 @@ class VerifierDaemon:
             self.db.update_job(job.challenge_id, published=True)
             self.log("report_published", challenge=job.challenge_id, report=stored)
 
-    def _attest(self, job: Job, deadline: int) -> bool:
-        """Sends our one attestation; True once it is on-chain."""
+    def _commitment(self, job: Job) -> bytes:
+        assert job.salt is not None
+        return commitment_of(VERDICT_CODE[job.verdict or UNAVAILABLE], as_hash(job.results_hash or ""),
+                             job.report_cid or "", as_hash(job.salt), self.address)
+
+    def _commit(self, job: Job, ch: Any) -> bool:
+        """Sends our one commitment (salt persisted first); True once it is on-chain."""
         assert self.contract is not None and job.position is not None
         cid = job.challenge_id
-        if self.head >= deadline:
-            self.log("attestation_too_late", level="warning", challenge=cid, deadline=deadline, head=self.head)
+        # exactly once: re-read our position's commitment right before signing (recover() already ran)
+        on_chain = bytes(self.contract.functions.commitments(cid).call()[job.position])
+        if on_chain != bytes(32):
+            if job.salt is None or on_chain != self._commitment(job):
+                self.log("commitment_unknown", level="error", challenge=cid, commitment=to_hex(on_chain))
+            self.db.update_job(cid, state="committed")
+            return True
+        commit_deadline = int(ch[CH_COMMIT_DEADLINE])
+        if self.head >= commit_deadline:
+            self.log("commit_too_late", level="warning", challenge=cid, commit_deadline=commit_deadline,
+                     head=self.head)
             return False
-        # exactly once: re-read our position's verdict right before signing (recover() already ran)
+        if job.salt is None:
+            job.salt = to_hex(os.urandom(32))
+            self.db.update_job(cid, salt=job.salt)  # on disk before the commitment leaves the process
+        if self._tx("commit", cid, "commitVerdict", self._commitment(job)):
+            self.db.update_job(cid, state="committed")
+            self.log("committed", challenge=cid, verdict=job.verdict)
+            return True
+        return False
+
+    def _reveal(self, job: Job, ch: Any) -> bool:
+        """Reveals our committed verdict once the reveal is open; True once it is on-chain."""
+        assert self.contract is not None and job.position is not None
+        cid = job.challenge_id
+        deadline, commit_deadline = int(ch[CH_DEADLINE]), int(ch[CH_COMMIT_DEADLINE])
+        everyone = int(ch[CH_COMMITTED]) == (1 << int(ch[CH_SIZE])) - 1
+        if self.head >= deadline:
+            self.log("reveal_too_late", level="warning", challenge=cid, deadline=deadline, head=self.head)
+            return False
+        if self.head < commit_deadline and not everyone:
+            return False  # the next block is still in the commit phase
         verdicts = self.contract.functions.verdicts(cid).call()
         if int(verdicts[job.position]) != 0:
             self.db.update_job(cid, state="attested")
             return True
+        if job.salt is None:
+            self.log("salt_missing", level="error", challenge=cid)
+            return False
         verdict = job.verdict or UNAVAILABLE
-        ok = self._tx("attest", cid, "attest", VERDICT_CODE[verdict], bytes.fromhex((job.results_hash or "")[2:]),
-                      job.report_cid or "")
+        ok = self._tx("reveal", cid, "revealVerdict", VERDICT_CODE[verdict], as_hash(job.results_hash or ""),
+                      job.report_cid or "", as_hash(job.salt))
         if ok:
             self.db.update_job(cid, state="attested")
             self.metrics.inc("attestations_total", verdict=verdict)

@@ -1,7 +1,7 @@
 """The verifier daemon's persistent state (SQLite, WAL): event cursor, claims, challenge jobs and sent
 transactions, so that a daemon killed at any moment resumes where it was and never attests twice.
 
-Schema (version 1)::
+Schema (version 2: version 1 plus `jobs.salt`, added in place to a version-1 file)::
 
     meta(key PRIMARY KEY, value)          chain id, registry address, verifier address, schema version
     blocks(number PRIMARY KEY, hash)      hashes of recently scanned blocks (reorg detection); the largest
@@ -9,8 +9,10 @@ Schema (version 1)::
     claims(id PRIMARY KEY, kind, fields, block)
                                           claims seen in commit events (fields: the event's struct as JSON)
     jobs(challenge_id PRIMARY KEY, claim_id, opened_block, state, position, segments, verdict, reason,
-         results_hash, report_cid, report, published, attempts, first_try, next_try, outcome, updated)
-                                          one job per challenge; `state` is one of JOB_STATES
+         results_hash, report_cid, report, published, attempts, first_try, next_try, outcome, salt, updated)
+                                          one job per challenge; `state` is one of JOB_STATES; `salt` is the
+                                          commit-reveal salt, written before the commitment is sent and kept
+                                          secret until the reveal
     txs(hash PRIMARY KEY, purpose, challenge_id, nonce, raw, created, state)
                                           every signed transaction, written *before* it is broadcast, so a
                                           crash between signing and sending is recovered by re-broadcasting
@@ -29,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 #: Job states. `new`: seen, committee not known yet; `member`: on the committee, audit to do or running;
-#: `audited`: result stored, attestation to send; `attested`: our verdict is on-chain, settlement to watch;
-#: `observer`: not on the committee (kept only to help draw/settle); `done`: settled or closed (terminal).
-JOB_STATES = ("new", "member", "audited", "attested", "observer", "done")
-ACTIVE_STATES = ("new", "member", "audited", "attested", "observer")
+#: `audited`: result stored, commitment to send; `committed`: our commitment is on-chain, reveal to send;
+#: `attested`: our verdict is revealed on-chain, settlement to watch; `observer`: not on the committee (kept
+#: only to help draw/settle); `done`: settled or closed (terminal).
+JOB_STATES = ("new", "member", "audited", "committed", "attested", "observer", "done")
+ACTIVE_STATES = ("new", "member", "audited", "committed", "attested", "observer")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_try REAL,
     next_try REAL NOT NULL DEFAULT 0,
     outcome TEXT,
+    salt TEXT,
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
@@ -98,6 +102,7 @@ class Job:
     first_try: float | None
     next_try: float
     outcome: str | None
+    salt: str | None = None
 
 
 @dataclass
@@ -124,6 +129,9 @@ class StateDB:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            columns = {str(r["name"]) for r in self._conn.execute("PRAGMA table_info(jobs)")}
+            if "salt" not in columns:  # a version-1 state file
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN salt TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -277,4 +285,5 @@ def _job(r: sqlite3.Row) -> Job:
         verdict=r["verdict"], reason=r["reason"], results_hash=r["results_hash"], report_cid=r["report_cid"],
         report=None if r["report"] is None else json.loads(r["report"]), published=bool(r["published"]),
         attempts=int(r["attempts"]), first_try=r["first_try"], next_try=float(r["next_try"]), outcome=r["outcome"],
+        salt=r["salt"],
     )
