@@ -120,15 +120,6 @@ class Driver:
             self.reveal(challenge_id, v, verdict)
         return voters
 
-    def vote(self, challenge_id: int, verdict: int, count: int | None = None) -> list[str]:
-        """Draws the committee (if needed) and has its first `count` (default: quorum) members vote `verdict`."""
-        info = self.challenge_info(challenge_id)
-        committee = list(self.call("committee", challenge_id)) if info["drawn"] else self.draw(challenge_id)
-        voters = committee[: self.p.quorum if count is None else count]
-        for v in voters:
-            self.attest(challenge_id, v, verdict)
-        return voters
-
     def settle(self, challenge_id: int, sender: str | None = None) -> Any:
         self.flush(challenge_id)
         return self.send(self.reg.functions.settle(challenge_id), sender or self.accounts[0])

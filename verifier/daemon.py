@@ -78,8 +78,10 @@ from verifier.audit import (
     AuditReport,
     TrainingClaimFields,
     audit_training_claim,
+    chain_parent_lookup,
 )
 from verifier.db import Job, StateDB, StateMismatch
+from verifier.engine import InitUnavailable, ParentClaim, ParentLookup
 from verifier.follower import Event, Follower
 from verifier.metrics import HealthServer, Metrics
 
@@ -133,6 +135,7 @@ class AuditContext:
     threshold: float = DEFAULT_RHO_THRESHOLD
     claim_lookup: Callable[[int], tuple[int, dict[str, Any]] | None] = lambda _id: None
     policy: str | None = None  # tolerance policy name (None: the engine's default)
+    parent_lookup: ParentLookup | None = None  # a training claim's registered parent (lineage origin)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def audit_training(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -
     fields = TrainingClaimFields.from_event(claim)
     return audit_training_claim(ctx.store, fields, work.segments, threshold=ctx.threshold, device=ctx.device,
                                 workdir=ctx.workdir, policy=ctx.policy, seed=work.seed,
-                                samples_drawn=work.samples_drawn)
+                                samples_drawn=work.samples_drawn, parent_lookup=ctx.parent_lookup)
 
 
 def audit_inference(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -> AuditReport:
@@ -423,7 +426,17 @@ class VerifierDaemon:
         self._workers: list[threading.Thread] = []
         config.workdir.mkdir(parents=True, exist_ok=True)
         self.ctx = AuditContext(config.store, config.workdir, config.device, config.threshold, self._claim,
-                                config.policy)
+                                config.policy, self._parent)
+
+    def _parent(self, claim_id: int) -> ParentClaim | None:
+        """A training claim's registered parent, read from the chain at audit time (lineage origin)."""
+        if self.contract is None:
+            raise InitUnavailable(f"parent claim {claim_id}: not connected to the chain")
+        try:
+            return chain_parent_lookup(self.contract)(claim_id)
+        except Exception as exc:  # noqa: BLE001 - any RPC failure: the parent cannot be looked up now
+            raise InitUnavailable(f"parent claim {claim_id} cannot be looked up: {str(exc).splitlines()[0][:200]}"
+                                  ) from None
 
     def _declare_metrics(self) -> None:
         m = self.metrics
