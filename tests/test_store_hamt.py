@@ -180,3 +180,13 @@ def test_daemon_shards_as_the_embedded_importer(ipfs_daemon: IpfsDaemon, tmp_pat
     kubo = DaemonStore(ipfs_daemon.api, settings=ImportSettings("v1raw", shard_rule="kubo"), check_cids=True,
                        timeout=120.0)
     assert kubo.add_directory(tree) == str(build(1001, ImportSettings("v1raw", shard_rule="kubo")).cid)
+
+
+def test_car_import_serves_the_embedded_dag(ipfs_daemon: IpfsDaemon, tmp_path: Path) -> None:
+    """`import_car`: the whole DAG in one `dag/import` request; the daemon then serves and pins that CID."""
+    embedded = EmbeddedStore(tmp_path / "s")
+    cid = embedded.add_directory(write_tree(tmp_path / "wide", 1000))
+    daemon = DaemonStore(ipfs_daemon.api, timeout=120.0)
+    assert daemon.import_car(embedded, cid) == cid == JS_HAMT_VECTORS[1000]
+    assert daemon.is_pinned(cid)
+    assert daemon.cat(f"{cid}/000999.bin") == dict(entries(1000))["000999.bin"]
