@@ -109,12 +109,12 @@ def test_honest_fetches_only_what_the_audit_needs(world: dict[str, Any]) -> None
     assert report.init is not None and report.init["method"] == "reinit" and report.init["passed"]
     want = {"manifest.json", checkpoint_path(0)}
     for s in audited:
-        want |= {f"checkpoints/{s:06d}.safetensors", f"checkpoints/{s + 1:06d}.safetensors", f"batches/{s:06d}.npy"}
+        want |= {checkpoint_path(s), checkpoint_path(s + 1), batches_path(s)}
     transcript_files = {k for k in report.files if not k.startswith("dataset/")}
     assert transcript_files == want
     assert report.bytes_fetched == sum((tdir / rel).stat().st_size for rel in want) < transcript_size(tdir)
     # dataset: dataset.json plus exactly the shards holding the replayed examples, fewer than all of them
-    idx = np.unique(np.concatenate([np.load(tdir / f"batches/{s:06d}.npy").reshape(-1) for s in audited]))
+    idx = np.unique(np.concatenate([np.load(tdir / batches_path(s)).reshape(-1) for s in audited]))
     ds_manifest = json.loads((world["out"] / "dataset" / "dataset.json").read_text())
     shards = sorted({ds_manifest["examples"][i][0] for i in idx.tolist()})
     assert report.checks["shardsFetched"] == shards
