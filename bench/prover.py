@@ -23,8 +23,8 @@ def transcript_sizes(family: str, device: str) -> dict[str, Any]:
         args = {"channels": [8, 16], "hidden": 32} if family == "cnn" else None
         result = train(Path(tmp), family=family, family_args=args, epochs=1, max_steps=40, device=device)
         tdir = result.transcript_dir
-        ckpts = sorted((tdir / "checkpoints").iterdir())
-        batches = sorted((tdir / "batches").iterdir())
+        ckpts = sorted((tdir / "checkpoints").rglob("*.safetensors"))
+        batches = sorted((tdir / "batches").rglob("*.npy"))
         manifest = (tdir / "manifest.json").stat().st_size
         per_ckpt = sum(f.stat().st_size for f in ckpts) / len(ckpts)
         return {"family": family, "checkpoints": len(ckpts), "bytes_per_checkpoint": round(per_ckpt),

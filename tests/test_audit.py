@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from registry.pol.train import train
+from registry.pol.transcript import batches_path, checkpoint_path
 from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from scripts.demo import forge_data_substitution
@@ -46,9 +47,8 @@ def test_honest_claim_is_valid_and_fetches_only_audited_segments(world: dict[str
     assert [s.index for s in report.segments] == [0, 1, 3] and all(s.rho == 0.0 for s in report.segments)
     assert report.segments[0].why == ["first"] and report.segments[2].why == ["assigned", "last"]
     manifest_dir = world["out"] / "honest" / "transcript"
-    needed = {"manifest.json", "checkpoints/000000.safetensors", "checkpoints/000001.safetensors",
-              "checkpoints/000002.safetensors", "checkpoints/000003.safetensors", "checkpoints/000004.safetensors",
-              "batches/000000.npy", "batches/000001.npy", "batches/000003.npy"}
+    needed = {"manifest.json", *(checkpoint_path(i) for i in (0, 1, 2, 3, 4)), batches_path(0), batches_path(1),
+              batches_path(3)}
     assert report.bytes_fetched == sum((manifest_dir / rel).stat().st_size for rel in needed)
     assert json.loads(report.results_bytes())["verdict"] == VALID
 
@@ -76,7 +76,7 @@ def test_missing_evidence_is_unavailable(world: dict[str, Any], tmp_path: Path) 
     cid = world["honest"].transcript_cid
     for block_cid, data in world["store"].blocks(cid):
         partial.put_block(block_cid, data)
-    ckpt = world["store"].resolve(cid, "checkpoints/000002.safetensors")
+    ckpt = world["store"].resolve(cid, checkpoint_path(2))
     for block_cid, _ in world["store"].blocks(ckpt):
         partial._path(block_cid).unlink()  # the store's block file (semi-public, see registry/store/embedded.py)
     report = audit_training_claim(partial, fields(world["honest"]), [1])

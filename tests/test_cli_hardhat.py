@@ -17,6 +17,7 @@ from web3 import HTTPProvider, Web3
 from registry.deployment import Deployment
 from registry.localchain import deploy_registry
 from registry.params import preset
+from registry.pol.transcript import batches_path, checkpoint_path
 from registry.signer import dev_signer
 
 BIN = Path(sys.executable).parent
@@ -104,7 +105,7 @@ def test_half_written_transcript_commits_nothing(world: dict[str, Any], tmp_path
     env, reg = world["env"], world["reg"]
     broken = tmp_path / "run"
     shutil.copytree(world["run"], broken)
-    (broken / "transcript" / "checkpoints" / "000002.safetensors").unlink()
+    (broken / "transcript" / checkpoint_path(2)).unlink()
     count = reg.functions.claimCount().call()
     store = tmp_path / "store"
     one_line_error(proofreg("commit", str(broken / "transcript"), "--account", "dev:4", "--store-dir", str(store),
@@ -113,7 +114,7 @@ def test_half_written_transcript_commits_nothing(world: dict[str, Any], tmp_path
     assert not store.exists()  # nothing was stored either
     # a file edited after recording
     shutil.copytree(world["run"], tmp_path / "run2")
-    batch = tmp_path / "run2" / "transcript" / "batches" / "000001.npy"
+    batch = tmp_path / "run2" / "transcript" / batches_path(1)
     batch.write_bytes(batch.read_bytes()[:-8] + b"\0" * 8)
     one_line_error(proofreg("commit", str(tmp_path / "run2" / "transcript"), "--account", "dev:4", env=env,
                             check=False), "does not match its hash")

@@ -35,7 +35,13 @@ from registry.pol.checkpoint import copy_optimizer_state, safetensors_bytes
 from registry.pol.replay import load_segment_checkpoint, parameter_names
 from registry.pol.rng import step_seed
 from registry.pol.train import train
-from registry.pol.transcript import TranscriptSummary, validate_manifest, write_manifest
+from registry.pol.transcript import (
+    TranscriptSummary,
+    batches_path,
+    checkpoint_path,
+    validate_manifest,
+    write_manifest,
+)
 
 MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.2}
 
@@ -209,9 +215,9 @@ def test_tampered_batches_are_caught(honest: tuple[Path, TranscriptSummary, Any]
                                      tmp_path: Path) -> None:
     tdir = tmp_path / "forged"
     shutil.copytree(honest[0], tdir)
-    batches = np.load(tdir / "batches" / "000001.npy")
+    batches = np.load(tdir / batches_path(1))
     batches[3] = (batches[3] + 1) % len(digits)  # one of ten batches replaced
-    np.save(tdir / "batches" / "000001.npy", batches)
+    np.save(tdir / batches_path(1), batches)
     with pytest.raises(TranscriptError, match="batchesHash"):
         check_segment(tdir, 1, digits)
     reseal(tdir)  # a consistent forgery: hashes, chain and root all recomputed
@@ -225,7 +231,7 @@ def test_spliced_checkpoint_is_caught(honest: tuple[Path, TranscriptSummary, Any
     record(other, digits, steps=25, k=10, seed=5)
     tdir = tmp_path / "forged"
     shutil.copytree(honest[0], tdir)
-    shutil.copy(other / "checkpoints" / "000002.safetensors", tdir / "checkpoints" / "000002.safetensors")
+    shutil.copy(other / checkpoint_path(2), tdir / checkpoint_path(2))
     reseal(tdir)
     r = rhos(tdir, digits)
     assert r[0] == 0.0 and r[1] > 0.5
@@ -359,14 +365,14 @@ def test_pickle_in_place_of_a_checkpoint_fails_cleanly(honest: tuple[Path, Trans
     for i, data in enumerate([payload, buf.getvalue(), b"", b"\xff" * 16]):
         tdir = tmp_path / f"t{i}"
         shutil.copytree(honest[0], tdir)
-        (tdir / "checkpoints" / "000001.safetensors").write_bytes(data)
+        (tdir / checkpoint_path(1)).write_bytes(data)
         with pytest.raises(TranscriptError, match="hash"):
             check_segment(tdir, 1, digits)
         reseal(tdir)  # even with matching hashes
         with pytest.raises(TranscriptError):
             check_segment(tdir, 1, digits)
         with pytest.raises(TranscriptError):
-            read_checkpoint(tdir / "checkpoints" / "000001.safetensors")
+            read_checkpoint(tdir / checkpoint_path(1))
     assert not marker.exists()
 
 
@@ -375,11 +381,11 @@ def test_hostile_batches_and_manifests_fail_cleanly(honest: tuple[Path, Transcri
     marker = tmp_path / "pwned"
     tdir = tmp_path / "t"
     shutil.copytree(honest[0], tdir)
-    np.save(tdir / "batches" / "000000.npy", np.array([_Exploit(str(marker))], dtype=object), allow_pickle=True)
+    np.save(tdir / batches_path(0), np.array([_Exploit(str(marker))], dtype=object), allow_pickle=True)
     reseal(tdir)
     with pytest.raises(TranscriptError, match=r"not a plain \.npy"):
         replay_segment(tdir, 0, digits)
-    np.save(tdir / "batches" / "000000.npy", np.full((10, 16), 10**9, dtype=np.int64))
+    np.save(tdir / batches_path(0), np.full((10, 16), 10**9, dtype=np.int64))
     reseal(tdir)
     with pytest.raises(TranscriptError, match="outside the dataset"):
         replay_segment(tdir, 0, digits)
@@ -395,7 +401,7 @@ def test_hostile_batches_and_manifests_fail_cleanly(honest: tuple[Path, Transcri
         validate_manifest(m)
     m["configHash"] = to_hex(config_hash(m["config"]))
     (tdir / "manifest.json").write_text(json.dumps(m))
-    np.save(tdir / "batches" / "000000.npy", np.load(honest[0] / "batches" / "000000.npy"))
+    np.save(tdir / batches_path(0), np.load(honest[0] / batches_path(0)))
     with pytest.raises(TranscriptError, match="optimizer"):
         replay_segment(tdir, 0, digits, manifest=m)
     m["segmentRoot"] = "0x" + "00" * 32

@@ -26,7 +26,7 @@ from registry.pol.checkpoint import encode_checkpoint, read_checkpoint
 from registry.pol.recorder import update_norm
 from registry.pol.replay import parameter_names
 from registry.pol.train import train
-from registry.pol.transcript import MANIFEST_NAME, segment_tree, write_manifest
+from registry.pol.transcript import MANIFEST_NAME, batches_path, checkpoint_path, segment_tree, write_manifest
 from registry.publish import publish_transcript
 from registry.store.daemon import DaemonStore
 from registry.store.embedded import EmbeddedStore
@@ -108,14 +108,14 @@ def test_honest_fetches_only_what_the_audit_needs(world: dict[str, Any]) -> None
     assert [s.index for s in report.segments] == audited
     assert all(s.rho == 0.0 and s.passed for s in report.segments)
     assert report.init is not None and report.init["method"] == "seed" and report.init["passed"]
-    want = {"manifest.json", "checkpoints/000000.safetensors"}
+    want = {"manifest.json", checkpoint_path(0)}
     for s in audited:
-        want |= {f"checkpoints/{s:06d}.safetensors", f"checkpoints/{s + 1:06d}.safetensors", f"batches/{s:06d}.npy"}
+        want |= {checkpoint_path(s), checkpoint_path(s + 1), batches_path(s)}
     transcript_files = {k for k in report.files if not k.startswith("dataset/")}
     assert transcript_files == want
     assert report.bytes_fetched == sum((tdir / rel).stat().st_size for rel in want) < transcript_size(tdir)
     # dataset: dataset.json plus exactly the shards holding the replayed examples, fewer than all of them
-    idx = np.unique(np.concatenate([np.load(tdir / f"batches/{s:06d}.npy").reshape(-1) for s in audited]))
+    idx = np.unique(np.concatenate([np.load(tdir / batches_path(s)).reshape(-1) for s in audited]))
     ds_manifest = json.loads((world["out"] / "dataset" / "dataset.json").read_text())
     shards = sorted({ds_manifest["examples"][i][0] for i in idx.tolist()})
     assert report.checks["shardsFetched"] == shards
@@ -159,7 +159,7 @@ def test_interpolated_checkpoints_are_invalid(world: dict[str, Any]) -> None:
 
 def test_checkpoint_from_another_seed_is_invalid(world: dict[str, Any]) -> None:
     def splice(tdir: Path, m: dict[str, Any]) -> None:
-        shutil.copy(world["other"] / "checkpoints/000004.safetensors", tdir / "checkpoints/000004.safetensors")
+        shutil.copy(world["other"] / checkpoint_path(4), tdir / checkpoint_path(4))
 
     tdir, cid = forged_copy(world, "splice", splice)
     report = run_store(world, tdir, cid, [3, 4, 5])
@@ -171,9 +171,9 @@ def test_checkpoint_from_another_seed_is_invalid(world: dict[str, Any]) -> None:
 
 def test_tampered_batch_indices_are_invalid(world: dict[str, Any]) -> None:
     def tamper(tdir: Path, m: dict[str, Any]) -> None:
-        b = np.load(tdir / "batches/000002.npy")
+        b = np.load(tdir / batches_path(2))
         b[1] = (b[1] + 7) % 1797
-        np.save(tdir / "batches/000002.npy", b, allow_pickle=False)
+        np.save(tdir / batches_path(2), b, allow_pickle=False)
 
     tdir, cid = forged_copy(world, "tamper", tamper)
     report = run_store(world, tdir, cid, [1, 2])
@@ -199,7 +199,7 @@ def test_initialization_checks(world: dict[str, Any]) -> None:
     # checkpoint 0 taken from a trained model: neither the seeded init nor the declared distribution
     def pretrained(tdir: Path, m: dict[str, Any]) -> None:
         last = read_checkpoint(tdir / m["checkpoints"][-1]["path"])
-        (tdir / "checkpoints/000000.safetensors").write_bytes(
+        (tdir / checkpoint_path(0)).write_bytes(
             encode_checkpoint(0, 0, last.model, {"state": {}, "param_groups": last.optimizer["param_groups"]}))
 
     tdir, cid = forged_copy(world, "init-pretrained", pretrained)
@@ -209,7 +209,7 @@ def test_initialization_checks(world: dict[str, Any]) -> None:
     # a fresh init from another seed is plausible (a KS test would pass) but not the committed seed's: the
     # config's init.weightsHash (resealed or not) or the bit-exact re-initialization says so
     def other_init(tdir: Path, m: dict[str, Any]) -> None:
-        shutil.copy(world["other"] / "checkpoints/000000.safetensors", tdir / "checkpoints/000000.safetensors")
+        shutil.copy(world["other"] / checkpoint_path(0), tdir / checkpoint_path(0))
 
     tdir, cid = forged_copy(world, "init-other", other_init)
     report = run_store(world, tdir, cid, [4], policy=get_policy(None).with_overrides(top_q=0, extra_samples=0))
@@ -219,9 +219,9 @@ def test_initialization_checks(world: dict[str, Any]) -> None:
 
 def test_file_not_matching_its_hash_is_invalid(world: dict[str, Any]) -> None:
     def flip(tdir: Path, m: dict[str, Any]) -> None:
-        data = bytearray((tdir / "checkpoints/000002.safetensors").read_bytes())
+        data = bytearray((tdir / checkpoint_path(2)).read_bytes())
         data[-3] ^= 0xFF
-        (tdir / "checkpoints/000002.safetensors").write_bytes(bytes(data))
+        (tdir / checkpoint_path(2)).write_bytes(bytes(data))
 
     tdir, cid = forged_copy(world, "flip", flip, seal=False)
     report = run_store(world, tdir, cid, [2])
@@ -239,8 +239,8 @@ def test_manifest_paths_outside_the_directory_are_invalid(world: dict[str, Any],
     local = tmp_path / "t"
     shutil.copytree(world["tdir"], local)
     outside = tmp_path / "outside.safetensors"
-    shutil.move(local / "checkpoints/000001.safetensors", outside)
-    (local / "checkpoints/000001.safetensors").symlink_to(outside)
+    shutil.move(local / checkpoint_path(1), outside)
+    (local / checkpoint_path(1)).symlink_to(outside)
     report = audit(DirSource(local), None, [1], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
     assert report.verdict == INVALID and "outside the transcript directory" in report.reason
 
@@ -260,9 +260,9 @@ def test_pickles_are_never_loaded(world: dict[str, Any], tmp_path: Path) -> None
     payload.marker = str(marker)
 
     def plant(tdir: Path, m: dict[str, Any]) -> None:
-        (tdir / "checkpoints/000003.safetensors").write_bytes(pickle.dumps({"model": payload}))
-        torch.save({"x": torch.zeros(2)}, tdir / "checkpoints/000006.safetensors")
-        np.save(tdir / "batches/000005.npy", np.array([payload], dtype=object), allow_pickle=True)
+        (tdir / checkpoint_path(3)).write_bytes(pickle.dumps({"model": payload}))
+        torch.save({"x": torch.zeros(2)}, tdir / checkpoint_path(6))
+        np.save(tdir / batches_path(5), np.array([payload], dtype=object), allow_pickle=True)
 
     tdir, cid = forged_copy(world, "pickle", plant, seal=False)
     reseal(tdir, norms=False)  # hashes match the planted files: only the format check stands in the way
@@ -298,7 +298,7 @@ def test_merkle_and_membership_failures_are_invalid(world: dict[str, Any], tmp_p
     # hashes (and so datasetRoot) are not, so only the membership proof of the replayed examples catches it
     ddir = tmp_path / "dataset"
     shutil.copytree(world["out"] / "dataset", ddir)
-    first = int(np.load(world["tdir"] / "batches/000000.npy")[0, 0])
+    first = int(np.load(world["tdir"] / batches_path(0))[0, 0])
     dm = json.loads((ddir / "dataset.json").read_text())
     shard, pos = dm["examples"][first][0], dm["examples"][first][1]
     x = np.load(ddir / dm["shards"][shard]["features"])
@@ -327,9 +327,9 @@ def test_store_down_and_missing_evidence_are_unavailable(world: dict[str, Any], 
     # a local transcript missing a batch file
     local = tmp_path / "t"
     shutil.copytree(world["tdir"], local)
-    (local / "batches/000002.npy").unlink()
+    (local / batches_path(2)).unlink()
     report = audit(DirSource(local), None, [1, 2, 3], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
-    assert report.verdict == UNAVAILABLE and "batches/000002.npy" in report.reason
+    assert report.verdict == UNAVAILABLE and batches_path(2) in report.reason
     assert [s.index for s in report.segments] == [0, 1, 2]  # stops at the first missing file
 
 
@@ -352,9 +352,9 @@ def test_hostile_digests_and_headers_are_invalid(world: dict[str, Any], tmp_path
     assert report.verdict == INVALID and "dataset.json is malformed" in report.reason
     shutil.rmtree(local)
     shutil.copytree(world["tdir"], local)
-    data = bytearray((local / "batches/000001.npy").read_bytes())
+    data = bytearray((local / batches_path(1)).read_bytes())
     data[20:24] = b"(\xa0\n'"
-    (local / "batches/000001.npy").write_bytes(bytes(data))
+    (local / batches_path(1)).write_bytes(bytes(data))
     reseal(local, norms=False)
     report = audit(DirSource(local), None, [1], policy=BARE, dataset_source=DirSource(world["out"] / "dataset"))
     assert report.verdict == INVALID and "plain .npy" in report.reason, report.reason

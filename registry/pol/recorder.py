@@ -532,7 +532,9 @@ class Recorder:
         bytes, are what slows training down. Files are written in place (the manifest, written last and
         atomically, is what makes a transcript complete)."""
         h = hashlib.sha256()
-        with open(self.out_dir / rel, "wb") as f:
+        path = self.out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)  # checkpoints/GGGG/, batches/GGGG/
+        with open(path, "wb") as f:
             for block in _blocks(chunks):
                 h.update(block)
                 f.write(block)

@@ -3,8 +3,10 @@
 A transcript directory holds::
 
     manifest.json
-    checkpoints/NNNNNN.safetensors    checkpoint i (format in `registry.pol.checkpoint`), i = 0..N
-    batches/NNNNNN.npy                segment i's example indices, int64 [steps in segment, batch size]
+    checkpoints/GGGG/NNNNNN.safetensors    checkpoint i (format in `registry.pol.checkpoint`), i = 0..N
+    batches/GGGG/NNNNNN.npy                segment i's example indices, int64 [steps in segment, batch size]
+
+(GGGG = i // 100: 100 files per subdirectory, so no directory is HAMT-sharded up to 99,999 segments.)
 
 `manifest.json` (UTF-8 JSON, keys sorted, 1-space indent)::
 
@@ -17,9 +19,9 @@ A transcript directory holds::
     batchSize         examples per step
     numSteps          optimizer steps recorded
     numSegments       N = ceil(numSteps / k); the last segment is shorter when k does not divide numSteps
-    checkpoints       [{"index": i, "step": global step, "path": "checkpoints/NNNNNN.safetensors",
+    checkpoints       [{"index": i, "step": global step, "path": "checkpoints/GGGG/NNNNNN.safetensors",
                         "ckptHash": sha256 of the file}]        (N + 1 entries; checkpoint 0 is before training)
-    segments          [{"index": i, "startStep", "endStep" (half-open step range), "batches": "batches/NNNNNN.npy",
+    segments          [{"index": i, "startStep", "endStep" (half-open step range), "batches": "batches/GGGG/NNNNNN.npy",
                         "batchesHash": sha256 of the file, "learningRates": [[lr of each param group] per step],
                         "updateNorm": ‖W_{i+1} − W_i‖₂ over the model's parameters, "epoch": epoch of startStep}]
     segmentRoot       StandardMerkleTree root over (i, ckptHash_i, ckptHash_{i+1}, batchesHash_i), SEGMENT_LEAF_TYPES
@@ -52,12 +54,19 @@ CONFIG_FORMAT = "proofreg-pol-config/2"
 MANIFEST_NAME = "manifest.json"
 
 
+#: files per subdirectory: every directory of a transcript stays under both IPFS sharding thresholds
+#: (js-ipfs: 1,000 entries; Kubo: 256 KiB of links), so its CID is the same on either daemon, flat dag-pb
+GROUP_SIZE = 100
+
+
 def checkpoint_path(index: int) -> str:
-    return f"checkpoints/{index:06d}.safetensors"
+    """`checkpoints/GGGG/NNNNNN.safetensors`, GGGG = the first four digits of NNNNNN (index // 100)."""
+    return f"checkpoints/{index // GROUP_SIZE:04d}/{index:06d}.safetensors"
 
 
 def batches_path(index: int) -> str:
-    return f"batches/{index:06d}.npy"
+    """`batches/GGGG/NNNNNN.npy`, grouped as checkpoints are."""
+    return f"batches/{index // GROUP_SIZE:04d}/{index:06d}.npy"
 
 
 @dataclass(frozen=True)

@@ -53,22 +53,23 @@ from registry.store.base import (
     split_path,
     valid_name,
 )
-from registry.store.cid import CID, RAW
+from registry.store.cid import CID, RAW, encode_varint
 from registry.store.dag import FILE, DagReader, Node, StoreLimits
 from registry.store.embedded import EmbeddedStore
 from registry.store.unixfs import (
     DEFAULT_SETTINGS,
     JS_SHARD_THRESHOLD_ENTRIES,
-    KUBO_SHARD_THRESHOLD_BYTES,
     MAX_IMPORT_DEPTH,
     ImportSettings,
     import_bytes,
     import_file,
     import_tree,
+    shard_decision,
 )
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
 _UPLOAD_PIECE = 1024 * 1024
+NEVER_SHARD = 2**31 - 1  # a shard-split-threshold no directory reaches
 _ROOT_NAME = "root"  # name of the top directory in an `add -r` upload; it does not enter any CID
 
 #: Daemon error messages meaning "this content is not here" (js-ipfs, Kubo). A daemon-side timeout is one:
@@ -214,8 +215,9 @@ class DaemonStore:
         expected = import_tree(root, self.settings, max_depth=self.limits.max_depth).cid if self.check_cids \
             else None
         parts = [_Part(_ROOT_NAME, None)]
-        self._walk_tree(root, _ROOT_NAME, parts, 0)
-        return self._add(parts, expected, what=str(root), root=_ROOT_NAME)
+        dirs: list[tuple[int, bool]] = []
+        self._walk_tree(root, _ROOT_NAME, parts, 0, dirs)
+        return self._add(parts, expected, what=str(root), root=_ROOT_NAME, shard_threshold=_threshold(dirs, root))
 
     def push_from(self, source: EmbeddedStore, root_cid: str, *, pin: bool = True) -> str:
         """Copies every block of the DAG under `root_cid` from an embedded store into the daemon (`block/put`
@@ -237,6 +239,36 @@ class DaemonStore:
             pass
         if pin:
             self.pin(str(root))
+        return _v1(root)
+
+    def import_car(self, source: EmbeddedStore, root_cid: str, *, pin: bool = True) -> str:
+        """Copies the DAG under `root_cid` into the daemon in ONE request (`dag/import` of a CAR v1 streamed
+        from the embedded store), then pins it: what `push_from` does, without a round trip per block — a
+        10,000-checkpoint transcript is ~20,000 blocks. Returns the CID."""
+        root = CID.parse(root_cid)
+        boundary = secrets.token_hex(16)
+
+        def body() -> tuple[Iterable[bytes], str]:
+            def pieces() -> Iterator[bytes]:
+                yield _part_header(boundary, "file", "dag.car", "application/vnd.ipld.car")
+                yield from car_pieces(root, source.blocks(root))
+                yield f"\r\n--{boundary}--\r\n".encode()
+            return pieces(), f"multipart/form-data; boundary={boundary}"
+
+        params = [("pin-roots", "false"), ("cid-base", "base32")]
+        response = self._post("dag/import", params, subject=_v1(root), body=body)
+        try:
+            for line in response.iter_lines():
+                item = _loads(line) if line.strip() else None
+                if item is not None and "Message" in item and "Root" not in item:
+                    raise StoreError(f"IPFS daemon at {self.api}: dag/import of {_v1(root)} failed: "
+                                     f"{str(item['Message'])[:200]}")
+        except requests.exceptions.RequestException as exc:
+            raise Unavailable(f"IPFS daemon at {self.api} broke off importing {_v1(root)} ({_reason(exc)})") from None
+        finally:
+            response.close()
+        if pin:
+            self.pin(str(root))  # also makes the daemon check that it holds the whole DAG
         return _v1(root)
 
     # ---- reading --------------------------------------------------------------------------------------
@@ -439,8 +471,11 @@ class DaemonStore:
 
     # ---- adding (internals) ------------------------------------------------------------------------------
 
-    def _add(self, parts: list[_Part], expected: CID | None, *, what: str, root: str | None = None) -> str:
-        params = [("cid-version", str(self.settings.cid_version)),
+    def _add(self, parts: list[_Part], expected: CID | None, *, what: str, root: str | None = None,
+             shard_threshold: int = JS_SHARD_THRESHOLD_ENTRIES) -> str:
+        """`shard_threshold`: js-ipfs's `shard-split-threshold`, sent always, so the daemon's own sharding
+        setting (off by default in js-ipfs 0.66) cannot change a CID."""
+        params = [("shard-split-threshold", str(shard_threshold)),("cid-version", str(self.settings.cid_version)),
                   ("raw-leaves", "true" if self.settings.raw_leaves else "false"),
                   ("chunker", f"size-{self.settings.chunk_size}"),
                   ("cid-base", "base32"), ("pin", "true" if self.pin_on_add else "false"),
@@ -469,7 +504,8 @@ class DaemonStore:
                           f"makes {_v1(expected)} (import settings {self.settings.name} not honoured?)")
         return _v1(got)
 
-    def _walk_tree(self, path: Path, rel: str, parts: list[_Part], depth: int) -> None:
+    def _walk_tree(self, path: Path, rel: str, parts: list[_Part], depth: int,
+                   dirs: list[tuple[int, bool]]) -> None:
         """Upload parts of a tree, parents first, refusing what the embedded importer refuses."""
         if depth > min(self.limits.max_depth, MAX_IMPORT_DEPTH):
             raise LimitExceeded(f"directory {path} is nested deeper than {self.limits.max_depth} levels")
@@ -483,16 +519,14 @@ class DaemonStore:
                 estimate += len(entry.name.encode("utf-8")) + (34 if self.settings.cid_version == 0 else 36)
             except UnicodeEncodeError:
                 raise Unsupported(f"entry name {entry.name!r} is not valid UTF-8") from None
-        if len(entries) >= JS_SHARD_THRESHOLD_ENTRIES or estimate >= KUBO_SHARD_THRESHOLD_BYTES:
-            raise Unsupported(f"directory {path} of {len(entries)} entries would be HAMT-sharded by IPFS daemons; "
-                              "sharded directories are not supported: split it into subdirectories")
+        dirs.append((len(entries), shard_decision(len(entries), estimate, self.settings.shard_rule)))
         for entry in entries:
             child = Path(entry.path)
             child_rel = f"{rel}/{entry.name}"
             mode = entry.stat(follow_symlinks=False).st_mode
             if stat.S_ISDIR(mode):
                 parts.append(_Part(child_rel, None))
-                self._walk_tree(child, child_rel, parts, depth + 1)
+                self._walk_tree(child, child_rel, parts, depth + 1, dirs)
             elif stat.S_ISREG(mode):
                 parts.append(_Part(child_rel, child))
             else:
@@ -585,6 +619,32 @@ def _part_header(boundary: str, name: str, filename: str, content_type: str) -> 
     quoted = urllib.parse.quote(filename, safe="")
     return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{quoted}\"\r\n"
             f"Content-Type: {content_type}\r\n\r\n").encode()
+
+
+def car_pieces(root: CID, blocks: Iterable[tuple[CID, bytes]]) -> Iterator[bytes]:
+    """A CAR v1 (content-addressed archive) of `blocks` with one root: a dag-cbor header
+    {"roots": [root], "version": 1} and then varint(len(cid ‖ block)) ‖ cid ‖ block per block."""
+    cid = b"\x00" + root.to_v1().to_bytes()  # dag-cbor tag 42: a CID as bytes with the identity-multibase 0
+    header = b"\xa2\x65roots\x81\xd8\x2a\x58" + bytes((len(cid),)) + cid + b"\x67version\x01"  # 37-byte CID
+    yield encode_varint(len(header)) + header
+    for c, block in blocks:
+        raw = c.to_bytes()
+        yield encode_varint(len(raw) + len(block)) + raw
+        yield bytes(block)
+
+
+def _threshold(dirs: list[tuple[int, bool]], root: Path) -> int:
+    """The js-ipfs `shard-split-threshold` (an entry count) that shards exactly the directories the import
+    settings' rule shards; `Unsupported` when no entry count does (the Kubo byte rule on a mixed tree: add
+    it to an `EmbeddedStore` and copy it over with `push_from`)."""
+    sharded = [n for n, shard in dirs if shard]
+    flat = [n for n, shard in dirs if not shard]
+    if not sharded:
+        return NEVER_SHARD
+    if flat and max(flat) >= min(sharded):
+        raise Unsupported(f"{root}: the daemon cannot shard this tree's directories as the Kubo rule does "
+                          "(it counts entries, not bytes); add it to an embedded store and push_from it")
+    return min(sharded)
 
 
 def _add_body(parts: list[_Part]) -> tuple[Iterable[bytes] | bytes, str]:

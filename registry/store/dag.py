@@ -32,7 +32,17 @@ from registry.store.base import (
     valid_name,
 )
 from registry.store.cid import CID, DAG_PB, RAW
-from registry.store.dagpb import T_DIRECTORY, T_FILE, T_RAW, TYPE_NAMES, Link, decode_node, decode_unixfs
+from registry.store.dagpb import (
+    T_DIRECTORY,
+    T_FILE,
+    T_HAMT_SHARD,
+    T_RAW,
+    TYPE_NAMES,
+    Link,
+    decode_node,
+    decode_unixfs,
+)
+from registry.store.hamt import check_shard_header, shard_entries, shard_lookup
 
 FILE: EntryKind = "file"
 DIRECTORY: EntryKind = "directory"
@@ -59,6 +69,8 @@ class Node:
     links: tuple[Link, ...]
     blocksizes: tuple[int, ...]
     size: int
+    #: a HAMT shard as stored (links named by slot); `DagReader.load` returns it flattened, with shard False
+    shard: bool = False
 
 
 #: A piece of file content.
@@ -86,7 +98,25 @@ class DagReader:
     # ---- nodes and paths ----------------------------------------------------------------------------------
 
     def load(self, cid: CID) -> Node:
-        return self.decode(cid, self.get_block(cid))
+        """The node of `cid`; a HAMT-sharded directory comes back as one flat directory of its entries."""
+        node = self.decode(cid, self.get_block(cid))
+        if node.shard:
+            entries = sorted(shard_entries(cid, node.links, self._shard_node, self.name),
+                             key=lambda link: link.name.encode())
+            if len(entries) > self.limits.max_get_entries:
+                raise LimitExceeded(f"{self.name(cid)}: HAMT of more than {self.limits.max_get_entries} entries")
+            return Node(cid, DIRECTORY, b"", tuple(entries), (), 0)
+        return node
+
+    def _shard_node(self, cid: CID) -> tuple[bytes, int | None, int | None, tuple[Link, ...]]:
+        """A sub-shard's bitfield, hash type, fanout and links (`Malformed` when it is not a shard node)."""
+        if cid.codec != DAG_PB:
+            raise Malformed(f"{self.name(cid)}: HAMT sub-shard is not a dag-pb node")
+        data, links = decode_node(self.get_block(cid))
+        u = decode_unixfs(data) if data is not None else None
+        if u is None or u.type != T_HAMT_SHARD:
+            raise Malformed(f"{self.name(cid)}: HAMT sub-shard is not a shard node")
+        return u.data, u.hash_type, u.fanout, tuple(links)
 
     def decode(self, cid: CID, block: bytes) -> Node:
         """A verified block as a file or directory node, checked for consistency."""
@@ -116,6 +146,9 @@ class DagReader:
                     raise Malformed(f"{self.name(cid)}: duplicate directory entry {link.name!r}")
                 names.add(link.name)
             return Node(cid, DIRECTORY, b"", tuple(links), (), 0)
+        if u.type == T_HAMT_SHARD:
+            check_shard_header(self.name(cid), u.data, u.hash_type, u.fanout, links)
+            return Node(cid, DIRECTORY, u.data, tuple(links), (), 0, shard=True)
         raise Unsupported(f"{self.name(cid)}: UnixFS {TYPE_NAMES.get(u.type, str(u.type))} nodes are not supported")
 
     def resolve(self, cid: CID, parts: list[str]) -> CID:
@@ -124,15 +157,16 @@ class DagReader:
         if len(parts) > self.limits.max_depth:
             raise LimitExceeded(f"path of {len(parts)} components exceeds the depth limit")
         for i, part in enumerate(parts):
-            node = self.load(cid)
+            node = self.decode(cid, self.get_block(cid))
             if node.kind != DIRECTORY:
                 raise NotFound(f"{'/'.join(parts[:i]) or self.name(cid)} is not a directory")
-            for link in node.links:
-                if link.name == part:
-                    cid = link.cid
-                    break
+            if node.shard:  # follow the name's hash: only the sub-shards on its path are read
+                found = shard_lookup(part, node.links, self._shard_node, cid, self.name)
             else:
+                found = next((link for link in node.links if link.name == part), None)
+            if found is None:
                 raise NotFound(f"no entry {'/'.join(parts[:i + 1])!r} in the directory tree {self.name(root)}")
+            cid = found.cid
         return cid
 
     def ref(self, ref: str | CID) -> CID:

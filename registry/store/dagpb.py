@@ -36,6 +36,8 @@ class UnixFSData:
     filesize: int | None = None
     blocksizes: list[int] = field(default_factory=list)
     has_data: bool = False
+    hash_type: int | None = None
+    fanout: int | None = None
 
 
 def _field_bytes(tag: int, payload: bytes | memoryview) -> bytes:
@@ -194,6 +196,10 @@ def decode_unixfs(raw: bytes) -> UnixFSData:
                     out.blocksizes.append(size)
                 if pos != stop:
                     raise ValueError("packed blocksizes overrun")
+            elif fnum == 5 and wire == 0:
+                out.hash_type, pos = decode_varint(raw, pos)
+            elif fnum == 6 and wire == 0:
+                out.fanout, pos = decode_varint(raw, pos)
             elif fnum == 0:
                 raise ValueError("field number 0")
             else:

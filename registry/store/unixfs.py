@@ -11,8 +11,9 @@ What `ipfs add` does, and so what this does:
   (its block's length plus its links' Tsizes);
 - directories are dag-pb UnixFS {Type=Directory} with links sorted by the UTF-8 bytes of their names.
   Kubo and js-ipfs switch to HAMT-sharded directories past a threshold (Kubo: estimated links ≥ 256 KiB;
-  js-ipfs 0.66: ≥ 1000 entries) and disagree with each other there; this importer refuses such directories
-  (`Unsupported`) rather than produce a CID that no daemon would.
+  js-ipfs 0.66: ≥ 1000 entries) and disagree with each other there; the importer builds the HAMT
+  (`registry.store.hamt`) under the rule `ImportSettings.shard_rule` names: "js" (the default: the daemon
+  this project runs), "kubo", or "portable" (refuse a directory the two rules disagree on).
 
 Settings are named as in the shared vectors: "v0" (`ipfs add`), "v1raw" (`--cid-version=1 --raw-leaves`,
 the project's default) and "v1" (`--cid-version=1 --raw-leaves=false`).
@@ -35,6 +36,7 @@ from pathlib import Path
 from registry.store.base import LimitExceeded, Malformed, Unsupported, valid_name
 from registry.store.cid import CID, DAG_PB, RAW
 from registry.store.dagpb import DIRECTORY_DATA, T_FILE, Link, encode_node, encode_unixfs, file_leaf
+from registry.store.hamt import build_shard
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 DEFAULT_MAX_LINKS = 174
@@ -43,6 +45,7 @@ JS_SHARD_THRESHOLD_ENTRIES = 1000
 MAX_IMPORT_DEPTH = 64
 
 BlockSink = Callable[[CID, bytes | memoryview], None]
+SHARD_RULES = ("js", "kubo", "portable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,13 @@ class ImportSettings:
     raw_leaves: bool = True
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_links: int = DEFAULT_MAX_LINKS
+    #: when a directory becomes a HAMT: "js" (≥ 1,000 entries), "kubo" (≥ 256 KiB of estimated link
+    #: bytes: name length plus binary CID length per entry) or "portable" (refuse where they disagree)
+    shard_rule: str = "js"
 
     def __post_init__(self) -> None:
+        if self.shard_rule not in SHARD_RULES:
+            raise ValueError(f"shard_rule must be one of {', '.join(SHARD_RULES)}")
         if self.cid_version not in (0, 1):
             raise ValueError("cid_version must be 0 or 1")
         if self.cid_version == 0 and self.raw_leaves:
@@ -255,14 +263,25 @@ def directory_node(entries: Iterable[tuple[str, Imported]], settings: ImportSett
         if a == b:
             raise Malformed(f"duplicate entry name {a.decode()!r}")
     estimate = sum(len(key) + len(link.cid.to_bytes()) for key, link in links)
-    if len(links) >= JS_SHARD_THRESHOLD_ENTRIES or estimate >= KUBO_SHARD_THRESHOLD_BYTES:
-        raise Unsupported(f"directory of {len(links)} entries (~{estimate} B of links) would be HAMT-sharded "
-                          "by IPFS daemons; sharded directories are not supported: split it into subdirectories")
+    if shard_decision(len(links), estimate, settings.shard_rule):
+        cid, tsize = build_shard(links, settings.cid_version, sink)
+        return Imported(cid, tsize, 0)
     block = encode_node(DIRECTORY_DATA, [link for _, link in links])
     cid = CID.from_digest(hashlib.sha256(block).digest(), DAG_PB, settings.cid_version)
     if sink is not None:
         sink(cid, block)
     return Imported(cid, len(block) + sum(link.tsize for _, link in links), 0)
+
+
+def shard_decision(entries: int, estimate: int, rule: str) -> bool:
+    """Whether a directory of `entries` links (`estimate` = Σ name bytes + binary CID bytes) is a HAMT."""
+    js = entries >= JS_SHARD_THRESHOLD_ENTRIES
+    kubo = estimate >= KUBO_SHARD_THRESHOLD_BYTES
+    if rule == "portable" and js != kubo:
+        raise Unsupported(f"directory of {entries} entries (~{estimate} B of links) would be HAMT-sharded by "
+                          f"{'js-ipfs' if js else 'Kubo'} only, so its CID would differ between the two: "
+                          "split it into subdirectories")
+    return kubo if rule == "kubo" else js
 
 
 def import_tree(path: str | Path, settings: ImportSettings = DEFAULT_SETTINGS, sink: BlockSink | None = None,

@@ -149,7 +149,7 @@ def test_data_substitution_is_caught(lab: Lab, honest: Path) -> None:
 def _fine_tune_from(stolen: Path, out: Path, dataset: Dataset, steps: int, seed: int) -> Path:
     """The thief's "training run": starts from the victim's final weights, fine-tunes a few steps with the
     recorder on, and declares no seed, so no re-initialization can be compared with its checkpoint 0."""
-    final = sorted((stolen / "checkpoints").glob("*.safetensors"))[-1]
+    final = sorted((stolen / "checkpoints").rglob("*.safetensors"))[-1]
     from registry.pol.checkpoint import decode_checkpoint
 
     weights = decode_checkpoint(final.read_bytes()).model
