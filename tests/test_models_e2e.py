@@ -16,7 +16,7 @@ from torch import nn
 from registry import models
 from registry.datasets import build_builtin
 from registry.pol.train import train
-from registry.pol.transcript import MANIFEST_NAME
+from registry.pol.transcript import MANIFEST_NAME, checkpoint_path
 from verifier.audit import INVALID, VALID
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy
@@ -77,7 +77,7 @@ def test_user_model_as_spec_records_and_verifies(tmp_path: Path, digits: Path) -
                   steps_per_segment=4, seed=6)
     forged = tmp_path / "forged"
     shutil.copytree(tdir, forged)
-    shutil.copy(other.transcript_dir / "checkpoints/000000.safetensors", forged / "checkpoints/000000.safetensors")
+    shutil.copy(other.transcript_dir / checkpoint_path(0), forged / checkpoint_path(0))
     from tests.test_verifier_engine import reseal  # what a forger does: every digest recomputed
 
     reseal(forged)

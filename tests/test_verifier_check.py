@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.train import train
+from registry.pol.transcript import batches_path
 from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from tests.report_schema import validate
@@ -29,9 +30,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result = train(out / "run", epochs=1, max_steps=30, steps_per_segment=5, seed=1)
     forged = out / "forged" / "transcript"
     shutil.copytree(result.transcript_dir, forged)
-    b = np.load(forged / "batches/000003.npy")
+    b = np.load(forged / batches_path(3))
     b[0] = (b[0] + 11) % 1797
-    np.save(forged / "batches/000003.npy", b, allow_pickle=False)
+    np.save(forged / batches_path(3), b, allow_pickle=False)
     reseal(forged)
     shutil.copytree(result.dataset_dir, out / "forged" / "dataset")
     # a zero recorded update: checkpoint 3 carries checkpoint 2's weights (so ρ of segment 2 is infinite)
