@@ -118,7 +118,7 @@ class Explorer:
                             "reportCid": str(a["reportCid"]) if a is not None else None, "index": pos})
         return {"challengeId": challenge_id, "claimId": int(ch[1]), "challenger": ch[0],
                 "status": CHALLENGE_STATUS.get(int(ch[2]), ch[2]), "drawn": drawn, "seedBlock": int(ch[6]),
-                "deadline": int(ch[7]), "committee": members, "sampledSegments": sampled,
+                "commitDeadline": int(ch[8]), "deadline": int(ch[7]), "committee": members, "sampledSegments": sampled,
                 "silent": [m["verifier"] for m in members if not m["attested"]]}
 
     def challenges(self) -> list[dict[str, Any]]:
@@ -242,7 +242,7 @@ def claim_page(ex: Explorer, claim_id: int) -> str:
 def challenge_page(ex: Explorer, challenge_id: int) -> str:
     c = ex.challenge(challenge_id)
     rows = [[esc(k), f"<code>{esc(c[k])}</code>"] for k in ("claimId", "challenger", "status", "drawn", "seedBlock",
-                                                           "deadline", "sampledSegments")]
+                                                           "commitDeadline", "deadline", "sampledSegments")]
     members = []
     for m in c["committee"]:
         if m["attested"]:

@@ -44,19 +44,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     honest = d.commit(published.claim_tuple(), a[1])
     s = published.summary
     hostile = d.commit((HOSTILE_CID, keccak256(b"r"), keccak256(b"c"), keccak256(b"w"), s.dataset_root,
-                        s.config_hash, 2, 5), a[7])
+                        s.config_hash, 2, 5, keccak256(b"i"), 0, 2), a[7])
     challenge = d.challenge(honest, a[2])
     committee = d.draw(challenge)
     report = audit(DirSource(run.transcript_dir), None, [0, 1], dataset_source=DirSource(run.dataset_dir),
                    device="cpu", workdir=out)
     assert report.verdict == "Valid", report.reason
+    cids: list[str] = []
     for n, member in enumerate(committee[:2]):
         doc = {"format": "proofreg-verifier-report/1", "challengeId": challenge, "claimId": honest,
                "verifier": member, "audit": report.to_json()}
         if n == 1:
             doc["audit"]["reason"] = HOSTILE_REASON
         cid = store.add_bytes(json.dumps(doc).encode())
-        d.send(chain.registry.functions.attest(challenge, V_VALID, keccak256(report.results_bytes()), cid), member)
+        cids.append(cid)
+        d.commit_verdict(challenge, member, V_VALID, cid)
+    d.to_reveal(challenge)  # commit-reveal: the verdicts (and their reports) become public at the reveal
+    for member, cid in zip(committee[:2], cids, strict=True):
+        d.reveal(challenge, member, V_VALID, cid)
     server = serve(Explorer(chain.w3, chain.registry, store), "127.0.0.1", 0)
     yield {"url": url_of(server), "chain": chain, "committee": committee, "run": run, "prover": a[1],
            "weights": to_hex(s.final_weights_hash), "hostile": hostile, "challenge": challenge, "out": out}
@@ -78,7 +83,7 @@ def test_http_errors_and_headers(world: Any) -> None:
 def test_upload_hash_rules(world: Any) -> None:
     run = world["run"]
     manifest = (run.transcript_dir / "manifest.json").read_bytes()
-    last = sorted((run.transcript_dir / "checkpoints").iterdir())[-1].read_bytes()
+    last = sorted((run.transcript_dir / "checkpoints").rglob("*.safetensors"))[-1].read_bytes()
     assert to_hex(weights_hash_of_upload("manifest.json", manifest)) == world["weights"]
     assert to_hex(weights_hash_of_upload("last", last)) == world["weights"]
     with pytest.raises(Exception, match="neither a checkpoint"):
@@ -140,7 +145,7 @@ def test_explorer_in_a_real_browser(world: Any, tmp_path: Path) -> None:
             owner = page.locator("table.owner").inner_text()
             assert world["prover"] in owner and world["weights"] in owner
 
-            ckpt = sorted((world["run"].transcript_dir / "checkpoints").iterdir())[-1]
+            ckpt = sorted((world["run"].transcript_dir / "checkpoints").rglob("*.safetensors"))[-1]
             page.goto(url + "owner")
             page.set_input_files("input[type=file]", str(ckpt))
             page.click("form[method=post] button")
