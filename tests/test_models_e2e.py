@@ -70,7 +70,7 @@ def test_user_model_as_spec_records_and_verifies(tmp_path: Path, digits: Path) -
     args = models.spec_args(UserNet(), torch.randn(2, 1, 8, 8))
     tdir, report = _record_and_audit(tmp_path / "spec", digits, "spec", args)
     assert report.verdict == VALID, report.reason
-    assert report.init is not None and report.init["method"] == "reinit" and report.init["passed"]
+    assert report.init is not None and report.init["method"] == "seed" and report.init["passed"]
     # Checkpoint 0 from another seed: not the committed seed's initialization, and no distribution to fall
     # back on for a spec model, so Invalid with the reason.
     other = train(tmp_path / "other", family="spec", family_args=args, dataset_dir=digits, epochs=1, max_steps=4,
@@ -82,7 +82,7 @@ def test_user_model_as_spec_records_and_verifies(tmp_path: Path, digits: Path) -
 
     reseal(forged)
     report = audit(DirSource(forged), None, [1], policy=POLICY, dataset_source=DirSource(digits))
-    assert report.verdict == INVALID and "initial_state" in report.reason
+    assert report.verdict == INVALID and "initialization: checkpoint 0" in report.reason  # not the seed's init
 
 
 def test_hf_vit_from_config_records_and_verifies(tmp_path: Path, digits: Path) -> None:
@@ -92,4 +92,4 @@ def test_hf_vit_from_config_records_and_verifies(tmp_path: Path, digits: Path) -
     args = models.normalize_args("hf-image-classification", {"config": cfg})
     _, report = _record_and_audit(tmp_path / "vit", digits, "hf-image-classification", args)
     assert report.verdict == VALID, report.reason
-    assert report.init is not None and report.init["method"] == "reinit" and report.init["passed"]
+    assert report.init is not None and report.init["method"] == "seed" and report.init["passed"]

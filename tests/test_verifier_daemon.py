@@ -47,10 +47,15 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 DEV = preset("dev")
-#: The world's registry: the dev preset with a longer reveal phase, since the daemons here share two busy
-#: cores with each other and the tests, and every transaction of theirs mines a block.
-WORLD = replace(DEV, reveal_period=200)
+#: The world's registry: the dev preset with longer commit and reveal phases, since the daemons here share two busy
+#: cores with each other and the tests, and every transaction of theirs mines a block (a longer challenge
+#: window too: the tests mine past hundreds of deadline blocks and still challenge the module's honest claim).
+WORLD = replace(DEV, challenge_window=5000, commit_period=200, reveal_period=200)
 PROVER, CHALLENGER = 1, 2
+#: Blocks before a commit deadline at which a retrying daemon gives up and commits Unavailable. Above the default
+#: of 5 here: every transaction mines a block, and the other members' commits and reveals of a sibling challenge
+#: can use up 5 blocks while a daemon is still retrying.
+DEADLINE_MARGIN = 25
 VERIFIERS = (3, 4, 5)
 OPEN, VALID, INVALID = 1, 2, 3
 
@@ -87,7 +92,7 @@ class VerifierProc:
         command = [str(BIN / "proofreg-verifier"), "run", "--account", f"dev:{self.index}", *store,
                    "--state", str(self.home / f"v{self.index}.sqlite"), "--confirmations", "1",
                    "--poll-interval", "0.2", "--metrics-port", str(self.port), "--rpc-timeout", "2",
-                   "--fetch-timeout", "3", "--grace", "10", *self.extra]
+                   "--fetch-timeout", "3", "--grace", "10", "--deadline-margin", str(DEADLINE_MARGIN), *self.extra]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                         start_new_session=True, preexec_fn=pdeathsig_kill)
@@ -499,7 +504,7 @@ def test_evidence_missing_until_the_deadline_is_unavailable(world: World, tmp_pa
         assert time.monotonic() < until, "\n".join(v.log_tail(8) for v in world.verifiers)
         time.sleep(0.3)
     assert [world.status(cid) for cid in ids] == [OPEN, OPEN]  # retrying, not yet giving up
-    mine(world, min(deadlines) - 5 - int(world.w3.eth.block_number))  # the default --deadline-margin is 5
+    mine(world, min(deadlines) - DEADLINE_MARGIN - int(world.w3.eth.block_number))
     assert world.wait_settled(ids, timeout=90) == {cid: 4 for cid in ids}  # Unavailable
     for claim, cid in zip((training, inference), ids, strict=True):
         assert world.reg.functions.getClaim(claim).call()[3] == 3  # the claim is rejected, its bond slashed

@@ -417,6 +417,7 @@ class VerifierDaemon:
         self.last_ok = 0.0
         self.registered = False
         self._register_tried = False
+        self._late_logged: set[int] = set()
         self.w3: Web3 | None = None
         self.contract: Contract | None = None
         self.params: RegistryParams | None = None
@@ -853,8 +854,10 @@ class VerifierDaemon:
             return True
         commit_deadline = int(ch[CH_COMMIT_DEADLINE])
         if self.head >= commit_deadline:
-            self.log("commit_too_late", level="warning", challenge=cid, commit_deadline=commit_deadline,
-                     head=self.head)
+            if cid not in self._late_logged:  # once per challenge, not on every tick until the deadline
+                self._late_logged.add(cid)
+                self.log("commit_too_late", level="warning", challenge=cid, commit_deadline=commit_deadline,
+                         head=self.head)
             return False
         if job.salt is None:
             job.salt = to_hex(os.urandom(32))
