@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from registry.hashing import to_hex, weights_hash
-from registry.models import GLOBAL_RNG_LOCK, build_model, get_family
+from registry.models import GLOBAL_RNG_LOCK, build_model, get_family, initial_state
 from registry.pol.checkpoint import TranscriptError, from_json_group_value, json_scalar
 from registry.pol.rng import RNG_SCHEME
 from registry.pol.transcript import CONFIG_FORMAT
@@ -287,18 +287,16 @@ def group_mismatches(config: Mapping[str, Any], groups: list[dict[str, Any]]) ->
 
 
 def init_state(config: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
-    """The family's fresh state_dict from `seed`: built on the CPU with torch's generator seeded (the committed
-    generator), then cast to the config's dtype. Bit-exact on any machine with the same torch build."""
+    """The family's fresh state_dict from `seed` (`registry.models.initial_state`: built on the CPU right after
+    seeding torch's generator, the committed generator), cast to the config's dtype. Bit-exact on any machine
+    with the same torch build."""
     try:
         spec = config["model"]
         dtype = DTYPES[config["dtype"]]
     except (KeyError, TypeError) as exc:
         raise TranscriptError(f"config lacks a usable model/dtype: {exc!r}") from exc
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(spec["family"], spec["args"])
-    return {k: v.detach().to(dtype) if v.is_floating_point() else v.detach()
-            for k, v in model.to(dtype=dtype).state_dict().items()}
+    state = initial_state(spec["family"], spec["args"], seed)
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def init_spec_of(config: Mapping[str, Any]) -> dict[str, Any]:
