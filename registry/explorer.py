@@ -27,11 +27,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from registry.hashing import as_hash, to_hex, weights_hash
+from registry.states import CHALLENGE_STATUS, CLAIM_STATUS, KIND
 
-CLAIM_STATUS = {1: "Committed", 2: "Valid", 3: "Invalid", 4: "Finalized"}
-CHALLENGE_STATUS = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
 VERDICT = {0: "none", 1: "Valid", 2: "Invalid", 3: "Unavailable"}
-KIND = {1: "training", 2: "inference"}
 MAX_REPORT_BYTES = 4 << 20
 MAX_UPLOAD_BYTES = 64 << 20
 CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'"

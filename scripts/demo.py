@@ -58,13 +58,13 @@ from registry.pol.train import train  # noqa: E402
 from registry.pol.transcript import MANIFEST_NAME, load_manifest, segment_tree, write_manifest  # noqa: E402
 from registry.publish import publish_transcript  # noqa: E402
 from registry.signer import dev_signer  # noqa: E402
+from registry.states import CLAIM_STATUS  # noqa: E402
 from registry.store.embedded import EmbeddedStore  # noqa: E402
 from verifier.daemon import DaemonConfig, JsonLog, VerifierDaemon  # noqa: E402
 from verifier.report import AuditReport, SegmentResult, plot_report  # noqa: E402
 
 OUTCOME = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
 VERDICT = {1: "Valid", 2: "Invalid", 3: "Unavailable"}
-CLAIM_STATUS = {1: "Committed", 2: "Valid", 3: "Invalid", 4: "Finalized"}
 MLP_ARGS = {"in_features": 64, "hidden": [16], "out_features": 10, "dropout": 0.1}
 BLOCK_SECONDS = 0.5  # the block producer's pace (the embedded chain mines on demand otherwise)
 SETTLE_TIMEOUT_S = 480
@@ -240,7 +240,7 @@ def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> 
                            "numSegments": published.summary.num_segments})
             stages.update(task, n)
 
-        from registry.zk.cli import commit_stored_bundle
+        from registry.cli.zk import commit_stored_bundle
         from registry.zk.prover import prove_inference
 
         t_zk = time.perf_counter()

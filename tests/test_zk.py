@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from registry.chain import RegistryClient
+from registry.cli.zk import commit_stored_bundle
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
 from registry.params import preset
@@ -26,7 +27,6 @@ from registry.publish import publish_transcript
 from registry.sampling import commitment_of
 from registry.store.embedded import EmbeddedStore
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
-from registry.zk.cli import commit_stored_bundle
 from registry.zk.pipeline import SMALL
 from registry.zk.prover import prove_inference
 from verifier.audit import INVALID, UNAVAILABLE, VALID, TrainingClaimFields

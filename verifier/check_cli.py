@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from registry.cli import CliError, emit, handle_errors, json_option, progress_bar, with_store_options
+from registry.cli.common import CliError, emit, handle_errors, json_option, progress_bar, with_store_options
 from registry.params import preset
 
 EXIT_CODE = {"Valid": 0, "Invalid": 3, "Unavailable": 4}
@@ -74,7 +74,7 @@ def check(transcript: str, segments: tuple[int, ...], all_segments: bool, sample
           no_init_check: bool, dataset_dir: Path | None, device: str, no_prefetch: bool, report_path: Path,
           plot_path: Path | None, ipfs: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Verify a transcript (local directory or CID) without a chain; write a report JSON and a PNG plot."""
-    from registry.cli import open_store
+    from registry.cli.common import open_store
     from verifier.engine import DirSource, Engine, Source, StoreSource
     from verifier.policy import PolicyError, get_policy
     from verifier.report import plot_report

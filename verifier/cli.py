@@ -8,8 +8,8 @@ import click
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from registry import __version__
-from registry.cli import connect, deployment_option, emit, fail, json_option, optional_rpc_option
-from registry.cliconfig import config_option
+from registry.cli.common import connect, emit, fail, json_option
+from registry.cliconfig import config_option, deployment_option, optional_rpc_option
 from registry.errors import describe_revert
 
 

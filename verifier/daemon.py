@@ -70,6 +70,7 @@ from registry.hashing import as_hash, keccak256, to_hex
 from registry.params import RegistryParams
 from registry.sampling import commitment_of
 from registry.signer import Signer
+from registry.states import CHALLENGE_STATUS
 from registry.store.base import ContentStore, StoreError
 from verifier.audit import (
     DEFAULT_RHO_THRESHOLD,
@@ -86,7 +87,6 @@ from verifier.follower import Event, Follower
 from verifier.metrics import HealthServer, Metrics
 
 REPORT_FORMAT = "proofreg-verifier-report/1"
-CHALLENGE_STATUS = {1: "Open", 2: "Valid", 3: "Invalid", 4: "Unavailable", 5: "Expired"}
 BLOCKHASH_WINDOW = 256
 #: getChallenge tuple positions (the contract's Challenge struct). CH_DEADLINE is the reveal (settlement)
 #: deadline.

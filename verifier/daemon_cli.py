@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from registry.cli import deployment_option, fail, rpc_option, signer_options, with_store_options
+from registry.cli.common import fail, signer_options, with_store_options
+from registry.cliconfig import deployment_option, rpc_option
 from registry.deployment import proofreg_home
 
 

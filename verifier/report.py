@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from registry.hashing import as_hash, to_hex
+from registry.states import ORIGIN_NAMES
 
 VALID, INVALID, UNAVAILABLE = "Valid", "Invalid", "Unavailable"
 VERDICT_CODE = {VALID: 1, INVALID: 2, UNAVAILABLE: 3}
 
 
 #: The contract's `InitOrigin` enum values, and the config's origin names for them.
-ORIGIN_NAMES = {0: "seed", 1: "parent", 2: "external"}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
 - `registry.zk.audit`    — the one audit of a bundle (verifier.zk and `proofreg zk verify` run it; docs/zk.md)
 - `registry.zk.prover`   — one call from a model and an input to a bundle
 - `registry.zk.evm`      — the Solidity verifier of a circuit (on-chain verification)
-- `registry.zk.cli`      — `proofreg zk ...`
+- `registry.cli.zk`      — `proofreg zk ...`
 
 Submodules import torch/ezkl; this package itself imports nothing heavy, so the CLI starts fast.
 """

@@ -19,28 +19,25 @@ def zk() -> None:
     """ZK inference proofs (ezkl): prove, store and commit inference claims."""
 
 
-# `zk` exists before registry.cli is imported: registry.cli registers it at its end, and this module may be the
-# first one imported (then registry.cli runs in the middle of this import and finds the group already here).
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from web3 import Web3  # noqa: E402
 
-from registry.cli import (  # noqa: E402
+from registry.cli.common import (  # noqa: E402
     CliError,
-    _event_args,
-    _require_balance,
-    deployment_option,
     emit,
+    event_args,
     handle_errors,
     json_option,
     open_client,
     open_store,
-    optional_rpc_option,
+    require_balance,
     signer_options,
     with_store_options,
 )
+from registry.cliconfig import deployment_option, optional_rpc_option  # noqa: E402
 from registry.deployment import proofreg_home  # noqa: E402
 
 DEV_WARNING = ("warning: DEVELOPMENT-ONLY proof: made with a locally generated SRS, whose maker can forge proofs; "
@@ -87,7 +84,7 @@ def commit_stored_bundle(client: Any, store: Any, bundle_dir: Path, model_claim:
 
     body, digests = load_local_bundle(bundle_dir)
     bond = client.params.inference_bond
-    _require_balance(client, bond, "the inference bond")
+    require_balance(client, bond, "the inference bond")
     if model_claim and check_model:
         _check_model_claim(client, model_claim, body)
     try:
@@ -105,7 +102,7 @@ def commit_stored_bundle(client: Any, store: Any, bundle_dir: Path, model_claim:
         vk = bytes.fromhex(str(body["evm"]["codeHash"]).removeprefix("0x"))
     claim = (model_claim, vk, digests.proof_digest, digests.instances_hash, cid)
     receipt = client.transact("commitInference", claim, value=bond)
-    args = _event_args(client, receipt, "InferenceClaimCommitted")
+    args = event_args(client, receipt, "InferenceClaimCommitted")
     return {"claimId": int(args["claimId"]), "prover": client.sender, "bundleCid": cid, "modelClaimId": model_claim,
             **digests.to_json(), "vkHash": Web3.to_hex(vk), "developmentOnly": bool(body.get("developmentOnly")),
             "bond": bond,
@@ -343,7 +340,7 @@ def verify_onchain_cmd(claim_id: int, bundle: Path, verifier_address: str | None
             verifier_address, deploy_gas = str(receipt["contractAddress"]), int(receipt["gasUsed"])
         receipt = client.transact("verifyInferenceOnChain", claim_id, Web3.to_checksum_address(verifier_address),
                                   proof, instances)
-        args = _event_args(client, receipt, "InferenceVerifiedOnChain")
+        args = event_args(client, receipt, "InferenceVerifiedOnChain")
     except OSError as exc:
         raise CliError(str(exc)) from None
     except _zk_errors() as exc:
