@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from registry.claims import TrainingClaim
 from registry.datasets import Dataset, build_builtin
 from registry.hashing import sha256, to_hex
 from registry.params import preset
@@ -39,7 +40,7 @@ from registry.sampling import detection_probability
 from registry.store.embedded import EmbeddedStore
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy
-from verifier.report import INVALID, TrainingClaimFields
+from verifier.report import INVALID
 
 
 def _sync(device: str) -> None:
@@ -101,7 +102,7 @@ def bytes_per_segment(quick: bool) -> dict[str, Any]:
         store = EmbeddedStore(root / "store")
         pub = publish_transcript(res, store, root / "dataset")
         m = load_manifest(res)
-        claim = TrainingClaimFields.from_manifest(m, pub.transcript_cid)
+        claim = TrainingClaim.from_manifest(m, pub.transcript_cid)
         size = sum(p.stat().st_size for p in res.rglob("*") if p.is_file())
         dsize = sum(p.stat().st_size for p in (root / "dataset").rglob("*") if p.is_file())
         one = audit(_store_source(store, pub.transcript_cid), claim, [1], store=store,

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.claims import TrainingClaim
 from registry.datasets import Dataset, DatasetError
 from registry.errors import PublishError
 from registry.hashing import as_hash, sha256_file, weights_hash
-from registry.pol.checkpoint import TranscriptError, read_checkpoint
+from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
 from registry.pol.transcript import MANIFEST_NAME, TranscriptSummary, load_manifest, summary_of, write_manifest
 from registry.store.base import ContentStore, StoreError
 
@@ -29,13 +30,13 @@ class Published:
     dataset_cid: str
     summary: TranscriptSummary
 
+    @property
+    def claim(self) -> TrainingClaim:
+        return TrainingClaim.from_summary(self.summary, self.transcript_cid)
+
     def claim_tuple(self) -> tuple[Any, ...]:
-        """The `TrainingClaim` struct, in ABI order, for `commitTraining` (the last three: initWeightsHash,
-        parentClaimId, origin as the contract's InitOrigin)."""
-        s = self.summary
-        return (self.transcript_cid, s.segment_root, s.chain_head, s.final_weights_hash, s.dataset_root,
-                s.config_hash, s.num_segments, s.steps_per_segment, s.init_weights_hash, s.parent_claim_id,
-                s.origin)
+        """The `TrainingClaim` struct, in ABI order, for `commitTraining`."""
+        return self.claim.claim_tuple()
 
     def to_json(self) -> dict[str, Any]:
         return {"transcriptCid": self.transcript_cid, "datasetCid": self.dataset_cid, **self.summary.to_json()}
@@ -51,28 +52,44 @@ def verify_transcript(transcript_dir: str | Path, progress: Callable[[int, int],
         raise PublishError(f"{tdir} is not a transcript directory (no {MANIFEST_NAME}): run `proofreg train` first")
     try:
         manifest = load_manifest(tdir)
-        files = [(e["path"], e["ckptHash"], f"checkpoint {e['index']}") for e in manifest["checkpoints"]]
-        files += [(s["batches"], s["batchesHash"], f"batch file of segment {s['index']}") for s in manifest["segments"]]
-        for done, (rel, expected, what) in enumerate(files, 1):
-            _check_file(tdir, rel, expected, what)
+        ckpts = manifest["checkpoints"]
+        # Checkpoints 0 and last are decoded as well as hashed: read once, hashed once (decode_checkpoint checks
+        # the hash of the bytes it parses); every other file is hashed streaming.
+        decode = {0: "first", len(ckpts) - 1: "last"}
+        files = [(e["path"], e["ckptHash"], f"checkpoint {e['index']}", decode.get(i)) for i, e in enumerate(ckpts)]
+        files += [(s["batches"], s["batchesHash"], f"batch file of segment {s['index']}", None)
+                  for s in manifest["segments"]]
+        decoded: dict[str, Checkpoint] = {}
+        for done, (rel, expected, what, role) in enumerate(files, 1):
+            if role is None:
+                _check_file(tdir, rel, expected, what)
+            else:
+                decoded[role] = _read_checkpoint_file(tdir, rel, expected, what)
             if progress is not None:
                 progress(done, len(files))
-        last = manifest["checkpoints"][-1]
-        final = read_checkpoint(tdir / last["path"], as_hash(last["ckptHash"]))
+        final, ckpt0 = decoded["last"], decoded["first"]
+        summary = summary_of(manifest, tdir / MANIFEST_NAME)
     except TranscriptError as exc:
         raise PublishError(f"invalid transcript {tdir}: {exc}") from None
     if weights_hash(final.model) != as_hash(manifest["finalWeightsHash"]):
         raise PublishError(f"invalid transcript {tdir}: the last checkpoint's weights do not give finalWeightsHash")
-    try:
-        summary = summary_of(manifest, tdir / MANIFEST_NAME)
-        first = manifest["checkpoints"][0]
-        ckpt0 = read_checkpoint(tdir / first["path"], as_hash(first["ckptHash"]))
-    except TranscriptError as exc:
-        raise PublishError(f"invalid transcript {tdir}: {exc}") from None
     if weights_hash(ckpt0.model) != summary.init_weights_hash:
         raise PublishError(f"invalid transcript {tdir}: checkpoint 0's weights do not give the config's "
                            "init.weightsHash")
     return manifest, summary
+
+
+def _read_checkpoint_file(tdir: Path, rel: str, expected: str, what: str) -> Checkpoint:
+    path = tdir / rel
+    if not path.is_file():
+        raise PublishError(f"invalid transcript {tdir}: {what} is missing ({rel}); was the run finished?")
+    try:
+        return decode_checkpoint(path.read_bytes(), as_hash(expected))
+    except TranscriptError as exc:
+        if "is not the manifest's" in str(exc):
+            raise PublishError(f"invalid transcript {tdir}: {what} ({rel}) does not match its hash "
+                               "(half-written?)") from None
+        raise
 
 
 def _check_file(tdir: Path, rel: str, expected: str, what: str) -> None:
@@ -83,15 +100,18 @@ def _check_file(tdir: Path, rel: str, expected: str, what: str) -> None:
         raise PublishError(f"invalid transcript {tdir}: {what} ({rel}) does not match its hash (half-written?)")
 
 
-def publish_transcript(transcript_dir: str | Path, store: ContentStore,
-                       dataset_dir: str | Path | None = None) -> Published:
+def publish_transcript(transcript_dir: str | Path, store: ContentStore, dataset_dir: str | Path | None = None,
+                       *, verified: tuple[dict[str, Any], TranscriptSummary] | None = None) -> Published:
     """Stores the dataset (when the manifest has no CID for it yet) and the transcript; returns both CIDs.
+
+    `verified` is what `verify_transcript` returned for this directory just before (the CLI checks first, so
+    that a bad transcript fails before the chain is touched); the files are then not hashed a second time.
 
     The dataset directory defaults to `dataset/` beside the transcript (where `proofreg train` puts it); its
     root must equal the transcript's `datasetRoot`. The manifest is updated with the dataset CID first,
     which changes no committed digest."""
     tdir = Path(transcript_dir)
-    manifest, summary = verify_transcript(tdir)
+    manifest, summary = verified if verified is not None else verify_transcript(tdir)
     try:
         dataset_cid = manifest["dataset"].get("cid")
         if not dataset_cid:

@@ -80,9 +80,9 @@ def reseal(tdir: Path, *, checkpoints: bool = True, batches: bool = True, norms:
 
 def claim_tuple(tdir: Path, transcript_cid: str) -> tuple[Any, ...]:
     """The `TrainingClaim` struct (ABI order) a forger commits for this directory, taken from its manifest."""
-    from verifier.report import TrainingClaimFields
+    from registry.claims import TrainingClaim
 
-    return TrainingClaimFields.from_manifest(read_manifest(tdir), transcript_cid).claim_tuple()
+    return TrainingClaim.from_manifest(read_manifest(tdir), transcript_cid).claim_tuple()
 
 
 def _copy(honest: Path, out: Path) -> Path:

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from registry.claims import TrainingClaim
 from registry.pol.train import train
 from registry.pol.transcript import batches_path, checkpoint_path
 from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from scripts.demo import forge_data_substitution
-from verifier.audit import INVALID, UNAVAILABLE, VALID, TrainingClaimFields, audit_training_claim
+from verifier.audit import INVALID, UNAVAILABLE, VALID, audit_training_claim
 from verifier.policy import get_policy
 
 
@@ -31,12 +32,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"store": store, "honest": honest, "forged": forged, "out": out}
 
 
-def fields(published: Any, **overrides: Any) -> TrainingClaimFields:
+def fields(published: Any, **overrides: Any) -> TrainingClaim:
     s = published.summary
     base = dict(transcript_cid=published.transcript_cid, segment_root=s.segment_root, chain_head=s.chain_head,
                 final_weights_hash=s.final_weights_hash, dataset_root=s.dataset_root, config_hash=s.config_hash,
                 num_segments=s.num_segments, steps_per_segment=s.steps_per_segment)
-    return TrainingClaimFields(**{**base, **overrides})
+    return TrainingClaim(**{**base, **overrides})
 
 
 def test_honest_claim_is_valid_and_fetches_only_audited_segments(world: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.claims import TrainingClaim
 from registry.datasets import build_dataset, synthetic_arrays
 from registry.pol.train import train
 from registry.pol.transcript import batches_path, checkpoint_path
@@ -24,7 +25,7 @@ from registry.store.embedded import EmbeddedStore
 from tests.ipfs_node import IpfsDaemon
 from tests.registry_driver import CH_VALID, V_VALID, VALID, Driver
 from verifier.audit import VALID as AUDIT_VALID
-from verifier.audit import TrainingClaimFields, audit_training_claim
+from verifier.audit import audit_training_claim
 from verifier.policy import get_policy
 
 STEPS = 10_000
@@ -74,7 +75,7 @@ def test_ten_thousand_checkpoints_end_to_end(d: Driver, ipfs_daemon: IpfsDaemon,
     assert segments == sampled_segments(info["seed"], d.p.samples, STEPS, [9_999])
 
     s = published.summary
-    claim = TrainingClaimFields(transcript_cid=published.transcript_cid, segment_root=s.segment_root,
+    claim = TrainingClaim(transcript_cid=published.transcript_cid, segment_root=s.segment_root,
                                 chain_head=s.chain_head, final_weights_hash=s.final_weights_hash,
                                 dataset_root=s.dataset_root, config_hash=s.config_hash,
                                 num_segments=s.num_segments, steps_per_segment=s.steps_per_segment)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from registry.claims import TrainingClaim
 from registry.datasets import build_builtin
 from registry.hashing import chain_head, sha256, to_hex, weights_hash
 from registry.pol.checkpoint import encode_checkpoint, read_checkpoint
@@ -30,7 +31,7 @@ from registry.pol.transcript import MANIFEST_NAME, batches_path, checkpoint_path
 from registry.publish import publish_transcript
 from registry.store.daemon import DaemonStore
 from registry.store.embedded import EmbeddedStore
-from verifier.audit import INVALID, UNAVAILABLE, VALID, TrainingClaimFields, audit_training_claim
+from verifier.audit import INVALID, UNAVAILABLE, VALID, audit_training_claim
 from verifier.engine import DirSource, Limits, audit, top_q_segments, verify_segment_proofs
 from verifier.policy import get_policy
 
@@ -51,8 +52,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "other": other.transcript_dir}
 
 
-def claim_of(tdir: Path, cid: str) -> TrainingClaimFields:
-    return TrainingClaimFields.from_manifest(json.loads((tdir / MANIFEST_NAME).read_text()), cid)
+def claim_of(tdir: Path, cid: str) -> TrainingClaim:
+    return TrainingClaim.from_manifest(json.loads((tdir / MANIFEST_NAME).read_text()), cid)
 
 
 def reseal(tdir: Path, *, norms: bool = True) -> None:
@@ -292,7 +293,7 @@ def test_merkle_and_membership_failures_are_invalid(world: dict[str, Any], tmp_p
     assert verify_segment_proofs(manifest, bytes.fromhex(manifest["segmentRoot"][2:]), range(8)) == []
     assert verify_segment_proofs(manifest, bytes(32), [1, 4]) == [1, 4]  # proofs checked against the claim's root
     claim = claim_of(world["tdir"], world["honest"].transcript_cid)
-    wrong = TrainingClaimFields(**{**claim.__dict__, "segment_root": bytes(32)})
+    wrong = TrainingClaim(**{**claim.__dict__, "segment_root": bytes(32)})
     assert audit_training_claim(world["store"], wrong, [0], policy=BARE).verdict == INVALID
     # a dataset whose shard was swapped under an unchanged root: the shard hash is updated, the example
     # hashes (and so datasetRoot) are not, so only the membership proof of the replayed examples catches it

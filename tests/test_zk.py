@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from registry.chain import RegistryClient
+from registry.claims import TrainingClaim
 from registry.cli.zk import commit_stored_bundle
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
@@ -29,7 +30,7 @@ from registry.store.embedded import EmbeddedStore
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
 from registry.zk.pipeline import SMALL
 from registry.zk.prover import prove_inference
-from verifier.audit import INVALID, UNAVAILABLE, VALID, TrainingClaimFields
+from verifier.audit import INVALID, UNAVAILABLE, VALID
 from verifier.zk import InferenceClaimFields, audit_inference_claim
 
 MLP_ARGS = {"in_features": 16, "hidden": [8], "out_features": 4}
@@ -46,11 +47,11 @@ def _tiny_image_dataset(out: Path) -> Any:
 
 
 def _training_claim(client: RegistryClient, store: EmbeddedStore, transcript: Path,
-                    dataset_dir: Path | None = None) -> tuple[int, TrainingClaimFields]:
+                    dataset_dir: Path | None = None) -> tuple[int, TrainingClaim]:
     published = publish_transcript(transcript, store, dataset_dir)
     receipt = client.transact("commitTraining", published.claim_tuple(), value=client.params.training_bond)
     logs = client.contract.events.TrainingClaimCommitted().process_receipt(receipt)
-    return int(logs[0]["args"]["claimId"]), TrainingClaimFields.from_event(logs[0]["args"]["claim"])
+    return int(logs[0]["args"]["claimId"]), TrainingClaim.from_event(logs[0]["args"]["claim"])
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import py_ecc  # noqa: F401
 import pytest
 from click.testing import CliRunner
 
+from registry.claims import TrainingClaim
 from registry.hashing import sha256, to_hex
 from registry.pol.train import train
 from registry.pol.transcript import load_manifest
@@ -36,7 +37,6 @@ from registry.zk.audit import INVALID, VALID, ClaimDigests, DirSource, audit_bun
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
 from registry.zk.pipeline import SMALL
 from registry.zk.prover import prove_inference
-from verifier.audit import TrainingClaimFields
 from verifier.zk import InferenceClaimFields, audit_inference_claim
 
 MLP_ARGS = {"in_features": 16, "hidden": [8], "out_features": 4}
@@ -50,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run = train(out / "mlp", family="mlp", family_args=MLP_ARGS, dataset="synthetic", epochs=1, max_steps=20,
                 steps_per_segment=10, seed=11)
     published = publish_transcript(run.transcript_dir, store)
-    claim = TrainingClaimFields.from_manifest(load_manifest(run.transcript_dir), published.transcript_cid)
+    claim = TrainingClaim.from_manifest(load_manifest(run.transcript_dir), published.transcript_cid)
     x = np.linspace(-1.0, 1.0, 16, dtype=np.float32)
     honest = prove_inference(run.transcript_dir, x, out / "honest", dev=True, cache_dir=out / "cache", options=SMALL)
     return {"out": out, "store": store, "run": run, "claim": claim, "honest": honest.bundle_dir, "x": x,

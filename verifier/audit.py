@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from registry.claims import TrainingClaim
 from registry.datasets import Dataset
 from registry.store.base import ContentStore
 from verifier.engine import Limits, ParentLookup, StoreSource
@@ -29,17 +30,16 @@ from verifier.report import (
     AuditReport,
     ParentClaim,
     SegmentResult,
-    TrainingClaimFields,
 )
 
 __all__ = ["DEFAULT_RHO_THRESHOLD", "INVALID", "UNAVAILABLE", "VALID", "VERDICT_CODE", "AuditReport",
-           "SegmentResult", "TrainingClaimFields", "audit_training_claim", "chain_parent_lookup"]
+           "SegmentResult", "TrainingClaim", "audit_training_claim", "chain_parent_lookup"]
 
 #: δ of the default tolerance policy "pol-tolerance/1" (`verifier.policy`, calibrated in README).
 DEFAULT_RHO_THRESHOLD = get_policy(DEFAULT_POLICY).threshold
 
 
-def audit_training_claim(store: ContentStore, claim: TrainingClaimFields, segments: list[int], *,
+def audit_training_claim(store: ContentStore, claim: TrainingClaim, segments: list[int], *,
                          dataset: Dataset | None = None, threshold: float = DEFAULT_RHO_THRESHOLD,
                          device: str = "cpu", workdir: Path | None = None, policy: TolerancePolicy | str | None = None,
                          seed: bytes | None = None, samples_drawn: int | None = None, prefetch: bool = True,

@@ -64,6 +64,7 @@ from web3.exceptions import TransactionNotFound
 from registry import __version__
 from registry.artifact import load_artifact
 from registry.chain import TransactionError, _is_revert, estimate_gas
+from registry.claims import TrainingClaim
 from registry.deployment import DeploymentError, load_deployment
 from registry.errors import describe_exception
 from registry.hashing import as_hash, keccak256, to_hex
@@ -77,7 +78,6 @@ from verifier.audit import (
     UNAVAILABLE,
     VERDICT_CODE,
     AuditReport,
-    TrainingClaimFields,
     audit_training_claim,
     chain_parent_lookup,
 )
@@ -157,7 +157,7 @@ ClaimHandler = Callable[[AuditContext, dict[str, Any], Assignment], AuditReport]
 def audit_training(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -> AuditReport:
     """Kind 1: Proof-of-Learning re-execution of the sampled segments, plus what the policy adds
     (`verifier.audit`)."""
-    fields = TrainingClaimFields.from_event(claim)
+    fields = TrainingClaim.from_event(claim)
     return audit_training_claim(ctx.store, fields, work.segments, threshold=ctx.threshold, device=ctx.device,
                                 workdir=ctx.workdir, policy=ctx.policy, seed=work.seed,
                                 samples_drawn=work.samples_drawn, parent_lookup=ctx.parent_lookup)
@@ -171,12 +171,12 @@ def audit_inference(ctx: AuditContext, claim: dict[str, Any], work: Assignment) 
         fields_cls, audit_fn = zk.InferenceClaimFields, zk.audit_inference_claim
     except (ImportError, AttributeError):
         return AuditReport(UNAVAILABLE, "no ZK verifier installed", 0.0)
-    model_claim: TrainingClaimFields | None = None  # None when it cannot be found: the ZK audit says Unavailable
+    model_claim: TrainingClaim | None = None  # None when it cannot be found: the ZK audit says Unavailable
     model_id = int(claim.get("modelClaimId", 0) or 0)
     if model_id:
         found = ctx.claim_lookup(model_id)
         if found is not None and found[0] == 1:
-            model_claim = TrainingClaimFields.from_event(found[1])
+            model_claim = TrainingClaim.from_event(found[1])
     report: AuditReport = audit_fn(ctx.store, fields_cls.from_event(claim), model_claim=model_claim,
                                    workdir=ctx.workdir)
     return report

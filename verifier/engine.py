@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from registry import safejson
+from registry.claims import TrainingClaim
 from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
 from registry.datasets import Dataset, DatasetError
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
@@ -68,17 +69,16 @@ from registry.pol.replay import (
 )
 from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, validate_manifest
 from registry.sampling import segment_at
+from registry.states import ORIGIN_NAMES
 from registry.store.base import ContentStore, InvalidPath, StoreError, split_path
 from verifier.policy import TolerancePolicy, get_policy
 from verifier.report import (
     INVALID,
-    ORIGIN_NAMES,
     UNAVAILABLE,
     VALID,
     AuditReport,
     ParentClaim,
     SegmentResult,
-    TrainingClaimFields,
 )
 
 #: Looks a parent claim up on the chain: None when no such claim is registered.
@@ -244,7 +244,7 @@ def _check_dataset_digests(raw: bytes) -> None:
         raise DatasetError("dataset.json is malformed (digests must be 0x-prefixed 32-byte hex strings)")
 
 
-def check_manifest_against_claim(m: dict[str, Any], claim: TrainingClaimFields) -> str | None:
+def check_manifest_against_claim(m: dict[str, Any], claim: TrainingClaim) -> str | None:
     pairs = [("segmentRoot", claim.segment_root), ("chainHead", claim.chain_head),
              ("finalWeightsHash", claim.final_weights_hash), ("configHash", claim.config_hash)]
     for key, value in pairs:
@@ -290,7 +290,7 @@ class InitUnavailable(Exception):
     """The initialization cannot be checked here (a parent claim and no chain to look it up)."""
 
 
-def check_init_origin(config: dict[str, Any], claim: TrainingClaimFields, ckpt0: Checkpoint,
+def check_init_origin(config: dict[str, Any], claim: TrainingClaim, ckpt0: Checkpoint,
                       parent_lookup: ParentLookup | None) -> dict[str, Any]:
     """Whether checkpoint 0 is what the claim says it is (module docstring, step 5).
 
@@ -385,7 +385,7 @@ def environment(device: str) -> dict[str, Any]:
 class Engine:
     """One audit: `run()` returns an `AuditReport`, never raises for bad evidence."""
 
-    def __init__(self, source: Source, claim: TrainingClaimFields | None, segments: Sequence[int], *,
+    def __init__(self, source: Source, claim: TrainingClaim | None, segments: Sequence[int], *,
                  policy: TolerancePolicy | None = None, dataset: Dataset | None = None,
                  dataset_source: Source | None = None, store: ContentStore | None = None, device: str = "cpu",
                  workdir: Path | None = None, seed: bytes | None = None, samples_drawn: int = 0, draw: int = 0,
@@ -451,7 +451,7 @@ class Engine:
             _check_segment_fields(manifest)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and TranscriptError are ValueErrors
             raise TranscriptError(f"manifest: {exc}") from None
-        claim = self.claim or TrainingClaimFields.from_manifest(manifest, self.source.label)
+        claim = self.claim or TrainingClaim.from_manifest(manifest, self.source.label)
         report.claim = claim.to_json()
         mismatch = check_manifest_against_claim(manifest, claim)
         if mismatch:
@@ -610,7 +610,7 @@ class Engine:
             got.invalid = str(exc)
         return got
 
-    def _open_dataset(self, manifest: dict[str, Any], claim: TrainingClaimFields, dest: Path) -> Dataset:
+    def _open_dataset(self, manifest: dict[str, Any], claim: TrainingClaim, dest: Path) -> Dataset:
         if self.dataset is not None:
             if self.dataset.root != claim.dataset_root:
                 raise TranscriptError("the given dataset's root is not the claim's datasetRoot")
@@ -686,7 +686,7 @@ class Engine:
 
     # --- replay -----------------------------------------------------------------------------------------------
     def _replay(self, manifest: dict[str, Any], dataset: Dataset, got: _Fetched, names: list[str],
-                result: SegmentResult, claim: TrainingClaimFields) -> None:
+                result: SegmentResult, claim: TrainingClaim) -> None:
         assert got.start is not None and got.end is not None and got.batches is not None
         s = got.index
         try:
@@ -754,6 +754,6 @@ class Engine:
                                       f"{got:.6g}")
 
 
-def audit(source: Source, claim: TrainingClaimFields | None, segments: Sequence[int], **kwargs: Any) -> AuditReport:
+def audit(source: Source, claim: TrainingClaim | None, segments: Sequence[int], **kwargs: Any) -> AuditReport:
     """Runs one audit (see `Engine` for the keyword arguments)."""
     return Engine(source, claim, segments, **kwargs).run()

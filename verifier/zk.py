@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.claims import TrainingClaim
 from registry.hashing import as_hash, to_hex
 from registry.store.base import ContentStore, StoreError
 from registry.zk.audit import (
@@ -40,7 +41,7 @@ from registry.zk.audit import (
     audit_bundle,
     unavailable,
 )
-from verifier.audit import AuditReport, TrainingClaimFields
+from verifier.audit import AuditReport
 
 __all__ = ["DEFAULT_MAX_LOGROWS", "MAX_FILE_BYTES", "InferenceClaimFields", "audit_inference_claim",
            "default_cache_dir", "default_srs_dir", "model_link"]
@@ -86,7 +87,7 @@ def default_cache_dir() -> Path:
     return proofreg_home() / "zk-cache" / "verifier"
 
 
-def model_link(store: ContentStore, claim_id: int, model_claim: TrainingClaimFields) -> ModelLink:
+def model_link(store: ContentStore, claim_id: int, model_claim: TrainingClaim) -> ModelLink:
     """The training claim's fields and its manifest, fetched (bounded) from the store when the audit needs it."""
     from registry.pol.transcript import MANIFEST_NAME
 
@@ -101,7 +102,7 @@ def model_link(store: ContentStore, claim_id: int, model_claim: TrainingClaimFie
 
 
 def audit_inference_claim(store: ContentStore, claim: InferenceClaimFields, *,
-                          model_claim: TrainingClaimFields | None, workdir: Path | None = None,
+                          model_claim: TrainingClaim | None, workdir: Path | None = None,
                           srs_dir: Path | None = None, allow_dev_srs: bool | None = None,
                           cache_dir: Path | None = None) -> AuditReport:
     """Audits an inference claim; `model_claim` is the training claim `claim.model_claim_id` names (None when it

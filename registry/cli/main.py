@@ -158,11 +158,11 @@ def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_d
     from registry.publish import publish_transcript, verify_transcript
 
     with progress_bar("verifying transcript files", not as_json) as update:
-        verify_transcript(transcript, update)  # fail fast, before touching the chain or the store
+        verified = verify_transcript(transcript, update)  # fail fast, before touching the chain or the store
     client = open_client(rpc_url, deployment_path, account, keystore)
     bond = client.params.training_bond
     require_balance(client, bond, "the training bond")
-    published = publish_transcript(transcript, open_store(ipfs, store_dir), dataset_dir)
+    published = publish_transcript(transcript, open_store(ipfs, store_dir), dataset_dir, verified=verified)
     hidden_files_note(transcript)
     receipt = client.transact("commitTraining", published.claim_tuple(), value=bond)
     args = event_args(client, receipt, "TrainingClaimCommitted")

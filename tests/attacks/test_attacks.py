@@ -33,6 +33,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from registry.claims import TrainingClaim
 from registry.datasets import Dataset, build_builtin, build_dataset
 from registry.hashing import as_hash, config_hash, keccak256, to_hex
 from registry.localchain import EmbeddedChain
@@ -46,7 +47,7 @@ from registry.publish import publish_transcript
 from registry.sampling import sampled_segments
 from registry.store.embedded import EmbeddedStore
 from tests.forgery import claim_tuple, forge_interpolated, forge_spliced, read_manifest, reseal
-from verifier.audit import INVALID, VALID, TrainingClaimFields, audit_training_claim
+from verifier.audit import INVALID, VALID, audit_training_claim
 from verifier.engine import plan_segments, top_q_segments
 from verifier.policy import get_policy
 
@@ -64,12 +65,12 @@ class Lab:
     store: EmbeddedStore
     digits: Dataset
 
-    def publish(self, tdir: Path, dataset_dir: Path | None = None) -> TrainingClaimFields:
+    def publish(self, tdir: Path, dataset_dir: Path | None = None) -> TrainingClaim:
         """Stores a transcript (dataset too, if its manifest names no CID yet); the claim a prover commits."""
         cid = publish_transcript(tdir, self.store, dataset_dir or self.digits.path).transcript_cid
-        return TrainingClaimFields(*claim_tuple(tdir, cid))
+        return TrainingClaim(*claim_tuple(tdir, cid))
 
-    def audit(self, claim: TrainingClaimFields, seed: bytes) -> Any:
+    def audit(self, claim: TrainingClaim, seed: bytes) -> Any:
         """What a committee member audits for a challenge with this seed: the contract's S draws + the policy."""
         segments = sampled_segments(seed, S, claim.num_segments)
         return audit_training_claim(self.store, claim, segments, seed=seed, samples_drawn=S, policy=POLICY,
@@ -98,7 +99,7 @@ def honest(lab: Lab) -> Path:
     return result.transcript_dir
 
 
-def _audit_trials(lab: Lab, claim: TrainingClaimFields, tag: str, trials: int) -> list[Any]:
+def _audit_trials(lab: Lab, claim: TrainingClaim, tag: str, trials: int) -> list[Any]:
     return [lab.audit(claim, _seed(tag, t)) for t in range(trials)]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 
+from registry.claims import TrainingClaim
 from registry.datasets import build_builtin
 from registry.hashing import config_hash, keccak256, to_hex, weights_hash
 from registry.params import preset
@@ -31,7 +32,7 @@ from registry.sampling import sampled_segments
 from tests.forgery import prover_continue, read_manifest, reseal_all, write_checkpoint
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy
-from verifier.report import INVALID, UNAVAILABLE, VALID, AuditReport, ParentClaim, TrainingClaimFields
+from verifier.report import INVALID, UNAVAILABLE, VALID, AuditReport, ParentClaim
 
 POLICY = get_policy(None)
 S = preset("default").samples
@@ -47,12 +48,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"out": out, "ds": ds, "honest": runs[3], "other": runs[4]}
 
 
-def claim_of(tdir: Path) -> TrainingClaimFields:
-    return TrainingClaimFields.from_manifest(read_manifest(tdir), str(tdir))
+def claim_of(tdir: Path) -> TrainingClaim:
+    return TrainingClaim.from_manifest(read_manifest(tdir), str(tdir))
 
 
 def run_audit(lab: dict[str, Any], tdir: Path, *, named: list[int] | None = None, all_segments: bool = False,
-              claim: TrainingClaimFields | None = None, seed_tag: str = "default", **kw: Any) -> AuditReport:
+              claim: TrainingClaim | None = None, seed_tag: str = "default", **kw: Any) -> AuditReport:
     claim = claim or claim_of(tdir)
     seed = keccak256(f"soundness/{seed_tag}".encode())
     segments = [] if all_segments else sampled_segments(seed, S, claim.num_segments, named or [])
@@ -61,7 +62,7 @@ def run_audit(lab: dict[str, Any], tdir: Path, *, named: list[int] | None = None
 
 
 def assert_invalid(lab: dict[str, Any], tdir: Path, fragment: str, named: list[int] | None = None,
-                   claim: TrainingClaimFields | None = None, **kw: Any) -> None:
+                   claim: TrainingClaim | None = None, **kw: Any) -> None:
     for everything in (False, True):
         report = run_audit(lab, tdir, named=named, all_segments=everything, claim=claim, **kw)
         assert report.verdict == INVALID, (everything, report.reason)
@@ -198,9 +199,9 @@ def test_pretrained_checkpoint_zero_is_invalid(lab: dict[str, Any]) -> None:
 
 def test_claim_init_fields_must_match_the_config(lab: dict[str, Any]) -> None:
     claim = claim_of(lab["honest"])
-    lying = TrainingClaimFields(*claim.claim_tuple()[:8], bytes(32), 0, 0)
+    lying = TrainingClaim(*claim.claim_tuple()[:8], bytes(32), 0, 0)
     assert_invalid(lab, lab["honest"], "initWeightsHash", claim=lying)
-    lying = TrainingClaimFields(*claim.claim_tuple()[:9], 0, 2)
+    lying = TrainingClaim(*claim.claim_tuple()[:9], 0, 2)
     assert_invalid(lab, lab["honest"], "origin", claim=lying)
 
 
@@ -273,7 +274,7 @@ def test_chain_head_mismatch_is_invalid(lab: dict[str, Any]) -> None:
     # the claim commits another chain head than the (self-consistent) manifest
     claim = claim_of(lab["honest"])
     other = claim_of(lab["other"])
-    lying = TrainingClaimFields(*claim.claim_tuple()[:2], other.chain_head, *claim.claim_tuple()[3:])
+    lying = TrainingClaim(*claim.claim_tuple()[:2], other.chain_head, *claim.claim_tuple()[3:])
     assert_invalid(lab, lab["honest"], "chainHead", claim=lying)
     # a manifest whose chainHead is not its checkpoints' chain (the claim follows the manifest)
     tdir = lab["out"] / "chain"
@@ -292,7 +293,7 @@ def test_config_without_init_origin_is_invalid(lab: dict[str, Any]) -> None:
     m["configHash"] = to_hex(config_hash(m["config"]))
     write_manifest(tdir / MANIFEST_NAME, m)
     reseal_all(tdir)
-    claim = TrainingClaimFields(*claim_of(tdir).claim_tuple()[:8])
+    claim = TrainingClaim(*claim_of(tdir).claim_tuple()[:8])
     assert_invalid(lab, tdir, "initialization origin", claim=claim)
 
 
