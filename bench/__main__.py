@@ -13,7 +13,8 @@ Rows (goal in brackets):
 - ZK overhead: the project's prove / verify / memory over calling ezkl directly (≤ 1.05) — `bench.zk`;
 - challenge → settlement on a Hardhat node with three verifier daemons (≤ 30 s), with `--settle`.
 
-Machines are shared and noisy: read the ratios, not the absolute times. docs/benchmarks.md keeps the latest table, the README its headline figures.
+Machines are shared and noisy: read the ratios, not the absolute times. docs/benchmarks.md keeps the latest
+table, the README its headline figures.
 """
 
 from __future__ import annotations
