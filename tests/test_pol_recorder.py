@@ -63,6 +63,12 @@ def record(out: Path, ds: Dataset, *, steps: int = 25, k: int = 10, seed: int = 
     opt: torch.optim.Optimizer
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    elif optimizer == "nesterov":
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-3)
+    elif optimizer == "amsgrad":
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3, amsgrad=True, weight_decay=1e-3)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.7) if scheduler else None
@@ -311,6 +317,46 @@ def test_gradient_accumulation_and_other_unreplayable_loops_are_refused(digits: 
     assert rec.finish().num_segments == 1
     with pytest.raises(RecorderError, match="already holds"):
         _setup(tmp_path / "g", digits)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "nesterov", "amsgrad"])
+def test_adamw_and_optimizer_options_replay_exactly(optimizer: str, digits: Dataset, tmp_path: Path) -> None:
+    """AdamW used to record and then be Invalid for every run: replay passed `decoupled_weight_decay` (a key
+    AdamW sets itself) back to its constructor. Honest runs replay to rho 0; a tampered moment does not."""
+    record(tmp_path / "t", digits, steps=12, k=4, optimizer=optimizer)
+    m = load_manifest(tmp_path / "t")
+    assert m["config"]["optimizer"]["type"] == {"adamw": "AdamW", "nesterov": "SGD", "amsgrad": "Adam"}[optimizer]
+    assert rhos(tmp_path / "t", digits) == [0.0, 0.0, 0.0]
+    # The verifier's whole verdict (every state group compared, not only the weights): Valid, exit code 0.
+    from click.testing import CliRunner
+
+    from verifier.cli import main as verifier_main
+
+    res = CliRunner().invoke(verifier_main, ["check", str(tmp_path / "t"), "--all", "--dataset", str(digits.path),
+                                             "--report", str(tmp_path / "r.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["verdict"] == "Valid"
+
+
+def test_optimizer_configs_that_do_not_rebuild_exactly_are_refused(digits: Dataset, tmp_path: Path) -> None:
+    from registry.pol.config import rebuild_optimizer
+
+    record(tmp_path / "t", digits, steps=8, k=4, optimizer="adamw")
+    m = load_manifest(tmp_path / "t")
+    spec = json.loads(json.dumps(m["config"]["optimizer"]))
+    spec["defaults"]["decoupled_weight_decay"] = False  # claims AdamW without its decoupled decay: refused
+    with pytest.raises(TranscriptError, match="does not rebuild as committed"):
+        rebuild_optimizer({"optimizer": spec}, build_model("mlp", MLP))
+    spec = json.loads(json.dumps(m["config"]["optimizer"]))
+    spec["defaults"]["not_an_option"] = 1
+    with pytest.raises(TranscriptError, match="not_an_option"):
+        rebuild_optimizer({"optimizer": spec}, build_model("mlp", MLP))
+    # The same at record time, for an option the constructor does not take (set behind its back).
+    model = build_model("mlp", MLP)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt.defaults["not_an_option"] = 1
+    with pytest.raises(RecorderError, match="does not rebuild as committed: option 'not_an_option'"):
+        Recorder(tmp_path / "r", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=2)
 
 
 def test_models_and_optimizers_verifiers_cannot_rebuild_are_refused(digits: Dataset, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ The training step that replay performs, and that a recorded training loop must p
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -150,8 +151,16 @@ def rebuild_model(config: Mapping[str, Any], device: torch.device | str = "cpu")
     return model.to(device=device, dtype=dtype)
 
 
+def _constructor_keywords(cls: type[torch.optim.Optimizer]) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.__init__).parameters) - {"self", "params"}
+
+
 def rebuild_optimizer(config: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    """The config's optimizer over `model`'s parameters, param groups by name."""
+    """The config's optimizer over `model`'s parameters, param groups by name.
+
+    Built with the constructor's own keywords only: `defaults` also holds keys a constructor sets itself
+    (AdamW's `decoupled_weight_decay`), which it would refuse as arguments. The rebuilt optimizer must then
+    hold exactly the committed defaults and groups (`check_optimizer_rebuilds`), or the config is refused."""
     try:
         spec = config["optimizer"]
         cls = SUPPORTED_OPTIMIZERS[spec["type"]]
@@ -160,13 +169,36 @@ def rebuild_optimizer(config: Mapping[str, Any], model: nn.Module) -> torch.opti
         for g in spec["paramGroups"]:
             groups.append({"params": [params[n] for n in g["params"]],
                            **{k: from_json_group_value(v) for k, v in g.items() if k != "params"}})
-        defaults = {k: from_json_group_value(v) for k, v in spec["defaults"].items()}
+        keywords = _constructor_keywords(cls)
+        defaults = {k: from_json_group_value(v) for k, v in spec["defaults"].items() if k in keywords}
     except (KeyError, TypeError) as exc:
         raise TranscriptError(f"config optimizer cannot be rebuilt: {exc!r}") from exc
     try:
-        return cls(groups, **defaults)
+        optimizer = cls(groups, **defaults)
     except (TypeError, ValueError) as exc:
         raise TranscriptError(f"config optimizer cannot be rebuilt: {exc}") from exc
+    problems = optimizer_differences(spec, describe_optimizer(model, optimizer))
+    if problems:
+        raise TranscriptError(f"config optimizer does not rebuild as committed: {problems[0]}")
+    return optimizer
+
+
+def optimizer_differences(committed: Mapping[str, Any], rebuilt: Mapping[str, Any]) -> list[str]:
+    """Where an optimizer rebuilt from its description differs from the description (empty: identical)."""
+    out = []
+    for key in sorted(set(committed.get("defaults", {})) | set(rebuilt.get("defaults", {}))):
+        a, b = committed.get("defaults", {}).get(key, "<absent>"), rebuilt.get("defaults", {}).get(key, "<absent>")
+        if _norm(a) != _norm(b):
+            out.append(f"option {key!r} is {a!r} but a {committed.get('type')} rebuilt from the config has {b!r}")
+    ca, cb = committed.get("paramGroups", []), rebuilt.get("paramGroups", [])
+    if len(ca) != len(cb):
+        out.append(f"{len(ca)} param groups committed, {len(cb)} rebuilt")
+    for gi, (ga, gb) in enumerate(zip(ca, cb, strict=False)):
+        for key in sorted(set(ga) | set(gb)):
+            if _norm(ga.get(key, "<absent>")) != _norm(gb.get(key, "<absent>")):
+                out.append(f"param group {gi} {key!r} is {ga.get(key, '<absent>')!r} but rebuilds as "
+                           f"{gb.get(key, '<absent>')!r}")
+    return out
 
 
 def rng_seed_of(config: Mapping[str, Any]) -> int:

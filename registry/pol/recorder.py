@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import platform
 import queue
 import threading
@@ -70,6 +71,7 @@ from registry.pol.config import (
     make_config,
     make_init,
     model_dtype,
+    rebuild_optimizer,
 )
 from registry.pol.rng import seed_step
 from registry.pol.transcript import (
@@ -209,6 +211,8 @@ class Recorder:
         try:
             self._family_args = check_model_matches_family(model, family, family_args or {})
             self._optimizer_spec = describe_optimizer(model, optimizer)
+            # What a verifier will build from the config, read back as JSON, must be this optimizer exactly.
+            rebuild_optimizer({"optimizer": json.loads(json.dumps(self._optimizer_spec))}, model)
             self._dtype = model_dtype(model)
         except (TranscriptError, ValueError) as exc:
             raise RecorderError(str(exc)) from exc
