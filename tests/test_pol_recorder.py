@@ -548,3 +548,47 @@ def test_recorder_refuses_what_verifiers_cannot_derive_from_the_config(digits: D
     _, _, rec = setup("ok", init_seed=0)
     assert rec._init["origin"] == "seed" and rec._init["seed"] == 0
     rec.close()
+
+
+def _undeclared_loop(out: Path, ds: Dataset, what: str, *, self_check: bool = True) -> TranscriptSummary:
+    """A loop that does something its Recorder was not told about."""
+    torch.manual_seed(0)
+    model = build_model("mlp", MLP)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rec = Recorder(out, model, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=4,
+                   self_check=self_check)
+    model.train()
+    for n, (_, idx) in enumerate(epoch_batches(len(ds), 16, 10, 0)):
+        if n == 8:
+            break
+        x, y = ds.batch(idx)
+        logits = model(x)
+        loss = F.mse_loss(logits, F.one_hot(y, 10).float()) if what == "mse" else F.cross_entropy(logits, y)
+        loss.backward()
+        if what == "clip":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        if what == "noise":
+            for p in model.parameters():
+                assert p.grad is not None
+                p.grad.add_(torch.randn_like(p.grad), alpha=1e-2)  # global RNG, outside the forward
+        opt.step()
+        opt.zero_grad()
+        rec.step(idx)
+    return rec.finish()
+
+
+@pytest.mark.parametrize("what", ["clip", "mse", "noise"])
+def test_self_check_refuses_loops_that_do_not_replay(what: str, digits: Dataset, tmp_path: Path) -> None:
+    """Undeclared clipping, another loss, gradient noise from the global RNG: each used to record silently and
+    be Invalid at verification. The recorder now replays the first and last segments itself and refuses."""
+    reason = r"does not replay: segment 0 diverges in (weights|optim\.\w+).*gradient clipping"
+    with pytest.raises(RecorderError, match=reason):
+        _undeclared_loop(tmp_path / "t", digits, what)
+    assert not (tmp_path / "t" / "manifest.json").exists()  # nothing publishable is left behind
+
+
+def test_self_check_can_be_turned_off_and_then_the_verifier_catches_it(digits: Dataset, tmp_path: Path) -> None:
+    _undeclared_loop(tmp_path / "t", digits, "clip", self_check=False)
+    assert rhos(tmp_path / "t", digits)[0] > 1e-3
+    _undeclared_loop(tmp_path / "ok", digits, "none")  # the same loop, declared honestly: records
+    assert rhos(tmp_path / "ok", digits) == [0.0, 0.0]

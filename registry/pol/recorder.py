@@ -200,7 +200,8 @@ class Recorder:
                  config: Mapping[str, Any] | None = None, scheduler: Any = None, loss: str = "cross_entropy",
                  dataset_cid: str | None = None, tolerance_policy: str = DEFAULT_TOLERANCE_POLICY,
                  rng_seed: int = 0, queue_size: int = 4, init_seed: int | None = None,
-                 parent_claim_id: int | None = None, steps_per_epoch: int | None = None) -> None:
+                 parent_claim_id: int | None = None, steps_per_epoch: int | None = None,
+                 self_check: bool = True) -> None:
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
         if loss not in SUPPORTED_LOSSES:
@@ -251,6 +252,7 @@ class Recorder:
                                             or steps_per_epoch < 1):
             raise RecorderError("steps_per_epoch must be a positive integer")
         self._steps_per_epoch = steps_per_epoch
+        self._self_check = bool(self_check)
         self._sched_counts: list[int] = []
         self._all_lrs: list[list[float]] = []
         self._fixed_checks = [(gi, k, v) for gi, g in enumerate(optimizer.param_groups) for k, v in g.items()
@@ -393,8 +395,25 @@ class Recorder:
         manifest = self._manifest()
         path = self.out_dir / MANIFEST_NAME
         write_manifest(path, manifest)
+        if self._self_check:
+            self._run_self_check(manifest, path)
         self._finished = True
         return summary_of(manifest, path)
+
+    def _run_self_check(self, manifest: dict[str, Any], path: Path) -> None:
+        """Replays the first and the last segment with the verifier's code; a run that does not reproduce
+        loses its manifest (so it cannot be published) and fails here with the reason."""
+        from registry.pol.selfcheck import check_segments
+
+        n = int(manifest["numSegments"])
+        try:
+            problem = check_segments(self.out_dir, self.dataset, sorted({0, n - 1}), manifest=manifest,
+                                     device=self.device)
+        except TranscriptError as exc:
+            problem = f"the recorded run cannot be replayed: {exc}"
+        if problem is not None:
+            path.unlink(missing_ok=True)
+            raise RecorderError(problem)
 
     def close(self) -> None:
         """Stops recording without writing a manifest (e.g. the training loop failed)."""
