@@ -82,3 +82,19 @@ def test_multi_proof_refuses_bad_positions() -> None:
         multi_proof(t.tree, [0])
     with pytest.raises(ValueError, match="twice"):
         multi_proof(t.tree, [5, 5])
+
+
+def test_matches_openzeppelin_merkle_tree_js() -> None:
+    """Pinned from `@openzeppelin/merkle-tree` `StandardMerkleTree.of(...).getMultiProof([0, 3, 4, 9])`."""
+    t = _tree(13)
+    mp = t.multi_proof([0, 3, 4, 9])
+    assert t.root.hex() == "4b72849fc185ace7c1fa4a5381211e7a589062be131c64e67a5bc643abb51260"
+    assert [p.hex() for p in mp.proof] == [
+        "07c332f80d559e6099392dbcc27975c3d49d342810427fe4f250b3e62185f289",
+        "34ae61d619c5eae4bea37c30ad319b79efc9d93facb6bd76769ddc2ec0cd3616",
+        "ab00b1528865f8dd56bc788ed45c2d3d16529cb5a3ba0db75880f8acde011d71",
+        "e50e8fc9585e9f8a414188bff7075aa8ad7e55911db5eb85e5485e778f9cf045",
+        "d7daf6d3b6ff1c5282819bbc7236ed24b22984a7f37075c39bfa5bc00aa8fc12",
+        "5fba91d7974b70ec89e6d43f81edb902ce1e1705213a9527847d8c0f8ce6002c",
+    ]
+    assert list(mp.flags) == [False, False, False, False, True, False, False, True, True]
