@@ -46,7 +46,7 @@ import importlib.util
 import io
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,15 +257,19 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | Path, *, expected_root: bytes | str | None = None,
-             verify_shards: bool = True) -> Dataset:
-        """Reads and checks `dataset.json` (format, paths, counts, and that the example hashes give its root)."""
+             verify_shards: bool = True,
+             tree_for: Callable[[bytes, list[bytes]], StandardMerkleTree] | None = None) -> Dataset:
+        """Reads and checks `dataset.json` (format, paths, counts, and that the example hashes give its root).
+        `tree_for(raw dataset.json, example hashes)` may supply the already-verified tree of these exact bytes
+        (`verifier.datacache`) instead of rebuilding it."""
         root_dir = Path(path)
         try:
-            manifest = _parse_manifest((root_dir / MANIFEST_NAME).read_bytes())
+            raw = (root_dir / MANIFEST_NAME).read_bytes()
         except OSError as exc:
             raise DatasetError(f"cannot read {root_dir / MANIFEST_NAME}: {exc}") from exc
+        manifest = _parse_manifest(raw)
         hashes = [as_hash(e[2]) for e in manifest["examples"]]
-        tree = dataset_tree(hashes)
+        tree = dataset_tree(hashes) if tree_for is None else tree_for(raw, hashes)
         if tree.root != as_hash(manifest["datasetRoot"]):
             raise DatasetError("dataset.json: example hashes do not give its datasetRoot")
         if expected_root is not None and tree.root != as_hash(expected_root):

@@ -124,6 +124,10 @@ class StandardMerkleTree:
             i = (i - 1) // 2
         return out
 
+    def multi_proof(self, value_indices: Sequence[int]) -> MultiProof:
+        """One multiproof for several values (`getMultiProof`); its leaves come in descending tree position."""
+        return multi_proof(self.tree, [self.tree_index[i] for i in value_indices])
+
     def dump(self) -> dict[str, Any]:
         """The `standard-v1` JSON of `@openzeppelin/merkle-tree` (`StandardMerkleTree.load` reads it)."""
 
@@ -153,3 +157,91 @@ class StandardMerkleTree:
         if rebuilt.root != loaded.root or sorted(rebuilt.tree) != sorted(tree):
             raise ValueError("Merkle tree dump is inconsistent with its values")
         return loaded
+
+
+# --- multiproofs (OpenZeppelin `getMultiProof` / `MerkleProof.multiProofVerify`) ------------------------------
+@dataclass(frozen=True)
+class MultiProof:
+    """Leaves (in the order `process_multi_proof` consumes them: descending tree position), the sibling hashes
+    not derivable from them, and one flag per interior hash (True: both children come from leaves/hashes)."""
+
+    leaves: tuple[bytes, ...]
+    proof: tuple[bytes, ...]
+    flags: tuple[bool, ...]
+
+
+def multi_proof(tree: Sequence[bytes], positions: Sequence[int]) -> MultiProof:
+    """`getMultiProof` of `@openzeppelin/merkle-tree` core: the multiproof of the leaves at these tree positions."""
+    n = len(tree)
+    first_leaf = n // 2  # nodes n//2 .. n-1 are the leaves of the array layout
+    stack = sorted({int(p) for p in positions}, reverse=True)
+    if len(stack) != len(positions):
+        raise ValueError("a multiproof cannot hold the same leaf twice")
+    for p in stack:
+        if not first_leaf <= p < n:
+            raise ValueError(f"tree position {p} is not a leaf")
+    leaves = tuple(tree[p] for p in stack)
+    proof: list[bytes] = []
+    flags: list[bool] = []
+    queue = list(stack)
+    head = 0
+    while head < len(queue) and queue[head] > 0:
+        j = queue[head]
+        head += 1
+        sibling = j - 1 if j % 2 == 0 else j + 1
+        if head < len(queue) and queue[head] == sibling:
+            flags.append(True)
+            head += 1
+        else:
+            flags.append(False)
+            proof.append(tree[sibling])
+        queue.append((j - 1) // 2)
+    if not positions:
+        proof.append(tree[0])
+    return MultiProof(leaves, tuple(proof), tuple(flags))
+
+
+def process_multi_proof(leaves: Sequence[bytes], proof: Sequence[bytes], flags: Sequence[bool]) -> bytes:
+    """`MerkleProof.processMultiProof` (OpenZeppelin 5): the root these leaves and proof give. Raises ValueError
+    on a malformed proof (wrong length, a flag reading a hash not yet computed, an unused proof node)."""
+    n_leaves, n_flags = len(leaves), len(flags)
+    if n_leaves + len(proof) != n_flags + 1:
+        raise ValueError("multiproof: leaves + proof must be flags + 1")
+    hashes: list[bytes] = []
+    leaf_pos = hash_pos = proof_pos = 0
+
+    def take() -> bytes:
+        nonlocal leaf_pos, hash_pos
+        if leaf_pos < n_leaves:
+            leaf_pos += 1
+            return leaves[leaf_pos - 1]
+        if hash_pos >= len(hashes):
+            raise ValueError("multiproof: a flag reads a hash not yet computed")
+        hash_pos += 1
+        return hashes[hash_pos - 1]
+
+    for flag in flags:
+        a = take()
+        if flag:
+            b = take()
+        else:
+            if proof_pos >= len(proof):
+                raise ValueError("multiproof: too few proof nodes")
+            b = proof[proof_pos]
+            proof_pos += 1
+        hashes.append(hash_pair(a, b))
+    if n_flags:
+        if proof_pos != len(proof) or hash_pos != n_flags - 1 or leaf_pos != n_leaves:
+            raise ValueError("multiproof: not every leaf, hash and proof node is used exactly once")
+        return hashes[-1]
+    if n_leaves:
+        return leaves[0]
+    return proof[0]
+
+
+def verify_multi(root: bytes, leaves: Sequence[bytes], proof: Sequence[bytes], flags: Sequence[bool]) -> bool:
+    """Whether these leaves all belong to the tree of `root` (False, never an exception, for a bad proof)."""
+    try:
+        return process_multi_proof(leaves, proof, flags) == root
+    except ValueError:
+        return False

@@ -54,7 +54,7 @@ from registry.claims import TrainingClaim
 from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
 from registry.datasets import Dataset, DatasetError
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
-from registry.merkle import example_leaf, hash_pair, segment_leaf, verify
+from registry.merkle import segment_leaf, verify
 from registry.models import ModelFamilyError, UnknownFamilyError
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
 from registry.pol.config import init_spec_of, init_state, learning_rates, rebuild_model
@@ -71,6 +71,7 @@ from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, 
 from registry.sampling import segment_at
 from registry.states import ORIGIN_NAMES
 from registry.store.base import ContentStore, InvalidPath, StoreError, split_path
+from verifier.datacache import DatasetCache, shared_cache
 from verifier.policy import TolerancePolicy, get_policy
 from verifier.report import (
     INVALID,
@@ -391,7 +392,7 @@ class Engine:
                  workdir: Path | None = None, seed: bytes | None = None, samples_drawn: int = 0, draw: int = 0,
                  prefetch: bool = True, limits: Limits | None = None, all_segments: bool = False,
                  on_segment: Callable[[SegmentResult], None] | None = None,
-                 parent_lookup: ParentLookup | None = None) -> None:
+                 parent_lookup: ParentLookup | None = None, dataset_cache: DatasetCache | None = None) -> None:
         self.source, self.claim, self.assigned = source, claim, [int(s) for s in segments]
         self.policy = policy or get_policy(None)
         self.dataset, self.dataset_source, self.store = dataset, dataset_source, store
@@ -401,7 +402,7 @@ class Engine:
         self.on_segment, self.all_segments = on_segment, all_segments
         self._shards_fetched: set[int] = set()
         self._proved: set[int] = set()
-        self._on_path: set[bytes] = set()  # dataset tree nodes proven to hash up to datasetRoot
+        self.dataset_cache = dataset_cache if dataset_cache is not None else shared_cache()
         self._ckpts: dict[int, Checkpoint] = {}
         self._model: torch.nn.Module | None = None  # rebuilt once, re-used by every segment's replay
         self._ckpt_lock = threading.Lock()
@@ -632,7 +633,9 @@ class Engine:
         dest.mkdir(parents=True, exist_ok=True)
         (dest / DATASET_MANIFEST).write_bytes(raw)
         # shards are hash-checked as they are fetched (`_fetch_shards`), not again on every load
-        return Dataset.load(dest, expected_root=claim.dataset_root, verify_shards=False)
+        # the verified tree comes from the node's cache, built once per (datasetRoot, sha256(dataset.json))
+        return Dataset.load(dest, expected_root=claim.dataset_root, verify_shards=False,
+                            tree_for=self.dataset_cache.tree_for(claim.dataset_root))
 
     def _fetch_shards(self, dataset: Dataset, indices: np.ndarray) -> None:
         if self._ds_source is None:
@@ -658,31 +661,18 @@ class Engine:
             return 0
         new = np.array([i for i in idx.tolist() if i not in self._proved], dtype=np.int64)
         if new.size:
-            feats, labels = dataset.examples(new)
             root = self.claim.dataset_root if self.claim is not None else dataset.root
-            self._on_path.add(root)
+            if dataset.root != root:
+                raise TranscriptError("the dataset's root is not the claim's datasetRoot")
+            # the dataset's tree is verified (built from dataset.json's hashes, or re-verified from the cache)
+            # and its root is datasetRoot, so example i is a member iff it hashes to leaf i's exampleHash
+            feats, labels = dataset.examples(new)
             for j, i in enumerate(new.tolist()):
-                leaf = example_leaf(i, dataset.hash_example(feats[j], labels[j]))
-                if not self._prove(leaf, dataset.proof(i)):
+                if dataset.hash_example(feats[j], labels[j]) != dataset.example_hash(i):
                     raise TranscriptError(f"segment {s}: example {i} fails its membership proof against "
                                           "datasetRoot")
                 self._proved.add(i)
         return int(idx.size)
-
-    def _prove(self, leaf: bytes, proof: Sequence[bytes]) -> bool:
-        """`registry.merkle.verify` of one example's proof, stopping at the first node already shown to lie on
-        a path to the root (sound: from an equal hash the rest of the path is the one already checked). Later
-        examples share the upper levels, so most proofs cost a few hashes instead of log2(n)."""
-        node, path = leaf, []
-        for sibling in proof:
-            if node in self._on_path:
-                break
-            path.append(node)
-            node = hash_pair(node, sibling)
-        if node not in self._on_path:
-            return False
-        self._on_path.update(path)
-        return True
 
     # --- replay -----------------------------------------------------------------------------------------------
     def _replay(self, manifest: dict[str, Any], dataset: Dataset, got: _Fetched, names: list[str],
