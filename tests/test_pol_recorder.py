@@ -592,3 +592,75 @@ def test_self_check_can_be_turned_off_and_then_the_verifier_catches_it(digits: D
     assert rhos(tmp_path / "t", digits)[0] > 1e-3
     _undeclared_loop(tmp_path / "ok", digits, "none")  # the same loop, declared honestly: records
     assert rhos(tmp_path / "ok", digits) == [0.0, 0.0]
+
+
+def _clipping_loop(out: Path, ds: Dataset, *, clips: str | None, declared: dict[str, Any] | None) -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", MLP)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rec = Recorder(out, model, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=4, clip=declared)
+    model.train()
+    for n, (_, idx) in enumerate(epoch_batches(len(ds), 16, 10, 0)):
+        if n == 8:
+            break
+        x, y = ds.batch(idx)
+        F.cross_entropy(model(x), y).backward()
+        if clips == "norm":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        elif clips == "value":
+            torch.nn.utils.clip_grad_value_(model.parameters(), 0.002)
+        opt.step()
+        opt.zero_grad()
+        rec.step(idx)
+    rec.finish()
+
+
+@pytest.mark.parametrize("kind,declared", [("norm", {"type": "norm", "max_norm": 0.05}),
+                                           ("value", {"type": "value", "clip_value": 0.002})])
+def test_declared_gradient_clipping_replays_exactly(kind: str, declared: dict[str, Any], digits: Dataset,
+                                                    tmp_path: Path) -> None:
+    _clipping_loop(tmp_path / "t", digits, clips=kind, declared=declared)
+    m = load_manifest(tmp_path / "t")
+    assert m["config"]["clip"]["type"] == kind
+    assert rhos(tmp_path / "t", digits) == [0.0, 0.0]
+    # Declared but not done, or done with another bound: the self-check refuses at record time.
+    with pytest.raises(RecorderError, match="does not replay"):
+        _clipping_loop(tmp_path / "u", digits, clips=None, declared=declared)
+
+
+def test_clip_declarations_are_checked() -> None:
+    from registry.pol.config import clip_spec
+
+    assert clip_spec({"type": "norm", "max_norm": 1}) == {"type": "norm", "maxNorm": 1.0, "normType": 2.0}
+    for bad in ({"type": "norm"}, {"type": "norm", "maxNorm": -1}, {"type": "value", "clipValue": float("nan")},
+                {"type": "global"}, {"type": "value", "clipValue": 1, "maxNorm": 2}, "norm"):
+        with pytest.raises(TranscriptError):
+            clip_spec(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce_with_logits"])
+def test_regression_and_multi_label_losses_replay_exactly(loss: str, tmp_path: Path) -> None:
+    from registry.datasets import build_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (rng.normal(size=(64, 3)) if loss == "mse" else rng.random(size=(64, 3)) < 0.4).astype(np.float32)
+    ds = build_dataset(tmp_path / "ds", "toy", x, y)
+    args = {"in_features": 8, "hidden": [16], "out_features": 3}
+    torch.manual_seed(0)
+    model = build_model("mlp", args)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    fn = F.mse_loss if loss == "mse" else F.binary_cross_entropy_with_logits
+    rec = Recorder(tmp_path / "t", model, opt, family="mlp", family_args=args, dataset=ds, steps_per_segment=3,
+                   loss=loss)
+    for n, (_, idx) in enumerate(epoch_batches(len(ds), 8, 10, 0)):
+        if n == 6:
+            break
+        xb, yb = ds.batch(idx)
+        fn(model(xb), yb).backward()
+        opt.step()
+        opt.zero_grad()
+        rec.step(idx)
+    rec.finish()
+    assert load_manifest(tmp_path / "t")["config"]["loss"] == loss
+    assert rhos(tmp_path / "t", ds) == [0.0, 0.0]

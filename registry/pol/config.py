@@ -8,11 +8,13 @@ loss (from a fixed allow-list), batch size, steps per segment, the dataset root 
 Config keys written by the recorder (format "proofreg-pol-config/2")::
 
     format, model: {family, args}, dtype, optimizer: {type, defaults, paramGroups: [{params: [names], ...}]},
-    scheduler: {type, args, every} | null, loss, batchSize, stepsPerSegment, stepsPerEpoch,
+    scheduler: {type, args, every} | null, loss (cross_entropy | mse | bce_with_logits), batchSize,
+    stepsPerSegment, stepsPerEpoch,
     dataset: {datasetRoot, numExamples}, rng: {scheme: "proofreg/pol-rng/1", seed},
     init: {origin: "seed", seed, weightsHash} | {origin: "parent", parentClaimId, weightsHash}
           | {origin: "external", weightsHash},
-    tolerancePolicy
+    tolerancePolicy,
+    clip: {type: "norm", maxNorm, normType} | {type: "value", clipValue}   (only when the run clips)
 
 plus any user keys (seed, epochs, notes...) that do not collide with these.
 
@@ -27,12 +29,14 @@ The training step that replay performs, and that a recorded training loop must p
     model.train(); x, y = dataset.batch(indices)
     seed_step(rng seed, global step)                       # done by the recorder's forward hook
     loss = F.cross_entropy(model(x), y)                     # one training-mode forward
-    loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+    loss.backward(); apply_clip(config, model)              # clip_grad_norm_/clip_grad_value_ when declared
+    optimizer.step(); optimizer.zero_grad(set_to_none=True)
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,7 +63,13 @@ SUPPORTED_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 SUPPORTED_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "cross_entropy": F.cross_entropy,
+    "mse": F.mse_loss,  # float targets of the output's shape (regression)
+    "bce_with_logits": F.binary_cross_entropy_with_logits,  # float 0/1 targets (multi-label)
 }
+
+#: Config keys the recorder writes only when the run uses them (an absent key keeps older configs, and
+#: their configHash, unchanged); a user key may not take their names.
+OPTIONAL_KEYS = frozenset({"clip"})
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
                                   "bfloat16": torch.bfloat16}
@@ -210,6 +220,46 @@ def rng_seed_of(config: Mapping[str, Any]) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
         raise TranscriptError(f"bad rng seed {seed!r}")
     return seed
+
+
+def clip_spec(clip: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The config's `clip` (gradient clipping over all model parameters, after the backward and before
+    `optimizer.step()`): {"type": "norm", "maxNorm", "normType"} (`clip_grad_norm_`) or {"type": "value",
+    "clipValue"} (`clip_grad_value_`). Accepts the torch argument names too (max_norm, norm_type, clip_value)."""
+    if clip is None:
+        return None
+    if not isinstance(clip, Mapping):
+        raise TranscriptError(f"clip must be a mapping like {{'type': 'norm', 'max_norm': 1.0}}, not {clip!r}")
+    c = {{"max_norm": "maxNorm", "norm_type": "normType", "clip_value": "clipValue"}.get(k, k): v
+         for k, v in clip.items()}
+    kind = c.get("type")
+    allowed = {"norm": {"type", "maxNorm", "normType"}, "value": {"type", "clipValue"}}.get(str(kind))
+    if allowed is None:
+        raise TranscriptError(f"clip type must be 'norm' or 'value', not {kind!r}")
+    if set(c) - allowed:
+        raise TranscriptError(f"clip of type {kind!r} takes {sorted(allowed - {'type'})}, "
+                              f"not {sorted(set(c) - allowed)}")
+
+    def number(key: str, default: float | None = None) -> float:
+        v = c.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise TranscriptError(f"clip {key} must be a positive finite number, not {v!r}")
+        return float(v)
+
+    if kind == "norm":
+        return {"type": "norm", "maxNorm": number("maxNorm"), "normType": number("normType", 2.0)}
+    return {"type": "value", "clipValue": number("clipValue")}
+
+
+def apply_clip(config: Mapping[str, Any], model: nn.Module) -> None:
+    """The committed gradient clipping, as the recorded loop did it (replay calls this after backward)."""
+    spec = clip_spec(config.get("clip"))
+    if spec is None:
+        return
+    if spec["type"] == "norm":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec["maxNorm"], norm_type=spec["normType"])
+    else:
+        torch.nn.utils.clip_grad_value_(model.parameters(), spec["clipValue"])
 
 
 def loss_function(config: Mapping[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -366,7 +416,7 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
                 scheduler: dict[str, Any] | None, loss: str, batch_size: int, steps_per_segment: int,
                 dataset_root: str, num_examples: int, rng_seed: int, tolerance_policy: str,
                 user: Mapping[str, Any] | None, steps_per_epoch: int = 1,
-                init: dict[str, Any] | None = None) -> dict[str, Any]:
+                init: dict[str, Any] | None = None, clip: Mapping[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "model": {"family": family, "args": family_args},
@@ -382,8 +432,11 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
         "init": init,
         "tolerancePolicy": tolerance_policy,
     }
+    clip_config = clip_spec(clip)
+    if clip_config is not None:
+        config["clip"] = clip_config
     for k, v in (user or {}).items():
-        if k in config:
+        if k in config or k in OPTIONAL_KEYS:
             raise TranscriptError(f"config key {k!r} is set by the recorder; choose another name")
         config[k] = v
     return config

@@ -64,6 +64,7 @@ from registry.pol.config import (
     SUPPORTED_LOSSES,
     VARYING_GROUP_KEYS,
     check_model_matches_family,
+    clip_spec,
     describe_optimizer,
     describe_scheduler,
     init_state,
@@ -201,7 +202,7 @@ class Recorder:
                  dataset_cid: str | None = None, tolerance_policy: str = DEFAULT_TOLERANCE_POLICY,
                  rng_seed: int = 0, queue_size: int = 4, init_seed: int | None = None,
                  parent_claim_id: int | None = None, steps_per_epoch: int | None = None,
-                 self_check: bool = True) -> None:
+                 self_check: bool = True, clip: Mapping[str, Any] | None = None) -> None:
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
         if loss not in SUPPORTED_LOSSES:
@@ -253,6 +254,10 @@ class Recorder:
             raise RecorderError("steps_per_epoch must be a positive integer")
         self._steps_per_epoch = steps_per_epoch
         self._self_check = bool(self_check)
+        try:
+            self._clip = clip_spec(clip)
+        except TranscriptError as exc:
+            raise RecorderError(str(exc)) from exc
         self._sched_counts: list[int] = []
         self._all_lrs: list[list[float]] = []
         self._fixed_checks = [(gi, k, v) for gi, g in enumerate(optimizer.param_groups) for k, v in g.items()
@@ -262,7 +267,8 @@ class Recorder:
             make_config(family=family, family_args=self._family_args, dtype=self._dtype,
                         optimizer=self._optimizer_spec, scheduler=None, loss=loss, batch_size=1,
                         steps_per_segment=self.k, dataset_root=to_hex(dataset.root), num_examples=len(dataset),
-                        rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config)
+                        rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config,
+                        clip=self._clip)
         except TranscriptError as exc:
             raise RecorderError(str(exc)) from exc
 
@@ -594,7 +600,7 @@ class Recorder:
             scheduler=self._scheduler_spec, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
             dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
             tolerance_policy=self._policy, user=self._user_config, steps_per_epoch=self._steps_per_epoch or 1,
-            init=self._init,
+            init=self._init, clip=self._clip,
         )
         hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]
         checkpoints = [{"index": i, "step": (self._results.segments[i]["startStep"] if i < n else self._step),

@@ -31,6 +31,7 @@ from registry.datasets import Dataset
 from registry.hashing import as_hash, to_hex
 from registry.pol.checkpoint import Checkpoint, TranscriptError, copy_optimizer_state, read_checkpoint
 from registry.pol.config import (
+    apply_clip,
     epoch_of_step,
     group_mismatches,
     learning_rates,
@@ -213,6 +214,7 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
             seed_step(rng_seed, start + j, cuda)
             loss = loss_fn(model(x), y)
             loss.backward()
+            apply_clip(config, model)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         osd = optimizer.state_dict()
