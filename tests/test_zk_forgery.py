@@ -358,10 +358,10 @@ def test_local_verify_with_a_claim_runs_the_linked_audit(world: dict[str, Any],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`zk verify --claim ID`: digests and training claim from the chain (an embedded chain wired in place of an
     RPC node), the manifest from the store: Valid for the honest bundle, Invalid for a resealed forgery."""
+    import registry.cli.zk as zk_cli
     from registry.chain import RegistryClient
     from registry.localchain import EmbeddedChain
     from registry.params import preset
-    from registry.zk import cli as zk_cli
 
     chain = EmbeddedChain(preset("dev"))
     client = RegistryClient(chain.w3, chain.registry, None, sender=chain.accounts[1])
