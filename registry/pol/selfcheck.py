@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from registry.datasets import Dataset
+from registry.pol.config import rebuild_model
 from registry.pol.replay import (
     load_segment_checkpoint,
-    parameter_names,
     replay_segment_state,
     segment_distance,
     state_distances,
@@ -35,8 +35,8 @@ def check_segments(transcript_dir: str | Path, dataset: Dataset, segments: Seque
                    manifest: dict[str, Any], device: torch.device | str = "cpu") -> str | None:
     """None when every segment in `segments` replays onto its next checkpoint; otherwise one line that names
     the segment, the state that diverged and the likely causes."""
-    names = parameter_names(manifest["config"])
-    model = None
+    model = rebuild_model(manifest["config"], device)  # one build, re-used by every replay below
+    names = [n for n, _ in model.named_parameters()]
     for index in segments:
         start = load_segment_checkpoint(transcript_dir, manifest, index)
         end = load_segment_checkpoint(transcript_dir, manifest, index + 1)
