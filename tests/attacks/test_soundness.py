@@ -116,6 +116,20 @@ def test_forged_momentum_is_invalid(lab: dict[str, Any]) -> None:
     assert "momentum_buffer" in (bad[0].error or "") and not bad[0].state["optim.momentum_buffer"]["passed"]
 
 
+def test_clip_in_the_config_that_the_evidence_did_not_follow_is_invalid(lab: dict[str, Any]) -> None:
+    """The config's `clip` is read by replay: a prover who declares clipping the run never did (configHash and
+    every digest resealed) is caught wherever an audited segment's gradients exceed the declared bound."""
+    def edit(tdir: Path, m: dict[str, Any]) -> None:
+        m["config"]["clip"] = {"type": "norm", "maxNorm": 1e-4, "normType": 2.0}
+        write_manifest(tdir / MANIFEST_NAME, m)
+
+    tdir = forge(lab, "clip", edit)
+    assert read_manifest(tdir)["config"]["clip"]["maxNorm"] == 1e-4
+    assert_invalid(lab, tdir, "segment")
+    report = run_audit(lab, tdir, all_segments=True)
+    assert report.segments and all(not r.passed for r in report.segments)
+
+
 # 2. Hyperparameters in a checkpoint differ from the config -----------------------------------------------------
 
 def test_lr_zero_copy_segment_is_invalid(lab: dict[str, Any]) -> None:
