@@ -17,17 +17,11 @@ from registry.params import preset
 from registry.signer import dev_signer
 from registry.store.embedded import EmbeddedStore
 from verifier.audit import AuditReport
-from verifier.daemon import (
-    CLAIM_HANDLERS,
-    Assignment,
-    AuditContext,
-    JsonLog,
-    TxSender,
-    register_claim_handler,
-    run_handler,
-)
 from verifier.db import StateDB, StateMismatch
+from verifier.handlers import CLAIM_HANDLERS, Assignment, AuditContext, register_claim_handler, run_handler
+from verifier.jsonlog import JsonLog
 from verifier.metrics import Metrics
+from verifier.txsender import TxSender
 
 
 @pytest.fixture

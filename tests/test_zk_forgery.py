@@ -387,7 +387,7 @@ def test_the_daemons_inference_handler_survives_hostile_json(world: dict[str, An
                                                              tmp_path: Path) -> None:
     """The verifier daemon (and the main job's in-process nodes) audit through `CLAIM_HANDLERS[2]`: in this
     py-evm process, deep JSON in any bundle file gives Invalid, and the process lives on."""
-    from verifier.daemon import CLAIM_HANDLERS, Assignment, AuditContext
+    from verifier.handlers import CLAIM_HANDLERS, Assignment, AuditContext
 
     monkeypatch.setenv("PROOFREG_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PROOFREG_ALLOW_DEV_SRS", "1")

@@ -1,6 +1,10 @@
 """The verifier node daemon (`proofreg-verifier run`, SPEC sections 5 and 7).
 
-One loop, one thread for the chain, a small pool of audit workers:
+One loop, one thread for the chain, a small pool of audit workers. The node's data flow is
+follow -> schedule -> audit -> attest, and the code follows it: `verifier.follower` (events, cursor,
+reorgs), this module (jobs brought forward from the contract's view, the worker pool, commit-reveal and
+settlement), `verifier.handlers` (claim kind -> audit), `verifier.txsender` (signed, persisted, re-broadcast
+transactions) and `verifier.jsonlog` (the log).
 
 - **Registration.** At start, registers the account with the stake (`--stake`, default the registry's
   minimum) unless it is already registered.
@@ -43,28 +47,23 @@ One loop, one thread for the chain, a small pool of audit workers:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import platform
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
-from web3.exceptions import TransactionNotFound
 
 from registry import __version__
 from registry.artifact import load_artifact
-from registry.chain import TransactionError, _is_revert, estimate_gas
-from registry.claims import TrainingClaim
+from registry.chain import TransactionError, _is_revert
 from registry.deployment import DeploymentError, load_deployment
 from registry.errors import describe_exception
 from registry.hashing import as_hash, keccak256, to_hex
@@ -78,13 +77,21 @@ from verifier.audit import (
     UNAVAILABLE,
     VERDICT_CODE,
     AuditReport,
-    audit_training_claim,
     chain_parent_lookup,
 )
 from verifier.db import Job, StateDB, StateMismatch
-from verifier.engine import InitUnavailable, ParentClaim, ParentLookup
+from verifier.engine import InitUnavailable, ParentClaim
 from verifier.follower import Event, Follower
+from verifier.handlers import (
+    Assignment,
+    AuditContext,
+    environment,
+    run_handler,
+    warm_up,
+)
+from verifier.jsonlog import JsonLog, short_error
 from verifier.metrics import HealthServer, Metrics
+from verifier.txsender import TxSender
 
 REPORT_FORMAT = "proofreg-verifier-report/1"
 BLOCKHASH_WINDOW = 256
@@ -96,144 +103,6 @@ V_STAKE, V_STATUS = 0, 2
 
 
 # ------------------------------------------------------------------------------------------------------------
-# logs
-# ------------------------------------------------------------------------------------------------------------
-
-
-class JsonLog:
-    """One JSON object per line: ts, level, event, then fields. Values are never secrets: callers pass
-    addresses, ids, hashes and messages only."""
-
-    def __init__(self, stream: TextIO = sys.stderr, extra: dict[str, Any] | None = None) -> None:
-        self.stream = stream
-        self.extra = extra or {}
-        self._lock = threading.Lock()
-
-    def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
-        record = {"ts": round(time.time(), 3), "level": level, "event": event, **self.extra, **fields}
-        line = json.dumps(record, default=str, sort_keys=False)
-        with self._lock:
-            try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-
-
-# ------------------------------------------------------------------------------------------------------------
-# claim handlers: claim kind -> audit
-# ------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AuditContext:
-    """What a claim handler may use: the content store, where to work, and how to look up other claims."""
-
-    store: ContentStore
-    workdir: Path
-    device: str = "cpu"
-    threshold: float = DEFAULT_RHO_THRESHOLD
-    claim_lookup: Callable[[int], tuple[int, dict[str, Any]] | None] = lambda _id: None
-    policy: str | None = None  # tolerance policy name (None: the engine's default)
-    parent_lookup: ParentLookup | None = None  # a training claim's registered parent (lineage origin)
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """What the contract assigned: `segments` from `sampledSegments` (S draws, then the named ones), the
-    challenge's `seed` (policies draw extra segments from it by the contract's rule) and how many of the
-    segments were draws (`samples_drawn` = the registry's S)."""
-
-    challenge_id: int
-    segments: list[int]
-    seed: bytes | None = None
-    samples_drawn: int | None = None
-
-
-#: A handler audits one claim: (context, the claim's committed fields as JSON, assignment) -> report.
-ClaimHandler = Callable[[AuditContext, dict[str, Any], Assignment], AuditReport]
-
-
-def audit_training(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -> AuditReport:
-    """Kind 1: Proof-of-Learning re-execution of the sampled segments, plus what the policy adds
-    (`verifier.audit`)."""
-    fields = TrainingClaim.from_event(claim)
-    return audit_training_claim(ctx.store, fields, work.segments, threshold=ctx.threshold, device=ctx.device,
-                                workdir=ctx.workdir, policy=ctx.policy, seed=work.seed,
-                                samples_drawn=work.samples_drawn, parent_lookup=ctx.parent_lookup)
-
-
-def audit_inference(ctx: AuditContext, claim: dict[str, Any], work: Assignment) -> AuditReport:
-    """Kind 2: ZK inference proof checks, from `verifier.zk` when it is installed (imported lazily: the ZK
-    stack is heavy and optional); without it the verdict is Unavailable."""
-    try:
-        zk = importlib.import_module("verifier.zk")
-        fields_cls, audit_fn = zk.InferenceClaimFields, zk.audit_inference_claim
-    except (ImportError, AttributeError):
-        return AuditReport(UNAVAILABLE, "no ZK verifier installed", 0.0)
-    model_claim: TrainingClaim | None = None  # None when it cannot be found: the ZK audit says Unavailable
-    model_id = int(claim.get("modelClaimId", 0) or 0)
-    if model_id:
-        found = ctx.claim_lookup(model_id)
-        if found is not None and found[0] == 1:
-            model_claim = TrainingClaim.from_event(found[1])
-    report: AuditReport = audit_fn(ctx.store, fields_cls.from_event(claim), model_claim=model_claim,
-                                   workdir=ctx.workdir)
-    return report
-
-
-CLAIM_HANDLERS: dict[int, ClaimHandler] = {1: audit_training, 2: audit_inference}
-
-
-def register_claim_handler(kind: int, handler: ClaimHandler) -> None:
-    """Adds or replaces the audit of a claim kind (the extension point for further checks)."""
-    CLAIM_HANDLERS[kind] = handler
-
-
-def run_handler(ctx: AuditContext, kind: int, claim: dict[str, Any], work: Assignment) -> AuditReport:
-    """The handler's report; a handler that raises gives Unavailable with the exception as the reason (the
-    daemon retries it like any other unavailability)."""
-    handler = CLAIM_HANDLERS.get(kind)
-    if handler is None:
-        return AuditReport(UNAVAILABLE, f"no handler for claim kind {kind}", 0.0)
-    try:
-        return handler(ctx, claim, work)
-    except Exception as exc:  # noqa: BLE001 - a verdict, never a crash of the daemon
-        return AuditReport(UNAVAILABLE, f"audit failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
-                           ctx.threshold)
-
-
-def environment() -> dict[str, Any]:
-    """Hardware and software the report was made on (the audit's distances depend on them)."""
-    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                            "machine": platform.machine(), "cpus": os.cpu_count(), "proofreg": __version__}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return info
-
-
-def warm_up(device: str, log: JsonLog) -> None:
-    """Pays torch's one-time costs (lazy imports behind the first optimizer, the autograd engine's first
-    backward: several seconds on a small CPU) at start-up rather than inside the first audit's deadline."""
-    started = time.perf_counter()
-    try:
-        import torch
-
-        model = torch.nn.Linear(4, 2).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        model(torch.zeros(2, 4, device=device)).sum().backward()
-        opt.step()
-    except Exception as exc:  # noqa: BLE001 - only an optimization; the audit reports real failures
-        log("warm_up_failed", level="warning", error=_short(exc))
-        return
-    log("warmed_up", seconds=round(time.perf_counter() - started, 2))
 
 
 def event_json(value: Any) -> Any:
@@ -281,117 +150,6 @@ class DaemonConfig:
     #: Builds the node connection instead of an HTTP provider for `rpc_url` (the main job runs its verifier
     #: nodes as threads over the embedded in-process chain this way).
     web3_factory: Callable[[], Web3] | None = None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# transactions
-# ------------------------------------------------------------------------------------------------------------
-
-
-class TxSender:
-    """Signs locally, writes the signed bytes to the state file, then broadcasts; finds what happened to
-    pending transactions after a timeout or a restart (mined, dropped and re-broadcast, or replaced)."""
-
-    def __init__(self, w3: Web3, contract: Contract, signer: Signer, db: StateDB, metrics: Metrics, log: JsonLog,
-                 *, receipt_timeout: float, resend_after: float, gas_margin: float = 1.3) -> None:
-        self.w3, self.contract, self.signer, self.db = w3, contract, signer, db
-        self.metrics, self.log = metrics, log
-        self.receipt_timeout, self.resend_after, self.gas_margin = receipt_timeout, resend_after, gas_margin
-        self.address = Web3.to_checksum_address(signer.address)
-        self._chain_id: int | None = None
-
-    def pending_for(self, challenge_id: int, purpose: str | None = None) -> bool:
-        """Whether a transaction of ours for this challenge (of this purpose, if given) is still pending."""
-        return any(t.challenge_id == challenge_id and purpose in (None, t.purpose) for t in self.db.pending_txs())
-
-    def send(self, purpose: str, challenge_id: int | None, fn_name: str, *args: Any, value: int = 0) -> Any | None:
-        """Estimates (a revert raises TransactionError before anything is signed), signs, records, broadcasts
-        and waits up to `receipt_timeout`; returns the receipt, or None if still pending (then `recover`
-        follows it up)."""
-        fn = getattr(self.contract.functions, fn_name)(*args)
-        params: dict[str, Any] = {"from": self.address, "value": value}
-        estimate = estimate_gas(fn, params, fn_name)
-        if self._chain_id is None:
-            self._chain_id = int(self.w3.eth.chain_id)
-        nonce = int(self.w3.eth.get_transaction_count(self.address, "pending"))
-        recorded = [t.nonce for t in self.db.pending_txs()]
-        if recorded:
-            nonce = max(nonce, max(recorded) + 1)
-        params.update(gas=int(estimate * self.gas_margin) + 10_000, nonce=nonce, chainId=self._chain_id)
-        tx = fn.build_transaction(params)
-        signed = self.signer.account.sign_transaction(tx)
-        tx_hash = Web3.to_hex(signed.hash)
-        raw = bytes(signed.raw_transaction)
-        self.db.add_tx(tx_hash, purpose, challenge_id, nonce, raw)  # written before it leaves the process
-        self._broadcast(tx_hash, raw)
-        self.metrics.inc("tx_sent_total", purpose=purpose)
-        self.log("tx_sent", purpose=purpose, challenge=challenge_id, tx=tx_hash, nonce=nonce)
-        return self._wait(tx_hash, purpose, challenge_id, self.receipt_timeout)
-
-    def _broadcast(self, tx_hash: str, raw: bytes) -> None:
-        try:
-            self.w3.eth.send_raw_transaction(raw)
-        except Exception as exc:
-            text = str(exc).lower()
-            if "already known" in text or "known transaction" in text or "already imported" in text:
-                return
-            if "nonce too low" in text or "nonce has already been used" in text:
-                return  # mined already, or replaced: `recover` finds out which
-            if _is_revert(exc):
-                self.db.set_tx_state(tx_hash, "failed")
-                raise TransactionError(f"transaction {tx_hash} rejected: {describe_exception(exc)}") from None
-            raise
-
-    def _receipt(self, tx_hash: str) -> Any | None:
-        try:
-            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return None
-
-    def _wait(self, tx_hash: str, purpose: str, challenge_id: int | None, timeout: float) -> Any | None:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            receipt = self._receipt(tx_hash)
-            if receipt is not None:
-                ok = int(receipt["status"]) == 1
-                self.db.set_tx_state(tx_hash, "mined" if ok else "failed")
-                if not ok:
-                    self.metrics.inc("tx_failed_total", purpose=purpose)
-                    self.log("tx_failed", level="warning", purpose=purpose, challenge=challenge_id, tx=tx_hash)
-                return receipt
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    def recover(self) -> None:
-        """Settles the fate of every pending transaction: mined (or failed), still in the node's pool,
-        dropped (re-broadcast, same bytes), or its nonce used by another transaction (abandoned)."""
-        for tx in self.db.pending_txs():
-            receipt = self._receipt(tx.hash)
-            if receipt is not None:
-                self._wait(tx.hash, tx.purpose, tx.challenge_id, 0)
-                continue
-            latest_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))
-            if latest_nonce > tx.nonce:
-                self.db.set_tx_state(tx.hash, "replaced")
-                self.log("tx_replaced", level="warning", purpose=tx.purpose, challenge=tx.challenge_id, tx=tx.hash)
-                continue
-            try:
-                known = self.w3.eth.get_transaction(tx.hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                known = None
-            if known is None or time.time() - tx.created > self.resend_after:
-                self.log("tx_resent", level="warning", purpose=tx.purpose, challenge=tx.challenge_id, tx=tx.hash,
-                         dropped=known is None)
-                self.metrics.inc("tx_resent_total", purpose=tx.purpose)
-                try:
-                    self._broadcast(tx.hash, tx.raw)
-                except TransactionError as exc:
-                    self.log("tx_rejected", level="warning", tx=tx.hash, error=str(exc))
-                    continue
-                self._wait(tx.hash, tx.purpose, tx.challenge_id, min(self.receipt_timeout, 5.0))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -491,7 +249,7 @@ class VerifierDaemon:
                 raise
             except Exception as exc:  # noqa: BLE001 - the node may be down at start: wait for it
                 self.metrics.inc("rpc_errors_total")
-                self.log("rpc_unreachable", level="warning", error=_short(exc), retry_in=delay)
+                self.log("rpc_unreachable", level="warning", error=short_error(exc), retry_in=delay)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -557,7 +315,7 @@ class VerifierDaemon:
                         self.stop_event.wait(self.config.poll_interval)
                 except Exception as exc:  # noqa: BLE001 - RPC outages, node restarts: back off and go on
                     self.metrics.inc("rpc_errors_total")
-                    self.log("tick_failed", level="warning", error=_short(exc), retry_in=delay)
+                    self.log("tick_failed", level="warning", error=short_error(exc), retry_in=delay)
                     self.stop_event.wait(delay)
                     delay = min(delay * 2, 30.0)
             return 0
@@ -750,7 +508,7 @@ class VerifierDaemon:
             try:
                 self._audit(cid)
             except Exception as exc:  # noqa: BLE001 - the job is retried, the worker lives on
-                self.log("audit_crashed", level="error", challenge=cid, error=_short(exc))
+                self.log("audit_crashed", level="error", challenge=cid, error=short_error(exc))
                 self.db.update_job(cid, next_try=time.time() + self.config.retry_base)
             finally:
                 with self._running_lock:
@@ -927,7 +685,3 @@ class VerifierDaemon:
                 "lastTickAgeSeconds": None if age is None else round(age, 3),
                 "auditsRunning": self._running_now(), "jobs": self.db.job_counts()}
         return (503 if stale and not self.stop_event.is_set() else 200), data
-
-
-def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:240]}"
