@@ -45,9 +45,18 @@ def detection_probability(num_segments: int, forged: int, samples: int) -> float
     return 1.0 - (1.0 - min(forged, num_segments) / num_segments) ** samples
 
 
-def challenge_seed(seed_block_hash: bytes, challenge_id: int) -> bytes:
-    """The challenge's seed: `keccak256(abi.encode(blockhash(seedBlock), challengeId))` (SPEC section 5)."""
-    return keccak256(abi_encode(["bytes32", "uint256"], [as_hash(seed_block_hash), int(challenge_id)]))
+def challenge_seed(seed_block_hash: bytes, open_randao: int, challenge_id: int) -> bytes:
+    """The challenge's seed: `keccak256(abi.encode(blockhash(seedBlock), openRandao, challengeId))`, where
+    openRandao is `prevrandao | 1` of the block that opened (or last reseeded) the challenge, that block's
+    `mixHash` (docs/protocol.md section 5)."""
+    return keccak256(abi_encode(["bytes32", "uint256", "uint256"],
+                                [as_hash(seed_block_hash), int(open_randao), int(challenge_id)]))
+
+
+def open_randao_of(mix_hash: bytes | int) -> int:
+    """openRandao from the opening block's `mixHash` (its prevrandao): `prevrandao | 1`."""
+    value = mix_hash if isinstance(mix_hash, int) else int.from_bytes(as_hash(mix_hash), "big")
+    return value | 1
 
 
 def commitment_of(verdict: int, results_hash: bytes, report_cid: str, salt: bytes, member: str) -> bytes:

@@ -93,7 +93,16 @@ def sampling_vectors() -> dict[str, object]:
                 "segments": [sampling.segment_at(seed, j, n) for j in range(8)],
                 "committeeStarts": [sampling.committee_start(seed, j, n) for j in range(4)],
             })
-    return {"cases": out}
+    # the challenge seed: keccak256(abi.encode(blockhash(seedBlock), openRandao, challengeId))
+    seeds_of = []
+    for block_hash, mix_hash, challenge_id in ((h("block-a"), h("randao-a"), 1), (h("block-a"), h("randao-b"), 1),
+                                               (h("block-a"), "0x" + "00" * 32, 2), (h("block-b"), h("randao-a"), 7)):
+        open_randao = sampling.open_randao_of(bytes.fromhex(mix_hash[2:]))
+        seeds_of.append({"seedBlockHash": block_hash, "mixHash": mix_hash, "openRandao": hex(open_randao),
+                         "challengeId": challenge_id,
+                         "seed": "0x" + sampling.challenge_seed(bytes.fromhex(block_hash[2:]), open_randao,
+                                                                challenge_id).hex()})
+    return {"cases": out, "challengeSeeds": seeds_of}
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from web3 import EthereumTesterProvider, Web3
 from registry.hashing import keccak256
 from registry.localchain import deploy_registry
 from registry.params import RegistryParams, preset
+from registry.sampling import open_randao_of
 from registry.toolchain import compile_sources, solc_path
 from tests.conftest import CID, inference_claim, reverts, training_claim
 from tests.registry_driver import (
@@ -466,7 +467,7 @@ def test_draw_committee(d: Driver) -> None:
     seed_block = d.challenge_info(ch)["seedBlock"]
     from registry.sampling import challenge_seed
 
-    assert seed == challenge_seed(d.w3.eth.get_block(seed_block)["hash"], ch)
+    assert seed == challenge_seed(d.w3.eth.get_block(seed_block)["hash"], d.call("openRandaoOf", ch), ch)
     receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
     ev = d.events("CommitteeDrawn", receipt)[0].args
     committee = d.call("committee", ch)
@@ -477,6 +478,9 @@ def test_draw_committee(d: Driver) -> None:
     # idempotent: a second draw changes nothing and emits nothing
     receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
     assert d.events("CommitteeDrawn", receipt) == [] and d.call("committee", ch) == committee
+    # the draw overwrote openRandao with the seed: the getter says so
+    with reverts("CommitteeAlreadyDrawn", challengeId=ch):
+        d.call("openRandaoOf", ch)
 
 
 def test_seed_expires_and_reseed(d: Driver) -> None:
@@ -494,6 +498,9 @@ def test_seed_expires_and_reseed(d: Driver) -> None:
     receipt = d.send(d.reg.functions.reseed(ch), d.accounts[0])
     ev = d.events("ChallengeReseeded", receipt)[0].args
     assert ev.seedBlock == receipt.blockNumber + DEV.seed_delay
+    # the reseed's block supplies a fresh openRandao, fixed before the new seed block exists; the embedded EVM
+    # executes with prevrandao 0 (eth-tester writes a random mixHash into the header only when sealing)
+    assert d.call("openRandaoOf", ch) == open_randao_of(0) == 1
     assert ev.commitDeadline == ev.seedBlock + DEV.commit_period
     assert ev.deadline == ev.commitDeadline + DEV.reveal_period
     assert len(d.draw(ch)) == 3
@@ -509,7 +516,8 @@ def test_challenge_lookups_revert_for_unknown_ids(d: Driver) -> None:
         d.send(d.reg.functions.commitVerdict(7, b"\1" * 32), d.accounts[3])
     with reverts("UnknownChallenge", challengeId=7):
         d.send(d.reg.functions.revealVerdict(7, V_VALID, b"\0" * 32, "bafy", b"\0" * 32), d.accounts[3])
-    for view in ("getChallenge", "committee", "verdicts", "commitments", "namedSegments", "sampledSegments", "seedOf"):
+    for view in ("getChallenge", "committee", "verdicts", "commitments", "namedSegments", "sampledSegments", "seedOf",
+                 "openRandaoOf"):
         with reverts("UnknownChallenge", challengeId=7):
             d.call(view, 7)
     with reverts("UnknownClaim", claimId=7):
@@ -597,15 +605,28 @@ def test_commit_draws_lazily(d: Driver) -> None:
     assert d.events("CommitteeDrawn", receipt)[0].args.committee == expected
 
 
-def test_seed_mixes_block_hash_and_challenge_id(d: Driver) -> None:
+def test_seed_mixes_block_hash_open_randao_and_challenge_id(d: Driver) -> None:
     from registry.sampling import challenge_seed
 
     setup_verifiers(d)
     claim_id = d.commit(training_claim(), d.accounts[PROVER])
     ch = d.challenge(claim_id, d.accounts[CHALLENGER])
-    d.draw(ch)
+    # the embedded EVM (py-evm under eth-tester) executes with prevrandao 0, so openRandao is 0 | 1 = 1 there;
+    # the Hardhat devnet test checks a real nonzero prevrandao (tests/test_seed_hardhat.py)
+    open_randao = open_randao_of(0)
+    assert open_randao == 1 and d.call("openRandaoOf", ch) == open_randao
+    assert d.challenge_info(ch)["seed"] == (1).to_bytes(32, "big")  # the seed slot holds openRandao until drawn
+    d.to_seed(ch)
     seed_block = d.challenge_info(ch)["seedBlock"]
-    assert d.call("seedOf", ch) == challenge_seed(d.w3.eth.get_block(seed_block)["hash"], ch)
+    block_hash = bytes(d.w3.eth.get_block(seed_block)["hash"])
+    expected = challenge_seed(block_hash, open_randao, ch)
+    assert d.call("seedOf", ch) == expected
+    assert expected != challenge_seed(block_hash, 0, ch) and expected != challenge_seed(block_hash, 3, ch)
+    assert expected == keccak256(block_hash + open_randao.to_bytes(32, "big") + ch.to_bytes(32, "big"))
+    d.draw(ch)
+    assert d.call("seedOf", ch) == expected and d.challenge_info(ch)["seed"] == expected
+    with reverts("UnknownChallenge", challengeId=99):
+        d.call("openRandaoOf", 99)
 
 
 def test_reveal_opens_early_once_everyone_committed(d: Driver) -> None:

@@ -153,6 +153,13 @@ def test_sampling_vectors(case: dict[str, Any]) -> None:
     assert sampling.sampled_segments(seed, 8, n, [0]) == [*case["segments"], 0]
 
 
+@pytest.mark.parametrize("case", SAMPLING["challengeSeeds"], ids=lambda c: f"{c['seed'][:10]}")
+def test_challenge_seed_vectors(case: dict[str, Any]) -> None:
+    open_randao = sampling.open_randao_of(b32(case["mixHash"]))
+    assert open_randao == int(case["openRandao"], 16) and open_randao & 1 == 1
+    assert sampling.challenge_seed(b32(case["seedBlockHash"]), open_randao, case["challengeId"]) == b32(case["seed"])
+
+
 def test_detection_probability() -> None:
     assert sampling.detection_probability(100, 0, 8) == 0.0
     assert sampling.detection_probability(100, 100, 1) == 1.0

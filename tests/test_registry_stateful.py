@@ -58,7 +58,7 @@ from hypothesis.stateful import (
 from registry.errors import decode_revert
 from registry.hashing import keccak256
 from registry.localchain import EmbeddedChain
-from registry.sampling import challenge_seed, commitment_of, committee_start, sampled_segments
+from registry.sampling import challenge_seed, commitment_of, committee_start, open_randao_of, sampled_segments
 from tests.conftest import CID, DEV
 from tests.registry_driver import (
     ACTIVE,
@@ -136,6 +136,12 @@ class Evm:
 
     def block_hash(self, number: int) -> bytes:
         return bytes(self.backend.chain.get_canonical_block_by_number(number).hash)
+
+    def pending_open_randao(self) -> int:
+        """openRandao of a challenge opened (or reseeded) by the next transaction: the pending header's mixHash
+        (the `prevrandao` the EVM executes with) | 1. eth-tester writes a random mixHash into the header only when
+        it seals the block, after execution, so read the pending one (0 on the embedded chain)."""
+        return open_randao_of(bytes(self.backend.chain.get_block().header.mix_hash))
 
     def balance(self, account: str) -> int:
         return int(self.fresh_state().get_balance(to_canonical_address(account)))
@@ -235,6 +241,7 @@ class MChallenge:
     commit_deadline: int
     deadline: int
     status: int = CH_OPEN
+    open_randao: int = 1  # prevrandao | 1 of the block that opened (or last reseeded) the challenge
     drawn: bool = False
     committee: list[str] = field(default_factory=list)
     verdicts: list[int] = field(default_factory=list)  # revealed, by committee position, 0 = silent
@@ -516,11 +523,14 @@ class RegistryMachine(RuleBasedStateMachine):
             bad = [s for s in named if s >= claim.num_segments]
             if bad:
                 expect = err("SegmentOutOfRange", index=bad[0], numSegments=claim.num_segments)
+        randao = self.evm.pending_open_randao()
         if self._tx("openChallenge", (claim_id, named), challenger, value, expect) is not None:
             assert claim is not None
             seed_block = block + DEV.seed_delay
             ch = MChallenge(len(self.challenges) + 1, claim_id, challenger, list(named), seed_block,
                             seed_block + DEV.commit_period, seed_block + DEV.commit_period + DEV.reveal_period)
+            ch.open_randao = randao
+            assert self.evm.read("openRandaoOf", ch.id) == ch.open_randao
             self.challenges.append(ch)
             claim.open_challenges += 1
             STATS[f"challenge-on-status:{claim.status}"] += 1
@@ -544,7 +554,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def _expected_committee(self, ch: MChallenge) -> list[str]:
         """`_draw` recomputed: C distinct eligible verifiers, the j-th pick probing forward from its start."""
-        seed = challenge_seed(self.evm.block_hash(ch.seed_block), ch.id)
+        seed = challenge_seed(self.evm.block_hash(ch.seed_block), ch.open_randao, ch.id)
         prover = self.claims[ch.claim_id - 1].prover
         n = len(self.active)
         picked: list[str] = []
@@ -569,7 +579,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def _apply_draw(self, ch: MChallenge, expected: list[str], block: int) -> None:
         committee = [to_checksum_address(a) for a in self.evm.read("committee", ch.id)]
         assert committee == expected, f"challenge {ch.id}: committee {committee}, model {expected}"
-        seed = challenge_seed(self.evm.block_hash(ch.seed_block), ch.id)
+        seed = challenge_seed(self.evm.block_hash(ch.seed_block), ch.open_randao, ch.id)
         assert self.evm.read("seedOf", ch.id) == seed
         claim = self.claims[ch.claim_id - 1]
         segments = list(self.evm.read("sampledSegments", ch.id))
@@ -594,11 +604,14 @@ class RegistryMachine(RuleBasedStateMachine):
                 expect = err("CommitteeAlreadyDrawn", challengeId=challenge_id)
             elif block <= ch.seed_block + BLOCKHASH_WINDOW:
                 expect = err("SeedStillAvailable", seedBlock=ch.seed_block)
+        randao = self.evm.pending_open_randao()
         if self._tx("reseed", (challenge_id,), sender, 0, expect) is not None:
             assert ch is not None
             ch.seed_block = block + DEV.seed_delay
             ch.commit_deadline = ch.seed_block + DEV.commit_period
             ch.deadline = ch.commit_deadline + DEV.reveal_period
+            ch.open_randao = randao
+            assert self.evm.read("openRandaoOf", ch.id) == ch.open_randao
 
     def _do_draw(self, ch: MChallenge | None, challenge_id: int, sender: str) -> None:
         block = self.evm.pending_block()

@@ -8,7 +8,8 @@ import {Sampling} from "../libraries/Sampling.sol";
 /// @notice Challenges and committees: opening, the seed and the committee draw, commit-reveal attestations, and the views of a challenge (SPEC section 5).
 abstract contract Challenges is RegistryStorage {
     /// @notice Challenges a claim inside its window, with the challenge bond and up to 8 named segments.
-    /// @dev The seed is the hash of block `block.number + seedDelay`, unknown to everyone now.
+    /// @dev The seed mixes the hash of block `block.number + seedDelay`, unknown to everyone now, with this
+    /// block's `prevrandao` (stored as openRandao).
     function openChallenge(uint256 claimId, uint32[] calldata namedSegments)
         external
         payable
@@ -118,6 +119,14 @@ abstract contract Challenges is RegistryStorage {
         return ch.drawn ? ch.seed : _readSeed(ch, challengeId);
     }
 
+    /// @notice `block.prevrandao | 1` of the block that opened (or last reseeded) the challenge, an input of its
+    /// seed; readable until the committee is drawn, when the seed takes its slot (read it with `seedOf`).
+    function openRandaoOf(uint256 challengeId) external view returns (uint256) {
+        Challenge storage ch = _existingChallenge(challengeId);
+        if (ch.drawn) revert CommitteeAlreadyDrawn(challengeId);
+        return uint256(ch.seed);
+    }
+
     /// @notice The committee of a drawn challenge, in position order.
     function committee(uint256 challengeId) external view returns (address[] memory) {
         Challenge storage ch = _existingChallenge(challengeId);
@@ -186,6 +195,9 @@ abstract contract Challenges is RegistryStorage {
         ch.seedBlock = uint64(seedBlock);
         ch.commitDeadline = uint64(commitDeadline);
         ch.deadline = uint64(deadline);
+        // openRandao: this block's prevrandao, fixed before the seed block exists; `| 1` keeps the slot nonzero
+        // (so the draw overwrites it for 2,900 gas, not 20,000) and tells a stored value from an empty slot.
+        ch.seed = bytes32(block.prevrandao | 1);
     }
 
     /// @dev Checks the named segments (at most 8, each below `numSegments`) and packs them as uint32s.
@@ -199,16 +211,17 @@ abstract contract Challenges is RegistryStorage {
         }
     }
 
-    /// @dev `keccak256(abi.encode(blockhash(seedBlock), challengeId))`. The seed block's hash commits to its whole
-    /// header, whose `mixHash` is that block's `prevrandao` from paris on, so the beacon chain's RANDAO is in
-    /// the seed; `block.prevrandao` of the drawing block is not read, since whoever includes the draw could
-    /// then pick among up to 256 values by delaying it (docs/protocol.md section 5). The challenge id keeps
-    /// two challenges with the same seed block from sharing a committee and a sample.
+    /// @dev `keccak256(abi.encode(blockhash(seedBlock), openRandao, challengeId))`. openRandao is
+    /// `block.prevrandao | 1` of the block that opened (or last reseeded) the challenge, held in the `seed` slot
+    /// until the draw overwrites it with the seed. Both inputs are fixed by blocks mined before anyone can draw:
+    /// the drawing block's own `prevrandao` is not read, since whoever includes the draw could then pick among
+    /// up to 256 values by delaying it (docs/protocol.md section 5). The challenge id keeps two challenges with
+    /// the same seed block from sharing a committee and a sample.
     function _readSeed(Challenge storage ch, uint256 challengeId) internal view returns (bytes32) {
         uint256 seedBlock = ch.seedBlock;
         if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
         if (block.number > seedBlock + _BLOCKHASH_WINDOW) revert SeedExpired(seedBlock);
-        return keccak256(abi.encode(blockhash(seedBlock), challengeId));
+        return keccak256(abi.encode(blockhash(seedBlock), ch.seed, challengeId));
     }
 
     /// @dev Picks C distinct eligible verifiers: the j-th pick starts at `committeeStart(seed, j, n)` in the

@@ -126,7 +126,7 @@ abstract contract RegistryStorage {
         uint64 commitDeadline; // last block at which commitments are accepted
         uint16 verdicts; // 2 bits per committee position (a revealed Verdict)
         uint8 committed; // bit p set once position p has committed
-        bytes32 seed;
+        bytes32 seed; // openRandao (`block.prevrandao | 1` at open/reseed) until drawn, then the seed
         uint256 committee; // packed uint32 verifier ids, position p at bits [32p, 32p+32)
         uint256 named; // packed uint32 segment indices named by the challenger
     }
