@@ -8,13 +8,15 @@ loss (from a fixed allow-list), batch size, steps per segment, the dataset root 
 Config keys written by the recorder (format "proofreg-pol-config/2")::
 
     format, model: {family, args}, dtype, optimizer: {type, defaults, paramGroups: [{params: [names], ...}]},
-    scheduler: {type, args, every} | null, loss (cross_entropy | mse | bce_with_logits), batchSize,
+    scheduler: {type, args, every} | null, loss (a name or {type, options}: `registry.pol.step`), batchSize,
     stepsPerSegment, stepsPerEpoch,
     dataset: {datasetRoot, numExamples}, rng: {scheme: "proofreg/pol-rng/1", seed},
     init: {origin: "seed", seed, weightsHash} | {origin: "parent", parentClaimId, weightsHash}
           | {origin: "external", weightsHash},
     tolerancePolicy,
     clip: {type: "norm", maxNorm, normType} | {type: "value", clipValue}   (only when the run clips)
+    accumulation: {microBatches: n}                                        (only when n > 1)
+    precision: {autocast, matmulPrecision, cudnnTf32}                      (only when not torch's defaults)
 
 plus any user keys (seed, epochs, notes...) that do not collide with these.
 
@@ -24,31 +26,41 @@ state tensors and nothing else, and its param groups must agree with the config 
 learning rate of global step t is `learning_rates(config, n)[t]` (the committed scheduler stepped t // every
 times) and the epoch of step t is t // stepsPerEpoch; neither is taken from the manifest.
 
-The training step that replay performs, and that a recorded training loop must perform, is::
+The training step that replay performs, and that a recorded training loop must perform, is
+`registry.pol.step.train_step` (one module, used by replay, the self-check and `Recorder.train_step`)::
 
     model.train(); x, y = dataset.batch(indices)
     seed_step(rng seed, global step)                       # done by the recorder's forward hook
-    loss = F.cross_entropy(model(x), y)                     # one training-mode forward
-    loss.backward(); apply_clip(config, model)              # clip_grad_norm_/clip_grad_value_ when declared
-    optimizer.step(); optimizer.zero_grad(set_to_none=True)
+    for each of the n micro-batches (xm, ym) of (x, y):    # n = accumulation.microBatches, else 1
+        with autocast(precision.autocast):                 # only when declared
+            loss = <config loss>(model(xm), ym)            # one training-mode forward per micro-batch
+        (loss / n).backward()                              # loss.backward() when n == 1
+    clip (when declared); optimizer.step(); optimizer.zero_grad(set_to_none=True)
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from registry.hashing import to_hex, weights_hash
 from registry.models import GLOBAL_RNG_LOCK, build_model, get_family, initial_state
 from registry.pol.checkpoint import TranscriptError, from_json_group_value, json_scalar
 from registry.pol.rng import RNG_SCHEME
+from registry.pol.step import (
+    LOSS_TYPES,
+    clip_gradients,
+    clip_spec,
+    loss_callable,
+    loss_spec,
+    micro_batches_of,
+    precision_spec,
+)
 from registry.pol.transcript import CONFIG_FORMAT
 
 DEFAULT_TOLERANCE_POLICY = "pol-tolerance/1"
@@ -61,15 +73,12 @@ SUPPORTED_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "Adagrad": torch.optim.Adagrad,
 }
 
-SUPPORTED_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "cross_entropy": F.cross_entropy,
-    "mse": F.mse_loss,  # float targets of the output's shape (regression)
-    "bce_with_logits": F.binary_cross_entropy_with_logits,  # float 0/1 targets (multi-label)
-}
+#: Loss names a config may give (options: `registry.pol.step.LOSS_OPTIONS`).
+SUPPORTED_LOSSES = LOSS_TYPES
 
 #: Config keys the recorder writes only when the run uses them (an absent key keeps older configs, and
 #: their configHash, unchanged); a user key may not take their names.
-OPTIONAL_KEYS = frozenset({"clip"})
+OPTIONAL_KEYS = frozenset({"clip", "accumulation", "precision"})
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
                                   "bfloat16": torch.bfloat16}
@@ -222,51 +231,13 @@ def rng_seed_of(config: Mapping[str, Any]) -> int:
     return seed
 
 
-def clip_spec(clip: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The config's `clip` (gradient clipping over all model parameters, after the backward and before
-    `optimizer.step()`): {"type": "norm", "maxNorm", "normType"} (`clip_grad_norm_`) or {"type": "value",
-    "clipValue"} (`clip_grad_value_`). Accepts the torch argument names too (max_norm, norm_type, clip_value)."""
-    if clip is None:
-        return None
-    if not isinstance(clip, Mapping):
-        raise TranscriptError(f"clip must be a mapping like {{'type': 'norm', 'max_norm': 1.0}}, not {clip!r}")
-    c = {{"max_norm": "maxNorm", "norm_type": "normType", "clip_value": "clipValue"}.get(k, k): v
-         for k, v in clip.items()}
-    kind = c.get("type")
-    allowed = {"norm": {"type", "maxNorm", "normType"}, "value": {"type", "clipValue"}}.get(str(kind))
-    if allowed is None:
-        raise TranscriptError(f"clip type must be 'norm' or 'value', not {kind!r}")
-    if set(c) - allowed:
-        raise TranscriptError(f"clip of type {kind!r} takes {sorted(allowed - {'type'})}, "
-                              f"not {sorted(set(c) - allowed)}")
-
-    def number(key: str, default: float | None = None) -> float:
-        v = c.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-            raise TranscriptError(f"clip {key} must be a positive finite number, not {v!r}")
-        return float(v)
-
-    if kind == "norm":
-        return {"type": "norm", "maxNorm": number("maxNorm"), "normType": number("normType", 2.0)}
-    return {"type": "value", "clipValue": number("clipValue")}
-
-
 def apply_clip(config: Mapping[str, Any], model: nn.Module) -> None:
-    """The committed gradient clipping, as the recorded loop did it (replay calls this after backward)."""
-    spec = clip_spec(config.get("clip"))
-    if spec is None:
-        return
-    if spec["type"] == "norm":
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec["maxNorm"], norm_type=spec["normType"])
-    else:
-        torch.nn.utils.clip_grad_value_(model.parameters(), spec["clipValue"])
+    """The committed gradient clipping, as the recorded loop did it (after the last backward)."""
+    clip_gradients(clip_spec(config.get("clip")), model)
 
 
-def loss_function(config: Mapping[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    name = config.get("loss")
-    if name not in SUPPORTED_LOSSES:
-        raise TranscriptError(f"unsupported loss {name!r}; supported: {sorted(SUPPORTED_LOSSES)}")
-    return SUPPORTED_LOSSES[name]
+def loss_function(config: Mapping[str, Any]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    return loss_callable(config.get("loss"))
 
 
 def describe_scheduler(scheduler: Any, every: int | None) -> dict[str, Any] | None:
@@ -413,17 +384,19 @@ def make_init(origin: str, model_state: Mapping[str, torch.Tensor], *, seed: int
 
 
 def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimizer: dict[str, Any],
-                scheduler: dict[str, Any] | None, loss: str, batch_size: int, steps_per_segment: int,
+                scheduler: dict[str, Any] | None, loss: str | Mapping[str, Any], batch_size: int,
+                steps_per_segment: int,
                 dataset_root: str, num_examples: int, rng_seed: int, tolerance_policy: str,
                 user: Mapping[str, Any] | None, steps_per_epoch: int = 1,
-                init: dict[str, Any] | None = None, clip: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                init: dict[str, Any] | None = None, clip: Mapping[str, Any] | None = None,
+                micro_batches: int = 1, precision: Mapping[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "model": {"family": family, "args": family_args},
         "dtype": dtype,
         "optimizer": optimizer,
         "scheduler": scheduler,
-        "loss": loss,
+        "loss": loss_spec(loss).to_config(),
         "batchSize": batch_size,
         "stepsPerSegment": steps_per_segment,
         "stepsPerEpoch": steps_per_epoch,
@@ -435,6 +408,11 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
     clip_config = clip_spec(clip)
     if clip_config is not None:
         config["clip"] = clip_config
+    if micro_batches != 1:
+        config["accumulation"] = {"microBatches": micro_batches}
+        micro_batches_of(config)
+    if precision is not None:
+        config["precision"] = precision_spec(precision)
     for k, v in (user or {}).items():
         if k in config or k in OPTIONAL_KEYS:
             raise TranscriptError(f"config key {k!r} is set by the recorder; choose another name")

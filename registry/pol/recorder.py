@@ -61,7 +61,6 @@ from registry.hashing import chain_head, config_hash, to_hex, weights_hash
 from registry.pol.checkpoint import TranscriptError, checkpoint_chunks
 from registry.pol.config import (
     DEFAULT_TOLERANCE_POLICY,
-    SUPPORTED_LOSSES,
     VARYING_GROUP_KEYS,
     check_model_matches_family,
     clip_spec,
@@ -75,6 +74,7 @@ from registry.pol.config import (
     rebuild_optimizer,
 )
 from registry.pol.rng import seed_step
+from registry.pol.step import AUTOCAST_DTYPES, StepSpec, current_flags, loss_spec, precision_config, train_step
 from registry.pol.transcript import (
     MANIFEST_NAME,
     TRANSCRIPT_FORMAT,
@@ -198,15 +198,21 @@ class Recorder:
 
     def __init__(self, out_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, family: str,
                  family_args: Mapping[str, Any] | None, dataset: Dataset, steps_per_segment: int,
-                 config: Mapping[str, Any] | None = None, scheduler: Any = None, loss: str = "cross_entropy",
+                 config: Mapping[str, Any] | None = None, scheduler: Any = None,
+                 loss: str | Mapping[str, Any] = "cross_entropy",
                  dataset_cid: str | None = None, tolerance_policy: str = DEFAULT_TOLERANCE_POLICY,
                  rng_seed: int = 0, queue_size: int = 4, init_seed: int | None = None,
                  parent_claim_id: int | None = None, steps_per_epoch: int | None = None,
-                 self_check: bool = True, clip: Mapping[str, Any] | None = None) -> None:
+                 self_check: bool = True, clip: Mapping[str, Any] | None = None,
+                 accumulation: int = 1, autocast: str | None = None) -> None:
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
-        if loss not in SUPPORTED_LOSSES:
-            raise RecorderError(f"unsupported loss {loss!r}; supported: {sorted(SUPPORTED_LOSSES)}")
+        try:
+            loss_config = loss_spec(loss).to_config()
+        except TranscriptError as exc:
+            raise RecorderError(str(exc)) from exc
+        if isinstance(accumulation, bool) or not isinstance(accumulation, int) or accumulation < 1:
+            raise RecorderError(f"accumulation must be a positive number of micro-batches, not {accumulation!r}")
         self.out_dir = Path(out_dir)
         if (self.out_dir / MANIFEST_NAME).exists() or any((self.out_dir / "checkpoints").glob("*")):
             raise RecorderError(f"{self.out_dir} already holds a transcript; use an empty directory")
@@ -229,7 +235,15 @@ class Recorder:
             raise RecorderError(f"device {self.device} is not supported (cpu or cuda)")
 
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
-        self.family, self.k, self.loss = family, int(steps_per_segment), loss
+        self.family, self.k, self.loss = family, int(steps_per_segment), loss_config
+        self._micro = accumulation
+        self._flags = current_flags()
+        self._autocast: str | None = None  # seen at the first training-mode forward
+        self._autocast_seen = False
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise RecorderError(f"autocast {autocast!r} cannot be replayed; supported: {sorted(AUTOCAST_DTYPES)}")
+        self._declared_autocast = autocast
+        self._spec: StepSpec | None = None
         self._user_config = dict(config or {})
         self._scheduler, self._dataset_cid, self._policy = scheduler, dataset_cid, tolerance_policy
         self._scheduler_spec: dict[str, Any] | None = None
@@ -268,7 +282,7 @@ class Recorder:
                         optimizer=self._optimizer_spec, scheduler=None, loss=loss, batch_size=1,
                         steps_per_segment=self.k, dataset_root=to_hex(dataset.root), num_examples=len(dataset),
                         rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config,
-                        clip=self._clip)
+                        clip=self._clip, micro_batches=self._micro)
         except TranscriptError as exc:
             raise RecorderError(str(exc)) from exc
 
@@ -310,6 +324,19 @@ class Recorder:
         self._forwards += 1
         if self._forwards == 1:
             seed_step(self._rng_seed, self._step, self._cuda_index)
+        kind = self.device.type
+        autocast = None
+        if torch.is_autocast_enabled(kind):
+            dtype = torch.get_autocast_dtype(kind)
+            autocast = next((n for n, d in AUTOCAST_DTYPES.items() if d == dtype), str(dtype).removeprefix("torch."))
+        if not self._autocast_seen:
+            self._autocast, self._autocast_seen = autocast, True
+            if autocast is not None and autocast not in AUTOCAST_DTYPES:
+                self._hook_error = (f"torch.autocast in {autocast} cannot be replayed (it needs a GradScaler, whose "
+                                    "state is not checkpointed); use dtype=torch.bfloat16, or no autocast")
+        elif autocast != self._autocast:
+            self._hook_error = (f"autocast changed from {self._autocast} to {autocast} at step {self._step}; a "
+                                "recorded run must use one precision for every forward")
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._opt_steps += 1
@@ -349,11 +376,14 @@ class Recorder:
                 "optimizer.step() must run exactly once per rec.step(), it ran "
                 f"{self._opt_steps} times; gradient accumulation and skipped steps cannot be replayed"
             )
-        if self._forwards != 1:
+        if self._forwards != self._micro:
             raise RecorderError(
-                f"the model ran {self._forwards} training-mode forwards in this step; replay does exactly one "
-                "forward per step (no gradient accumulation over micro-batches)"
+                f"the model ran {self._forwards} training-mode forwards in this step, the Recorder expects "
+                f"{self._micro} (one per micro-batch); pass accumulation=<micro-batches per optimizer step>"
             )
+        if self._declared_autocast is not None and self._autocast != self._declared_autocast:
+            raise RecorderError(f"the Recorder was told autocast={self._declared_autocast!r} but the forward ran "
+                                f"with autocast {self._autocast}")
         idx = self._indices(indices)
         assert self._step_lrs is not None
         if lr is not None:
@@ -380,6 +410,29 @@ class Recorder:
         if self._j == self.k:
             self._close_segment()
 
+    def train_step(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The plain-loop API: runs the committed step (`registry.pol.step.train_step`: micro-batches, autocast
+        as declared, loss, backward, clipping, optimizer step) on the examples `indices`, steps the scheduler
+        given to the Recorder (every optimizer step) and records it. Returns the detached mean loss.
+
+            rec = Recorder(out, model, optimizer, family=..., family_args=..., dataset=ds, steps_per_segment=10)
+            for idx in batches:
+                rec.train_step(idx)
+            rec.finish()
+        """
+        self._check_open()
+        if self._spec is None:
+            self._spec = StepSpec.of({"loss": self.loss, "clip": self._clip,
+                                      "accumulation": {"microBatches": self._micro} if self._micro > 1 else None,
+                                      "precision": precision_config(self._declared_autocast, *self._flags)})
+        self.model.train()
+        x, y = self.dataset.batch(indices, self.device)
+        loss = train_step(self.model, self.optimizer, self._spec, x, y)
+        if self._scheduler is not None:
+            self._scheduler.step()
+        self.step(indices)
+        return loss
+
     def finish(self) -> TranscriptSummary:
         """Closes a partial last segment, writes the final checkpoint and `manifest.json`, returns the digests."""
         self._check_open()
@@ -391,6 +444,9 @@ class Recorder:
         if self._segment == 0:
             raise RecorderError("no steps were recorded; a transcript needs at least one segment")
         self._check_schedule()
+        if current_flags() != self._flags:
+            raise RecorderError(f"the float32 matmul precision / cuDNN TF32 flags changed during the run "
+                                f"({self._flags} -> {current_flags()}); set them before creating the Recorder")
         self._put(_FinalJob(self._segment, self._start))
         self._queue.put(None)
         self._thread.join()
@@ -506,6 +562,9 @@ class Recorder:
         if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
             raise RecorderError(f"indices must be a non-empty 1-d integer array, got {idx.dtype} {idx.shape}")
         if self._batch_size is None:
+            if idx.size % self._micro:
+                raise RecorderError(f"a step of {idx.size} examples does not split into {self._micro} equal "
+                                    "micro-batches; pass the indices of all micro-batches of the step, in order")
             self._batch_size = int(idx.size)
             self._seg_batches = np.empty((self.k, self._batch_size), dtype="<i8")
         elif idx.size != self._batch_size:
@@ -600,7 +659,8 @@ class Recorder:
             scheduler=self._scheduler_spec, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
             dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
             tolerance_policy=self._policy, user=self._user_config, steps_per_epoch=self._steps_per_epoch or 1,
-            init=self._init, clip=self._clip,
+            init=self._init, clip=self._clip, micro_batches=self._micro,
+            precision=precision_config(self._autocast, *self._flags),
         )
         hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]
         checkpoints = [{"index": i, "step": (self._results.segments[i]["startStep"] if i < n else self._step),

@@ -7,9 +7,10 @@ tensors: the model's state_dict and the optimizer's per-parameter state (copied 
 eps...) are never loaded; they must agree with the config (`check_checkpoint_config`, the field is named
 otherwise). It replays the batches with the learning rates of the committed schedule
 (`registry.pol.config.learning_rates`, which the manifest's `learningRates` must equal) — per step: the
-generators re-seeded for that step (`registry.pol.rng`), one forward, the config's loss, backward, `step()`,
-`zero_grad(set_to_none=True)` — and returns the resulting model state_dict (`replay_segment_state`: and the
-optimizer's state). `state_distances` compares that full state with checkpoint i+1.
+generators re-seeded for that step (`registry.pol.rng`), then `registry.pol.step.train_step`: the config's
+micro-batches, autocast, loss, backward, clipping, `step()`, `zero_grad(set_to_none=True)` — and returns
+the resulting model state_dict (`replay_segment_state`: and the optimizer's state). `state_distances`
+compares that full state with checkpoint i+1.
 
 Replaying on the machine, device and thread count of the recording gives ρ = 0 exactly; other thread counts
 or hardware give small non-zero ρ, which the tolerance policy bounds. The caller's RNG states are restored
@@ -31,16 +32,15 @@ from registry.datasets import Dataset
 from registry.hashing import as_hash, to_hex
 from registry.pol.checkpoint import Checkpoint, TranscriptError, copy_optimizer_state, read_checkpoint
 from registry.pol.config import (
-    apply_clip,
     epoch_of_step,
     group_mismatches,
     learning_rates,
-    loss_function,
     rebuild_model,
     rebuild_optimizer,
     rng_seed_of,
 )
 from registry.pol.rng import GLOBAL_RNG_LOCK, seed_step
+from registry.pol.step import StepSpec, precision_flags, train_step
 from registry.pol.transcript import load_manifest, read_batches
 
 
@@ -182,11 +182,14 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
     check_segment_declarations(config, seg, lrs)
     check_checkpoint_config(config, ckpt, lrs)
     dev = torch.device(device)
-    loss_fn = loss_function(config)
+    spec = StepSpec.of(config)
+    if int(m["batchSize"]) % spec.micro_batches:
+        raise TranscriptError(f"batch size {m['batchSize']} does not split into {spec.micro_batches} micro-batches")
     rng_seed = rng_seed_of(config)
 
     cuda = _cuda_index(dev)
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[cuda] if cuda is not None else []):
+    with (GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[cuda] if cuda is not None else []),
+          precision_flags(spec.precision)):
         if model is None:
             model = rebuild_model(config, dev)
         try:
@@ -212,11 +215,7 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
                 g["lr"] = float(lr)
             x, y = dataset.batch(batches[j], dev)
             seed_step(rng_seed, start + j, cuda)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            apply_clip(config, model)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(model, optimizer, spec, x, y)
         osd = optimizer.state_dict()
     return {k: v.detach() for k, v in model.state_dict().items()}, osd
 
