@@ -229,3 +229,48 @@ def test_step_declarations_are_checked() -> None:
     for bad_a in ({"microBatches": 1}, {"microBatches": "2"}, {"microBatches": 2, "x": 1}, 2):
         with pytest.raises(TranscriptError):
             StepSpec.of({"loss": "mse", "accumulation": bad_a})
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant", "cosine_min_lr"])
+def test_hugging_face_warmup_schedules_are_data(kind: str, digits: Dataset, tmp_path: Path) -> None:
+    """transformers' warmup schedules are LambdaLRs over partials: recognised by name and keywords, never
+    called by a verifier, which recomputes every rate; the recorder checks each recorded rate against it."""
+    from transformers import optimization as hf
+
+    model, opt = _model()
+    sched = {"linear": lambda: hf.get_linear_schedule_with_warmup(opt, 3, 8),
+             "cosine": lambda: hf.get_cosine_schedule_with_warmup(opt, 2, 8, num_cycles=0.7),
+             "constant": lambda: hf.get_constant_schedule_with_warmup(opt, 3),
+             "cosine_min_lr": lambda: hf.get_cosine_with_min_lr_schedule_with_warmup(opt, 2, 8, min_lr_rate=0.1)}[kind]()
+    ref = []
+    shadow = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
+    shadow_sched = {"linear": lambda: hf.get_linear_schedule_with_warmup(shadow, 3, 8),
+                    "cosine": lambda: hf.get_cosine_schedule_with_warmup(shadow, 2, 8, num_cycles=0.7),
+                    "constant": lambda: hf.get_constant_schedule_with_warmup(shadow, 3),
+                    "cosine_min_lr": lambda: hf.get_cosine_with_min_lr_schedule_with_warmup(
+                        shadow, 2, 8, min_lr_rate=0.1)}[kind]()
+    for _ in range(8):
+        ref.append(shadow.param_groups[0]["lr"])
+        shadow.step()
+        shadow_sched.step()
+    rec = Recorder(tmp_path / "t", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=4,
+                   scheduler=sched)
+    for _, (_, idx) in zip(range(8), epoch_batches(len(digits), 8, 10, 0), strict=False):
+        rec.train_step(idx)
+    rec.finish()
+    m = load_manifest(tmp_path / "t")
+    assert m["config"]["scheduler"]["type"] == {"linear": "HFLinearWarmup", "cosine": "HFCosineWarmup",
+                                                "constant": "HFConstantWarmup",
+                                                "cosine_min_lr": "HFCosineWarmup"}[kind]
+    from registry.pol.config import learning_rates
+
+    assert [r[0] for r in learning_rates(m["config"], 8)] == ref  # bit for bit, transformers' own numbers
+    assert rhos(tmp_path / "t", digits) == [0.0, 0.0]
+
+
+def test_schedules_that_are_not_data_are_refused(digits: Dataset, tmp_path: Path) -> None:
+    model, opt = _model()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.9 ** t)  # arbitrary code: a verifier cannot run it
+    with pytest.raises(RecorderError, match="LambdaLR is not supported"):
+        Recorder(tmp_path / "t", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=4,
+                 scheduler=sched)

@@ -40,7 +40,9 @@ The training step that replay performs, and that a recorded training loop must p
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -98,6 +100,17 @@ SUPPORTED_SCHEDULERS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
     "ConstantLR": (torch.optim.lr_scheduler.ConstantLR, ("factor", "total_iters")),
     "PolynomialLR": (torch.optim.lr_scheduler.PolynomialLR, ("total_iters", "power")),
 }
+
+#: Hugging Face's warmup schedules (`transformers.optimization.get_*_schedule_with_warmup`, a LambdaLR over a
+#: partial of a module-level function): recognised by that function's name and keywords, never called. The
+#: verifier computes the same factors with `_hf_factor` (the recorder checks every recorded rate against it).
+HF_SCHEDULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "HFConstantWarmup": ("_get_constant_schedule_with_warmup_lr_lambda", ("num_warmup_steps",)),
+    "HFLinearWarmup": ("_get_linear_schedule_with_warmup_lr_lambda", ("num_warmup_steps", "num_training_steps")),
+    "HFCosineWarmup": ("_get_cosine_schedule_with_warmup_lr_lambda",
+                       ("num_warmup_steps", "num_training_steps", "num_cycles", "min_lr_rate")),
+}
+_HF_DEFAULTS: dict[str, Any] = {"min_lr_rate": 0.0}
 
 INIT_ORIGINS = ("seed", "parent", "external")
 #: The contract's `InitOrigin` enum (Seed, Parent, External) by config origin.
@@ -240,16 +253,75 @@ def loss_function(config: Mapping[str, Any]) -> Callable[[Any, torch.Tensor], to
     return loss_callable(config.get("loss"))
 
 
+def _hf_schedule(scheduler: Any) -> dict[str, Any] | None:
+    """The config entry of a Hugging Face warmup schedule, or None when `scheduler` is not one."""
+    if type(scheduler) is not torch.optim.lr_scheduler.LambdaLR:
+        return None
+    fns = list(getattr(scheduler, "lr_lambdas", []))
+    if not fns or not all(isinstance(f, functools.partial) for f in fns):
+        return None
+    f = fns[0]
+    if getattr(f.func, "__module__", None) != "transformers.optimization":
+        return None
+    kind = next((k for k, (fn, _) in HF_SCHEDULES.items() if f.func.__name__ == fn), None)
+    if kind is None or f.args or any(g.func is not f.func or g.args or g.keywords != f.keywords for g in fns):
+        raise TranscriptError(f"Hugging Face schedule {f.func.__name__} is not supported; supported: "
+                              f"{sorted(fn for fn, _ in HF_SCHEDULES.values())} (the same for every param group)")
+    names = HF_SCHEDULES[kind][1]
+    kw = {**{k: v for k, v in _HF_DEFAULTS.items() if k in names}, **f.keywords}
+    if set(kw) != set(names):
+        raise TranscriptError(f"Hugging Face schedule {f.func.__name__} has arguments {sorted(kw)}, expected "
+                              f"{list(names)}")
+    return {"type": kind, "args": {k: json_scalar(kw[k], f"scheduler {k}") for k in names}}
+
+
+def _hf_factor(kind: str, args: Mapping[str, Any]) -> Callable[[int], float]:
+    """The LR factor of step t of a Hugging Face warmup schedule: the formulas of transformers 5.17's
+    `_get_*_schedule_with_warmup_lr_lambda`, computed in the same float operations."""
+    names = HF_SCHEDULES[kind][1]
+    if set(args) != set(names):
+        raise TranscriptError(f"scheduler {kind} needs arguments {list(names)}")
+    for k in ("num_warmup_steps", "num_training_steps"):
+        v = args.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise TranscriptError(f"scheduler {kind} {k} must be a non-negative integer, not {v!r}")
+    for k in ("num_cycles", "min_lr_rate"):
+        v = args.get(k, 0.0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise TranscriptError(f"scheduler {kind} {k} must be a finite number, not {v!r}")
+    warm = int(args["num_warmup_steps"])
+    if kind == "HFConstantWarmup":
+        return lambda t: float(t) / float(max(1.0, warm)) if t < warm else 1.0
+    total = int(args["num_training_steps"])
+    if kind == "HFLinearWarmup":
+        return lambda t: (float(t) / float(max(1, warm)) if t < warm
+                          else max(0.0, float(total - t) / float(max(1, total - warm))))
+    cycles, floor = float(args["num_cycles"]), float(args["min_lr_rate"])
+
+    def cosine(t: int) -> float:
+        if t < warm:
+            return float(t) / float(max(1, warm))
+        progress = float(t - warm) / float(max(1, total - warm))
+        factor = 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
+        return max(0, factor * (1 - floor) + floor)
+
+    return cosine
+
+
 def describe_scheduler(scheduler: Any, every: int | None) -> dict[str, Any] | None:
     """The config's `scheduler`: type, defining arguments, and `every` (optimizer steps per scheduler.step(),
     null when it was never stepped)."""
     if scheduler is None:
         return None
+    hf = _hf_schedule(scheduler)
+    if hf is not None:
+        return {**hf, "every": every}
     kind = type(scheduler).__name__
     entry = SUPPORTED_SCHEDULERS.get(kind)
     if entry is None or entry[0] is not type(scheduler):
         raise TranscriptError(f"LR scheduler {type(scheduler).__module__}.{kind} is not supported; supported: "
-                              f"{sorted(SUPPORTED_SCHEDULERS)} from torch.optim.lr_scheduler")
+                              f"{sorted(SUPPORTED_SCHEDULERS)} from torch.optim.lr_scheduler, and Hugging Face's "
+                              "constant / linear / cosine warmup schedules")
     args: dict[str, Any] = {}
     for name in entry[1]:
         value = getattr(scheduler, name)
@@ -274,15 +346,19 @@ def learning_rates(config: Mapping[str, Any], num_steps: int) -> list[list[float
         spec = config.get("scheduler")
         if spec is None:
             return [list(lr0) for _ in range(num_steps)]
-        cls, names = SUPPORTED_SCHEDULERS[spec["type"]]
         args = spec["args"]
-        if set(args) != set(names):
-            raise TranscriptError(f"scheduler {spec['type']} needs arguments {list(names)}")
         every = spec.get("every")
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise TranscriptError(f"scheduler every {every!r} must be a positive integer or null")
         dummy = torch.optim.SGD([{"params": [torch.zeros(0)], "lr": b} for b in _base_lrs(config)], lr=1.0)
-        sched = cls(dummy, **{k: (list(v) if isinstance(v, list) else v) for k, v in args.items()})
+        sched: Any
+        if spec["type"] in HF_SCHEDULES:
+            sched = torch.optim.lr_scheduler.LambdaLR(dummy, _hf_factor(spec["type"], args))
+        else:
+            cls, names = SUPPORTED_SCHEDULERS[spec["type"]]
+            if set(args) != set(names):
+                raise TranscriptError(f"scheduler {spec['type']} needs arguments {list(names)}")
+            sched = cls(dummy, **{k: (list(v) if isinstance(v, list) else v) for k, v in args.items()})
     except TranscriptError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -130,6 +130,27 @@ def test_clip_in_the_config_that_the_evidence_did_not_follow_is_invalid(lab: dic
     assert report.segments and all(not r.passed for r in report.segments)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("precision", {"autocast": "bfloat16", "matmulPrecision": "highest", "cudnnTf32": True}),
+    ("loss", {"type": "cross_entropy", "labelSmoothing": 0.5, "ignoreIndex": -100}),
+    ("accumulation", {"microBatches": 3}),
+])
+def test_step_declarations_the_evidence_did_not_follow_are_invalid(lab: dict[str, Any], key: str,
+                                                                   value: Any) -> None:
+    """Precision, loss options and accumulation are read by replay (registry.pol.step): declared on a run that
+    did not use them, every digest resealed, they make every audited segment diverge, or the config is
+    refused as one that cannot describe the run (a batch of 32 has no 3 equal micro-batches)."""
+    def edit(tdir: Path, m: dict[str, Any]) -> None:
+        m["config"][key] = value
+        write_manifest(tdir / MANIFEST_NAME, m)
+
+    tdir = forge(lab, f"step-{key}", edit)
+    assert read_manifest(tdir)["config"][key] == value
+    for everything in (False, True):
+        report = run_audit(lab, tdir, all_segments=everything)
+        assert report.verdict == INVALID, (key, everything, report.reason)
+
+
 # 2. Hyperparameters in a checkpoint differ from the config -----------------------------------------------------
 
 def test_lr_zero_copy_segment_is_invalid(lab: dict[str, Any]) -> None:
