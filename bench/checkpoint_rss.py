@@ -59,7 +59,7 @@ def _child(mode: str, store_dir: str, cid: str, path: str, expected: str) -> Non
     out: dict[str, Any] = {}
     if mode == "fetch":
         source = StoreSource(store, cid)
-        data = source.read(REL, 1 << 40)
+        data = source.read_buffer(REL, 1 << 40)  # as `Engine._checkpoint` reads it
         ckpt = decode_checkpoint(data, as_hash(expected))
         del data
         out["tensors"] = len(ckpt.model) + sum(len(e) for e in ckpt.optimizer["state"].values())

@@ -17,7 +17,7 @@ from registry.claims import TrainingClaim
 from registry.datasets import Dataset, DatasetError
 from registry.errors import PublishError
 from registry.hashing import as_hash, sha256_file, weights_hash
-from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
+from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint, read_buffer
 from registry.pol.transcript import MANIFEST_NAME, TranscriptSummary, load_manifest, summary_of, write_manifest
 from registry.store.base import ContentStore, StoreError
 
@@ -84,7 +84,8 @@ def _read_checkpoint_file(tdir: Path, rel: str, expected: str, what: str) -> Che
     if not path.is_file():
         raise PublishError(f"invalid transcript {tdir}: {what} is missing ({rel}); was the run finished?")
     try:
-        return decode_checkpoint(path.read_bytes(), as_hash(expected))
+        # one writable buffer that the decoded tensors share: the file is in memory once, not twice
+        return decode_checkpoint(read_buffer(path), as_hash(expected))
     except TranscriptError as exc:
         if "is not the manifest's" in str(exc):
             raise PublishError(f"invalid transcript {tdir}: {what} ({rel}) does not match its hash "
