@@ -170,7 +170,8 @@ def checkpoint_chunks(index: int, step: int, model_state: dict[str, torch.Tensor
 
 @dataclass
 class Checkpoint:
-    """A decoded checkpoint. Tensors are fresh CPU tensors owned by this object."""
+    """A decoded checkpoint. Tensors are CPU tensors owned by this object: views of the buffer it was decoded
+    from when that was writable (handed over, so the state is in memory once), fresh copies otherwise."""
 
     index: int
     step: int
