@@ -13,6 +13,9 @@ Rows (goal in brackets):
 - ZK overhead: the project's prove / verify / memory over calling ezkl directly (≤ 1.05) — `bench.zk`;
 - challenge → settlement on a Hardhat node with three verifier daemons (≤ 30 s), with `--settle`.
 
+Not in the table: peak RSS of fetching and verifying a 100M-parameter checkpoint (≤ 1.5× the state), run
+apart as `python -m bench.checkpoint_rss` (it writes ~800 MB under /tmp, and deletes it).
+
 Machines are shared and noisy: read the ratios, not the absolute times. docs/benchmarks.md keeps the latest
 table, the README its headline figures.
 """

@@ -18,7 +18,7 @@ def keccak256(data: bytes) -> bytes:
     return bytes(_keccak(data))
 
 
-def sha256(data: bytes) -> bytes:
+def sha256(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 

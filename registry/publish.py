@@ -17,7 +17,7 @@ from registry.claims import TrainingClaim
 from registry.datasets import Dataset, DatasetError
 from registry.errors import PublishError
 from registry.hashing import as_hash, sha256_file, weights_hash
-from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
+from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint, read_buffer
 from registry.pol.transcript import MANIFEST_NAME, TranscriptSummary, load_manifest, summary_of, write_manifest
 from registry.store.base import ContentStore, StoreError
 
@@ -54,26 +54,26 @@ def verify_transcript(transcript_dir: str | Path, progress: Callable[[int, int],
         manifest = load_manifest(tdir)
         ckpts = manifest["checkpoints"]
         # Checkpoints 0 and last are decoded as well as hashed: read once, hashed once (decode_checkpoint checks
-        # the hash of the bytes it parses); every other file is hashed streaming.
+        # the hash of the bytes it parses), and only their weights hashes are kept, so that no more than one
+        # state is in memory at a time (issue 13); every other file is hashed streaming.
         decode = {0: "first", len(ckpts) - 1: "last"}
         files = [(e["path"], e["ckptHash"], f"checkpoint {e['index']}", decode.get(i)) for i, e in enumerate(ckpts)]
         files += [(s["batches"], s["batchesHash"], f"batch file of segment {s['index']}", None)
                   for s in manifest["segments"]]
-        decoded: dict[str, Checkpoint] = {}
+        weights: dict[str, bytes] = {}
         for done, (rel, expected, what, role) in enumerate(files, 1):
             if role is None:
                 _check_file(tdir, rel, expected, what)
             else:
-                decoded[role] = _read_checkpoint_file(tdir, rel, expected, what)
+                weights[role] = weights_hash(_read_checkpoint_file(tdir, rel, expected, what).model)
             if progress is not None:
                 progress(done, len(files))
-        final, ckpt0 = decoded["last"], decoded["first"]
         summary = summary_of(manifest, tdir / MANIFEST_NAME)
     except TranscriptError as exc:
         raise PublishError(f"invalid transcript {tdir}: {exc}") from None
-    if weights_hash(final.model) != as_hash(manifest["finalWeightsHash"]):
+    if weights["last"] != as_hash(manifest["finalWeightsHash"]):
         raise PublishError(f"invalid transcript {tdir}: the last checkpoint's weights do not give finalWeightsHash")
-    if weights_hash(ckpt0.model) != summary.init_weights_hash:
+    if weights["first"] != summary.init_weights_hash:
         raise PublishError(f"invalid transcript {tdir}: checkpoint 0's weights do not give the config's "
                            "init.weightsHash")
     return manifest, summary
@@ -84,7 +84,8 @@ def _read_checkpoint_file(tdir: Path, rel: str, expected: str, what: str) -> Che
     if not path.is_file():
         raise PublishError(f"invalid transcript {tdir}: {what} is missing ({rel}); was the run finished?")
     try:
-        return decode_checkpoint(path.read_bytes(), as_hash(expected))
+        # one writable buffer that the decoded tensors share: the file is in memory once, not twice
+        return decode_checkpoint(read_buffer(path), as_hash(expected))
     except TranscriptError as exc:
         if "is not the manifest's" in str(exc):
             raise PublishError(f"invalid transcript {tdir}: {what} ({rel}) does not match its hash "

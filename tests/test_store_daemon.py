@@ -107,6 +107,7 @@ def test_file_cids_equal_vectors_and_embedded(store: DaemonStore, embedded: Embe
     assert cid == vector["v1raw"] == embedded.add_bytes(data)
     assert cid.startswith("baf")  # CIDv1 base32, though js-ipfs answers base58btc by default
     assert store.cat(cid) == data
+    assert store.cat_buffer(cid) == data  # one preallocated buffer; b5m's add streamed in 1 MiB pieces
 
 
 def test_add_file_streams_and_matches_embedded(store: DaemonStore, embedded: EmbeddedStore, tmp_path: Path) -> None:
@@ -145,6 +146,7 @@ def test_partial_cat_across_chunk_boundaries(store: DaemonStore, trusting: Daemo
                            (size - 3, 100), (size, 5), (size + 10, None), (0, None), (2 * CHUNK, 0)]:
         expected = data[offset:] if length is None else data[offset:offset + length]
         assert reader.cat(cid, offset, length) == expected, (offset, length)
+        assert reader.cat_buffer(cid, offset, length) == expected, (offset, length)
     assert reader.size(cid) == size
 
 

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ from registry.datasets import Dataset, DatasetError
 from registry.hashing import as_hash, sha256, to_hex, weights_hash
 from registry.merkle import segment_leaf, verify
 from registry.models import ModelFamilyError, UnknownFamilyError
-from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint
+from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint, read_buffer
 from registry.pol.config import init_spec_of, init_state, learning_rates, rebuild_model
 from registry.pol.recorder import update_norm
 from registry.pol.replay import (
@@ -103,6 +103,8 @@ class Limits:
 # Where the evidence comes from
 # ---------------------------------------------------------------------------------------------------------
 
+B = TypeVar("B", bytes, bytearray)
+
 
 class Source:
     """Files of one directory (a transcript or a dataset), read whole with a size limit, bytes counted."""
@@ -115,11 +117,23 @@ class Source:
         self._lock = threading.Lock()
 
     def read(self, rel: str, limit: int) -> bytes:
+        self._check_path(rel)
+        return self._account(rel, limit, self._read(rel, limit))
+
+    def read_buffer(self, rel: str, limit: int) -> bytearray:
+        """Like `read`, as one writable buffer filled in place: a big checkpoint is in memory once, and
+        `decode_checkpoint` makes its tensors views of it (issue 13, peak RSS ~1x the state)."""
+        self._check_path(rel)
+        return self._account(rel, limit, self._read_buffer(rel, limit))
+
+    @staticmethod
+    def _check_path(rel: str) -> None:
         try:
             split_path(rel)
         except InvalidPath as exc:
             raise TranscriptError(f"path {rel!r} escapes the directory: {exc}") from None
-        data = self._read(rel, limit)
+
+    def _account(self, rel: str, limit: int, data: B) -> B:
         if len(data) > limit:
             raise TranscriptError(f"{rel} is larger than the limit of {limit} bytes")
         with self._lock:
@@ -129,6 +143,9 @@ class Source:
 
     def _read(self, rel: str, limit: int) -> bytes:
         raise NotImplementedError
+
+    def _read_buffer(self, rel: str, limit: int) -> bytearray:
+        return bytearray(self._read(rel, limit))  # a copy: sources that can fill a buffer in place override it
 
 
 class StoreSource(Source):
@@ -144,6 +161,17 @@ class StoreSource(Source):
         except StoreError as exc:
             raise EvidenceUnavailable(f"{rel}: {exc}") from None
 
+    def _read_buffer(self, rel: str, limit: int) -> bytearray:
+        # filled in place where the store offers it (both of the project's stores do)
+        cat_buffer = getattr(self.store, "cat_buffer", None)
+        if cat_buffer is None:
+            return super()._read_buffer(rel, limit)
+        try:
+            buf: bytearray = cat_buffer(f"{self.cid}/{rel}", 0, limit + 1)
+        except StoreError as exc:
+            raise EvidenceUnavailable(f"{rel}: {exc}") from None
+        return buf
+
 
 class DirSource(Source):
     """A local directory; a file (or symlink) that resolves outside it is refused, not followed."""
@@ -154,6 +182,21 @@ class DirSource(Source):
         self.label = str(root)
 
     def _read(self, rel: str, limit: int) -> bytes:
+        path = self._file(rel, limit)
+        try:
+            with open(path, "rb") as f:
+                return f.read(limit + 1)
+        except OSError as exc:
+            raise EvidenceUnavailable(f"{rel}: {exc}") from None
+
+    def _read_buffer(self, rel: str, limit: int) -> bytearray:
+        path = self._file(rel, limit)
+        try:
+            return read_buffer(path, limit)
+        except OSError as exc:
+            raise EvidenceUnavailable(f"{rel}: {exc}") from None
+
+    def _file(self, rel: str, limit: int) -> Path:
         try:
             base = self.root.resolve(strict=True)
             path = (self.root / rel).resolve(strict=True)
@@ -165,11 +208,7 @@ class DirSource(Source):
             raise TranscriptError(f"{rel} is not a regular file")
         if path.stat().st_size > limit:
             raise TranscriptError(f"{rel} is larger than the limit of {limit} bytes")
-        try:
-            with open(path, "rb") as f:
-                return f.read(limit + 1)
-        except OSError as exc:
-            raise EvidenceUnavailable(f"{rel}: {exc}") from None
+        return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -564,7 +603,7 @@ class Engine:
 
         def load(i: int) -> Checkpoint:
             entry = manifest["checkpoints"][i]
-            data = self.source.read(entry["path"], self.limits.max_file_bytes)
+            data = self.source.read_buffer(entry["path"], self.limits.max_file_bytes)
             return decode_checkpoint(data, as_hash(entry["ckptHash"]))
 
         prev = load(0)
@@ -584,7 +623,7 @@ class Engine:
         if cached is not None:
             return cached
         entry = manifest["checkpoints"][i]
-        data = self.source.read(entry["path"], self.limits.max_file_bytes)
+        data = self.source.read_buffer(entry["path"], self.limits.max_file_bytes)
         ckpt = decode_checkpoint(data, as_hash(entry["ckptHash"]))
         if ckpt.index != i or ckpt.step != entry["step"]:
             raise TranscriptError(f"checkpoint {i} says it is index {ckpt.index} at step {ckpt.step}")
@@ -645,7 +684,7 @@ class Engine:
                 continue
             info = dataset.manifest["shards"][shard]
             for rel, key in ((info["features"], "featuresHash"), (info["labels"], "labelsHash")):
-                data = self._ds_source.read(rel, self.limits.max_file_bytes)
+                data = self._ds_source.read_buffer(rel, self.limits.max_file_bytes)  # one copy of a big shard
                 if sha256(data) != as_hash(info[key]):
                     raise DatasetError(f"dataset {rel} does not match its {key}")
                 path = dataset.path / rel

@@ -20,15 +20,21 @@ The random draws of every step follow from the configuration's seed and the step
 so a checkpoint carries no generator state. The file layout is fixed (tensors in name order, see
 `safetensors_chunks`), so the same state gives the same bytes and the same `ckptHash`.
 
-Reading parses the safetensors header itself (bounded size, JSON only) before handing the bytes to
-`safetensors.torch.load`, so a pickle or any other hostile file fails with `TranscriptError` and runs nothing.
+Reading parses the safetensors file itself (bounded header, JSON only, offsets that tile the data exactly, as
+strict as the official loader), so a pickle or any other hostile file fails with `TranscriptError` and runs
+nothing. Decoding a writable buffer (what `read_buffer` and the stores' `cat_buffer` return) makes the tensors
+views of it, so a verified checkpoint sits in memory once, not as bytes plus a parsed copy (issue 13: a
+100M-parameter checkpoint is fetched and decoded at about 1x the state size in peak RSS; `bench.checkpoint_rss`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +42,7 @@ import torch
 from safetensors.torch import load as st_load
 
 from registry import safejson
-from registry.hashing import as_hash, canonical_json, sha256, to_hex
+from registry.hashing import as_hash, canonical_json, to_hex
 from registry.pol.rng import RNG_SCHEME
 
 CKPT_FORMAT = "proofreg-ckpt/1"
@@ -84,6 +90,7 @@ _ST_DTYPES: dict[torch.dtype, str] = {
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+_ST_CODES: dict[str, torch.dtype] = {code: dtype for dtype, code in _ST_DTYPES.items()}
 
 
 def safetensors_chunks(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> list[bytes | memoryview]:
@@ -163,7 +170,8 @@ def checkpoint_chunks(index: int, step: int, model_state: dict[str, torch.Tensor
 
 @dataclass
 class Checkpoint:
-    """A decoded checkpoint. Tensors are fresh CPU tensors owned by this object."""
+    """A decoded checkpoint. Tensors are CPU tensors owned by this object: views of the buffer it was decoded
+    from when that was writable (handed over, so the state is in memory once), fresh copies otherwise."""
 
     index: int
     step: int
@@ -172,28 +180,104 @@ class Checkpoint:
     ckpt_hash: bytes = b""
 
 
-def _header(data: bytes) -> dict[str, Any]:
+Buffer = bytes | bytearray | memoryview
+
+
+def _header(data: memoryview) -> tuple[dict[str, Any], int]:
+    """The safetensors header and the offset of the data section."""
     if len(data) < 8:
         raise TranscriptError("not a safetensors file (too short)")
     (n,) = struct.unpack("<Q", data[:8])
     if n < 2 or n > MAX_HEADER_BYTES or 8 + n > len(data):
         raise TranscriptError("not a safetensors file (bad header length)")
     try:
-        header = safejson.loads(data[8:8 + n], what="safetensors header", max_depth=safejson.MANIFEST_DEPTH)
+        header = safejson.loads(bytes(data[8:8 + n]), what="safetensors header", max_depth=safejson.MANIFEST_DEPTH)
     except (UnicodeDecodeError, ValueError) as exc:
         raise TranscriptError(f"not a safetensors file (header is not JSON): {exc}") from exc
     if not isinstance(header, dict):
         raise TranscriptError("not a safetensors file (header is not an object)")
-    return header
+    return header, 8 + n
 
 
-def decode_checkpoint(data: bytes, expected_hash: bytes | None = None) -> Checkpoint:
-    """Parses checkpoint bytes; checks sha256 against `expected_hash` first when given."""
-    digest = sha256(data)
+def _is_int(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _tensors(view: memoryview, header: dict[str, Any], start: int) -> dict[str, torch.Tensor]:
+    """The header's tensors over the data section at `view[start:]`, checked as strictly as safetensors' loader:
+    known dtypes, shapes of non-negative ints, byte ranges of the right length that tile the section exactly (no
+    gap, overlap or trailing byte), BOOL bytes 0 or 1. A writable buffer is shared, not copied: the tensors are
+    views of it (one copy of the state in memory); a read-only one (bytes) is copied tensor by tensor."""
+    spans: list[tuple[int, int, str, torch.dtype, list[int]]] = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise TranscriptError(f"checkpoint tensors cannot be read: bad header entry for {name!r}")
+        dtype = _ST_CODES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+        shape, offsets = info["shape"], info["data_offsets"]
+        if dtype is None:
+            raise TranscriptError(f"checkpoint tensors cannot be read: {name!r} has unsupported dtype "
+                                  f"{info['dtype']!r}")
+        if not isinstance(shape, list) or not all(_is_int(d) for d in shape) or not isinstance(offsets, list) \
+                or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+            raise TranscriptError(f"checkpoint tensors cannot be read: bad shape or offsets for {name!r}")
+        a, b = offsets
+        if b < a or b - a != math.prod(shape) * dtype.itemsize:
+            raise TranscriptError(f"checkpoint tensors cannot be read: {name!r} offsets do not match its shape")
+        spans.append((a, b, name, dtype, shape))
+    spans.sort(key=lambda s: (s[0], s[1]))
+    pos = 0
+    for a, b, name, _, _ in spans:
+        if a != pos:
+            raise TranscriptError(f"checkpoint tensors cannot be read: {name!r} overlaps or leaves a gap")
+        pos = b
+    if start + pos != len(view):
+        raise TranscriptError("checkpoint tensors cannot be read: the data section is not the header's size")
+    shared = not view.readonly
+    out: dict[str, torch.Tensor] = {}
+    for a, b, name, dtype, shape in spans:
+        if a == b:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        src: Any = view if shared else bytearray(view[start + a:start + b])
+        raw = torch.frombuffer(src, dtype=torch.uint8, count=b - a, offset=start + a if shared else 0)
+        if raw.data_ptr() % dtype.itemsize:
+            raw = raw.clone()  # misaligned (a BOOL or 8-bit tensor before it): this one tensor is copied
+        if dtype == torch.bool and bool((raw > 1).any()):
+            raise TranscriptError(f"checkpoint tensors cannot be read: {name!r} holds bytes that are not booleans")
+        out[name] = raw.view(dtype).reshape(shape)
+    return out
+
+
+def read_buffer(path: str | os.PathLike[str], limit: int | None = None) -> bytearray:
+    """A file's bytes in one writable buffer, read in place (no second copy), which `decode_checkpoint` then
+    shares with the tensors. At most `limit` + 1 bytes are read, so that an over-long file shows as such."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = bytearray((size if limit is None else min(size, limit)) + 1)
+        view, n = memoryview(buf), 0
+        while n < len(buf):
+            got = f.readinto(view[n:])
+            if not got:
+                break
+            n += got
+        view.release()
+    del buf[n:]
+    return buf
+
+
+def decode_checkpoint(data: Buffer, expected_hash: bytes | None = None) -> Checkpoint:
+    """Parses checkpoint bytes; checks sha256 against `expected_hash` first when given.
+
+    With a writable buffer (a `bytearray`), the tensors are views of `data`, which the caller hands over: it
+    must not be changed or reused afterwards. With `bytes`, every tensor is a copy."""
+    view = memoryview(data).cast("B")
+    digest = hashlib.sha256(view).digest()
     if expected_hash is not None and digest != as_hash(expected_hash):
         raise TranscriptError(f"checkpoint hash {to_hex(digest)} is not the manifest's "
                               f"{to_hex(as_hash(expected_hash))}")
-    header = _header(data)
+    header, start = _header(view)
     raw_meta = header.get("__metadata__")
     if not isinstance(raw_meta, dict) or not isinstance(raw_meta.get(METADATA_KEY), str):
         raise TranscriptError("checkpoint has no proofreg metadata")
@@ -203,10 +287,13 @@ def decode_checkpoint(data: bytes, expected_hash: bytes | None = None) -> Checkp
         raise TranscriptError(f"checkpoint metadata is not JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:
         raise TranscriptError(f"checkpoint format is not {CKPT_FORMAT!r}")
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # safetensors raises its own error types; all mean "malformed"
-        raise TranscriptError(f"checkpoint tensors cannot be read: {exc}") from exc
+    if sys.byteorder == "little":
+        tensors = _tensors(view, header, start)
+    else:  # safetensors data are little-endian: leave the byte swapping to the official loader (a copy)
+        try:
+            tensors = st_load(bytes(view))
+        except Exception as exc:  # safetensors raises its own error types; all mean "malformed"
+            raise TranscriptError(f"checkpoint tensors cannot be read: {exc}") from exc
     used: set[str] = set()
 
     def take(name: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -247,8 +334,7 @@ def decode_checkpoint(data: bytes, expected_hash: bytes | None = None) -> Checkp
 def read_checkpoint(path: Any, expected_hash: bytes | None = None) -> Checkpoint:
     """Reads and decodes a checkpoint file (never unpickles; see `decode_checkpoint`)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_buffer(path)
     except OSError as exc:
         raise TranscriptError(f"cannot read checkpoint {path}: {exc}") from exc
     return decode_checkpoint(data, expected_hash)

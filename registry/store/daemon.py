@@ -194,7 +194,7 @@ class DaemonStore:
     # ---- adding ---------------------------------------------------------------------------------------
 
     def add_bytes(self, data: bytes | bytearray | memoryview) -> str:
-        body = bytes(data)
+        body = data if isinstance(data, bytes) else bytes(data)  # bytes as given: no copy
         expected = import_bytes(body, self.settings).cid if self.check_cids else None
         return self._add([_Part("data", body)], expected, what="bytes")
 
@@ -290,6 +290,13 @@ class DaemonStore:
     def cat(self, ref: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset+length) of a file (to its end when length is None)."""
         return b"".join(self.iter_cat(ref, offset, length))
+
+    def cat_buffer(self, ref: str, offset: int = 0, length: int | None = None) -> bytearray:
+        """Like `cat`, into one writable buffer sized from the file's root block (one copy of a big file, not
+        its blocks plus a joined copy)."""
+        dag = self._dag
+        node, start, end = dag.open_range(ref, offset, length)
+        return dag.gather(node, self._file_pieces(node, start, end), end - start)
 
     def iter_cat(self, ref: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Like `cat`, piece by piece; at most `parallel` blocks held at a time."""
@@ -658,7 +665,9 @@ def _add_body(parts: list[_Part]) -> tuple[Iterable[bytes] | bytes, str]:
                 continue
             yield _part_header(boundary, "file", part.path, "application/octet-stream")
             if isinstance(part.source, bytes):
-                yield part.source
+                data = part.source  # in pieces: chunked encoding copies each piece it frames
+                for pos in range(0, len(data), _UPLOAD_PIECE):
+                    yield data[pos:pos + _UPLOAD_PIECE]
             else:
                 with open(part.source, "rb") as f:
                     while piece := f.read(_UPLOAD_PIECE):
@@ -667,8 +676,8 @@ def _add_body(parts: list[_Part]) -> tuple[Iterable[bytes] | bytes, str]:
         yield f"--{boundary}--\r\n".encode()
 
     content_type = f"multipart/form-data; boundary={boundary}"
-    if len(parts) == 1 and isinstance(parts[0].source, bytes):
-        return b"".join(generate()), content_type  # a plain body: no chunked encoding for small adds
+    if len(parts) == 1 and isinstance(parts[0].source, bytes) and len(parts[0].source) <= _UPLOAD_PIECE:
+        return b"".join(generate()), content_type  # a plain body for small adds; big ones stream (no 2nd copy)
     return generate(), content_type
 
 

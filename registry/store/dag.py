@@ -208,6 +208,26 @@ class DagReader:
         if got != expected:
             raise Malformed(f"{self.name(node.cid)}: {self.yielded} {got} bytes where {expected} were expected")
 
+    def gather(self, node: Node, pieces: Iterable[bytes | memoryview], expected: int) -> bytearray:
+        """`pieces` copied into one buffer allocated up front: one copy of the content, where `b"".join` holds
+        every block and the joined copy at once (2x a big checkpoint). `Malformed` if they are not `expected`
+        bytes; the buffer is writable, so a checkpoint's tensors can be views of it."""
+        buf = bytearray(expected)
+        view = memoryview(buf)
+        pos = 0
+        try:
+            for piece in pieces:
+                n = len(piece)
+                if pos + n > expected:
+                    raise Malformed(f"{self.name(node.cid)}: {self.yielded} more than the {expected} bytes expected")
+                view[pos:pos + n] = piece
+                pos += n
+        finally:
+            view.release()
+        if pos != expected:
+            raise Malformed(f"{self.name(node.cid)}: {self.yielded} {pos} bytes where {expected} were expected")
+        return buf
+
     def read_range(self, node: Node, start: int, end: int, depth: int = 0) -> Iterator[memoryview]:
         """Content [start, end) of a file node, loading only the children that overlap the range."""
         if depth > self.limits.max_depth:
