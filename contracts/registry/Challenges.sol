@@ -241,9 +241,9 @@ abstract contract Challenges is RegistryStorage {
             uint256 pos = Sampling.committeeStart(seed, j, n);
             bool found;
             for (uint256 probes; probes < n; ++probes) {
-                uint256 id = _active[pos];
+                uint256 id = _activeAt(pos);
                 if (!_isPicked(packed, size, id)) {
-                    address account = _verifierAddresses[id];
+                    address account = _verifierAddressAt(id);
                     Verifier storage v = _verifiers[account];
                     if (account != prover && account != challenger && v.since < seedBlock && v.stake >= _verifierStake)
                     {
@@ -280,7 +280,7 @@ abstract contract Challenges is RegistryStorage {
     function _committeeAddresses(uint256 packed, uint256 size) internal view returns (address[] memory out) {
         out = new address[](size);
         for (uint256 p; p < size; ++p) {
-            out[p] = _verifierAddresses[(packed >> (32 * p)) & 0xffffffff];
+            out[p] = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
         }
     }
 

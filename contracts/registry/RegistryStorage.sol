@@ -462,6 +462,26 @@ abstract contract RegistryStorage {
         if (ch.committeeSize > 4) packed |= uint256(ch.committeeHigh) << 128;
     }
 
+    /// @dev `_verifierAddresses[id]` without the bounds check, whose length read is a cold slot in every draw and
+    /// settlement (like OpenZeppelin's `Arrays.unsafeAccess`). Only for ids taken from `_active` or a committee:
+    /// ids are handed out in order and the array is append-only, so those are always below its length.
+    function _verifierAddressAt(uint256 id) internal view returns (address account) {
+        assembly ("memory-safe") {
+            mstore(0, _verifierAddresses.slot)
+            account := sload(add(keccak256(0, 0x20), id))
+        }
+    }
+
+    /// @dev `_active[index]` without the bounds check, for `index < _active.length` (8 uint32 ids a slot, the
+    /// lowest index in the lowest bits, as Solidity packs them).
+    function _activeAt(uint256 index) internal view returns (uint256 id) {
+        assembly ("memory-safe") {
+            mstore(0, _active.slot)
+            let word := sload(add(keccak256(0, 0x20), shr(3, index)))
+            id := and(shr(shl(5, and(index, 7)), word), 0xffffffff)
+        }
+    }
+
     function _activeVerifier(address account) internal view returns (Verifier storage v) {
         v = _verifiers[account];
         if (v.status != VerifierStatus.Active) revert NotActiveVerifier(account);

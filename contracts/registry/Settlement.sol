@@ -127,7 +127,7 @@ abstract contract Settlement is RegistryStorage {
         uint256 verdictBits = ch.verdicts;
         uint256 winning = outcome == ChallengeStatus.Expired ? 0 : uint256(outcome) - 1;
         for (uint256 p; p < size; ++p) {
-            address account = _verifierAddresses[(packed >> (32 * p)) & 0xffffffff];
+            address account = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
             Verifier storage v = _verifiers[account];
             v.openDuties -= 1;
             uint256 vote = (verdictBits >> (2 * p)) & 3;
@@ -157,7 +157,7 @@ abstract contract Settlement is RegistryStorage {
         uint256 packed = _committeeOf(ch);
         for (uint256 p; p < size; ++p) {
             if (mask & (1 << p) == 0) continue;
-            address account = _verifierAddresses[(packed >> (32 * p)) & 0xffffffff];
+            address account = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
             Verifier storage v = _verifiers[account];
             uint256 stake = uint256(v.stake) + each;
             if (stake > type(uint96).max) {
