@@ -17,33 +17,33 @@ abstract contract Challenges is RegistryStorage {
     {
         if (msg.value != _challengeBond) revert WrongBond(_challengeBond, msg.value);
         Claim storage claim = _existingClaim(claimId);
-        ClaimStatus status = claim.status;
-        if (status != ClaimStatus.Committed && status != ClaimStatus.Valid) {
-            revert ClaimNotChallengeable(claimId, status);
+        {
+            ClaimStatus status = claim.status;
+            if (status != ClaimStatus.Committed && status != ClaimStatus.Valid) {
+                revert ClaimNotChallengeable(claimId, status);
+            }
+            uint256 windowEnd = uint256(claim.committedAt) + _challengeWindow;
+            if (block.number > windowEnd) revert ChallengeWindowClosed(claimId, windowEnd);
         }
-        uint256 windowEnd = uint256(claim.committedAt) + _challengeWindow;
-        if (block.number > windowEnd) revert ChallengeWindowClosed(claimId, windowEnd);
         if (msg.sender == claim.prover) revert SelfChallenge();
         uint256 packed = _packNamed(namedSegments, claim.numSegments);
         if (claim.openChallenges == type(uint8).max) revert TooManyOpenChallenges(claimId);
 
         claim.openChallenges += 1;
         challengeId = _nextChallengeId++;
-        Challenge storage ch = _challenges[challengeId];
+        ChallengeRecord storage ch = _challenges[challengeId];
         ch.challenger = msg.sender;
         ch.claimId = uint64(claimId);
         ch.status = ChallengeStatus.Open;
         ch.namedCount = uint8(namedSegments.length);
         if (packed != 0) ch.named = packed;
-        _scheduleSeed(ch);
-        emit ChallengeOpened(
-            challengeId, claimId, msg.sender, ch.seedBlock, ch.commitDeadline, ch.deadline, namedSegments
-        );
+        (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) = _scheduleSeed(ch);
+        emit ChallengeOpened(challengeId, claimId, msg.sender, seedBlock, commitDeadline, deadline, namedSegments);
     }
 
     /// @notice Sets a fresh seed block when nobody drew the committee while the old seed's hash was readable.
     function reseed(uint256 challengeId) external {
-        Challenge storage ch = _openChallenge(challengeId);
+        ChallengeRecord storage ch = _openChallenge(challengeId);
         if (ch.drawn) revert CommitteeAlreadyDrawn(challengeId);
         if (block.number <= uint256(ch.seedBlock) + _BLOCKHASH_WINDOW) revert SeedStillAvailable(ch.seedBlock);
         (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) = _scheduleSeed(ch);
@@ -53,7 +53,7 @@ abstract contract Challenges is RegistryStorage {
     /// @notice Fixes the seed and draws the committee once the seed block is mined; a no-op once drawn.
     /// @dev Anyone may call it (verifier daemons do); `commitVerdict` calls it too.
     function drawCommittee(uint256 challengeId) public {
-        Challenge storage ch = _openChallenge(challengeId);
+        ChallengeRecord storage ch = _openChallenge(challengeId);
         if (!ch.drawn) _draw(ch, challengeId);
     }
 
@@ -62,8 +62,9 @@ abstract contract Challenges is RegistryStorage {
     /// @param commitment `commitmentOf(verdict, resultsHash, reportCid, salt, msg.sender)`; the member in it makes
     /// a copied commitment useless to anyone else.
     function commitVerdict(uint256 challengeId, bytes32 commitment) external {
-        Challenge storage ch = _openChallenge(challengeId);
-        if (block.number > ch.commitDeadline) revert CommitPhaseOver(challengeId, ch.commitDeadline);
+        ChallengeRecord storage ch = _openChallenge(challengeId);
+        uint256 commitDeadline = _commitDeadlineOf(ch);
+        if (block.number > commitDeadline) revert CommitPhaseOver(challengeId, commitDeadline);
         if (commitment == 0) revert InvalidCommitment();
         if (!ch.drawn) _draw(ch, challengeId);
         uint256 position = _positionOf(ch, challengeId, msg.sender);
@@ -84,11 +85,13 @@ abstract contract Challenges is RegistryStorage {
         string calldata reportCid,
         bytes32 salt
     ) external {
-        Challenge storage ch = _openChallenge(challengeId);
-        if (block.number > ch.deadline) revert RevealPhaseOver(challengeId, ch.deadline);
+        ChallengeRecord storage ch = _openChallenge(challengeId);
+        uint256 commitDeadline = _commitDeadlineOf(ch);
+        uint256 deadline = commitDeadline + _revealPeriod;
+        if (block.number > deadline) revert RevealPhaseOver(challengeId, deadline);
         uint256 size = ch.committeeSize;
-        if (block.number <= ch.commitDeadline && (!ch.drawn || ch.committed != (1 << size) - 1)) {
-            revert RevealNotOpen(challengeId, ch.commitDeadline);
+        if (block.number <= commitDeadline && (!ch.drawn || ch.committed != (1 << size) - 1)) {
+            revert RevealNotOpen(challengeId, commitDeadline);
         }
         if (verdict == Verdict.None) revert InvalidVerdict();
         _checkCid(reportCid);
@@ -115,28 +118,28 @@ abstract contract Challenges is RegistryStorage {
 
     /// @notice The seed: stored once drawn, else the seed block's hash while it is readable.
     function seedOf(uint256 challengeId) external view returns (bytes32) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         return ch.drawn ? ch.seed : _readSeed(ch, challengeId);
     }
 
     /// @notice `block.prevrandao | 1` of the block that opened (or last reseeded) the challenge, an input of its
     /// seed; readable until the committee is drawn, when the seed takes its slot (read it with `seedOf`).
     function openRandaoOf(uint256 challengeId) external view returns (uint256) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         if (ch.drawn) revert CommitteeAlreadyDrawn(challengeId);
         return uint256(ch.seed);
     }
 
     /// @notice The committee of a drawn challenge, in position order.
     function committee(uint256 challengeId) external view returns (address[] memory) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         if (!ch.drawn) revert CommitteeNotDrawn(challengeId);
-        return _committeeAddresses(ch.committee, ch.committeeSize);
+        return _committeeAddresses(_committeeOf(ch), ch.committeeSize);
     }
 
     /// @notice The verdict of each committee position (None where silent), aligned with `committee`.
     function verdicts(uint256 challengeId) external view returns (Verdict[] memory out) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         uint256 size = ch.committeeSize;
         out = new Verdict[](size);
         for (uint256 p; p < size; ++p) {
@@ -146,7 +149,7 @@ abstract contract Challenges is RegistryStorage {
 
     /// @notice The commitment of each committee position (zero where none), aligned with `committee`.
     function commitments(uint256 challengeId) external view returns (bytes32[] memory out) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         uint256 size = ch.committeeSize;
         out = new bytes32[](size);
         for (uint256 p; p < size; ++p) {
@@ -156,7 +159,7 @@ abstract contract Challenges is RegistryStorage {
 
     /// @notice The segments the challenger named.
     function namedSegments(uint256 challengeId) public view returns (uint256[] memory out) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         uint256 count = ch.namedCount;
         out = new uint256[](count);
         for (uint256 i; i < count; ++i) {
@@ -167,7 +170,7 @@ abstract contract Challenges is RegistryStorage {
     /// @notice Segments the committee must check: S draws `keccak256(abi.encode(seed, "segment", j)) % N`,
     /// then the named ones (duplicates kept, in that order). Empty for inference claims.
     function sampledSegments(uint256 challengeId) external view returns (uint256[] memory out) {
-        Challenge storage ch = _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
         if (!ch.drawn) revert CommitteeNotDrawn(challengeId);
         uint256 n = _claims[ch.claimId].numSegments;
         if (n == 0) return new uint256[](0);
@@ -184,8 +187,8 @@ abstract contract Challenges is RegistryStorage {
     }
 
     /// @dev Seed block `seedDelay` blocks ahead; commitments close `commitPeriod` blocks after it, reveals
-    /// `revealPeriod` blocks after that.
-    function _scheduleSeed(Challenge storage ch)
+    /// `revealPeriod` blocks after that (both derived from the stored seed block, see `_commitDeadlineOf`).
+    function _scheduleSeed(ChallengeRecord storage ch)
         internal
         returns (uint256 seedBlock, uint256 commitDeadline, uint256 deadline)
     {
@@ -193,8 +196,6 @@ abstract contract Challenges is RegistryStorage {
         commitDeadline = seedBlock + _commitPeriod;
         deadline = commitDeadline + _revealPeriod;
         ch.seedBlock = uint64(seedBlock);
-        ch.commitDeadline = uint64(commitDeadline);
-        ch.deadline = uint64(deadline);
         // openRandao: this block's prevrandao, fixed before the seed block exists; `| 1` keeps the slot nonzero
         // (so the draw overwrites it for 2,900 gas, not 20,000) and tells a stored value from an empty slot.
         ch.seed = bytes32(block.prevrandao | 1);
@@ -217,7 +218,7 @@ abstract contract Challenges is RegistryStorage {
     /// the drawing block's own `prevrandao` is not read, since whoever includes the draw could then pick among
     /// up to 256 values by delaying it (docs/protocol.md section 5). The challenge id keeps two challenges with
     /// the same seed block from sharing a committee and a sample.
-    function _readSeed(Challenge storage ch, uint256 challengeId) internal view returns (bytes32) {
+    function _readSeed(ChallengeRecord storage ch, uint256 challengeId) internal view returns (bytes32) {
         uint256 seedBlock = ch.seedBlock;
         if (block.number <= seedBlock) revert SeedNotReady(seedBlock);
         if (block.number > seedBlock + _BLOCKHASH_WINDOW) revert SeedExpired(seedBlock);
@@ -227,7 +228,7 @@ abstract contract Challenges is RegistryStorage {
     /// @dev Picks C distinct eligible verifiers: the j-th pick starts at `committeeStart(seed, j, n)` in the
     /// active list and probes forward to the first eligible verifier not yet picked. Eligible: registered
     /// before the seed block, stake at least `verifierStake`, neither the prover nor the challenger.
-    function _draw(Challenge storage ch, uint256 challengeId) internal {
+    function _draw(ChallengeRecord storage ch, uint256 challengeId) internal {
         bytes32 seed = _readSeed(ch, challengeId);
         address prover = _claims[ch.claimId].prover;
         address challenger = ch.challenger;
@@ -240,9 +241,9 @@ abstract contract Challenges is RegistryStorage {
             uint256 pos = Sampling.committeeStart(seed, j, n);
             bool found;
             for (uint256 probes; probes < n; ++probes) {
-                uint256 id = _active[pos];
+                uint256 id = _activeAt(pos);
                 if (!_isPicked(packed, size, id)) {
-                    address account = _verifierAddresses[id];
+                    address account = _verifierAddressAt(id);
                     Verifier storage v = _verifiers[account];
                     if (account != prover && account != challenger && v.since < seedBlock && v.stake >= _verifierStake)
                     {
@@ -261,7 +262,8 @@ abstract contract Challenges is RegistryStorage {
         ch.seed = seed;
         ch.drawn = true;
         ch.committeeSize = uint8(size);
-        ch.committee = packed;
+        ch.committeeLow = uint128(packed); // shares slot 1 with the fields a commit writes anyway
+        if (size > 4) ch.committeeHigh = uint128(packed >> 128);
         assembly ("memory-safe") {
             mstore(members, size) // a smaller pool draws fewer members
         }
@@ -278,15 +280,15 @@ abstract contract Challenges is RegistryStorage {
     function _committeeAddresses(uint256 packed, uint256 size) internal view returns (address[] memory out) {
         out = new address[](size);
         for (uint256 p; p < size; ++p) {
-            out[p] = _verifierAddresses[(packed >> (32 * p)) & 0xffffffff];
+            out[p] = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
         }
     }
 
-    function _positionOf(Challenge storage ch, uint256 challengeId, address account) internal view returns (uint256) {
+    function _positionOf(ChallengeRecord storage ch, uint256 challengeId, address account) internal view returns (uint256) {
         Verifier storage v = _verifiers[account];
         if (v.status != VerifierStatus.None) {
             uint256 id = v.id;
-            uint256 packed = ch.committee;
+            uint256 packed = _committeeOf(ch);
             uint256 size = ch.committeeSize;
             for (uint256 p; p < size; ++p) {
                 if ((packed >> (32 * p)) & 0xffffffff == id) return p;

@@ -114,6 +114,7 @@ abstract contract RegistryStorage {
         InitOrigin origin; // training: where checkpoint 0 came from (written only when not Seed)
     }
 
+    /// @notice A challenge as `getChallenge` returns it; stored as a `ChallengeRecord`.
     struct Challenge {
         address challenger;
         uint64 claimId;
@@ -129,6 +130,26 @@ abstract contract RegistryStorage {
         bytes32 seed; // openRandao (`block.prevrandao | 1` at open/reseed) until drawn, then the seed
         uint256 committee; // packed uint32 verifier ids, position p at bits [32p, 32p+32)
         uint256 named; // packed uint32 segment indices named by the challenger
+    }
+
+    /// @dev A challenge in storage, packed so that the commit phase touches as few slots as it can: slot 0 holds
+    /// what is fixed at open, slot 1 everything a commit, a reveal or a draw of up to 4 members reads and writes
+    /// (so the draw adds no fresh slot), slot 3 only members 4..7. The deadlines are not stored: they follow from
+    /// the seed block and the immutable periods (`_commitDeadlineOf`, `_deadlineOf`).
+    struct ChallengeRecord {
+        address challenger; // slot 0
+        uint64 claimId;
+        uint8 namedCount;
+        uint64 seedBlock; // slot 1
+        ChallengeStatus status;
+        uint16 verdicts; // 2 bits per committee position (a revealed Verdict)
+        uint8 committed; // bit p set once position p has committed
+        bool drawn;
+        uint8 committeeSize; // drawn size, may be below C when few verifiers are eligible
+        uint128 committeeLow; // packed uint32 verifier ids of positions 0..3, position p at bits [32p, 32p+32)
+        bytes32 seed; // slot 2: openRandao (`block.prevrandao | 1` at open/reseed) until drawn, then the seed
+        uint128 committeeHigh; // slot 3: packed uint32 verifier ids of positions 4..7; written only when C > 4
+        uint256 named; // slot 4: packed uint32 segment indices named by the challenger
     }
 
     struct Verifier {
@@ -253,7 +274,7 @@ abstract contract RegistryStorage {
 
     /// @notice Most segment indices a challenger may name (they pack into one storage slot).
     uint256 public constant MAX_NAMED_SEGMENTS = 8;
-    /// @notice Most committee members (their ids pack into one storage slot, verdicts into 16 bits).
+    /// @notice Most committee members (their ids pack into 256 bits, verdicts into 16 bits).
     uint256 public constant MAX_COMMITTEE = 8;
     /// @notice Longest CID string accepted, so events stay bounded.
     uint256 public constant MAX_CID_LENGTH = 128;
@@ -279,7 +300,7 @@ abstract contract RegistryStorage {
     uint256 internal _nextClaimId = 1; // starts non-zero so no commit pays for a zero-to-non-zero counter write
     uint256 internal _nextChallengeId = 1;
     mapping(uint256 claimId => Claim) internal _claims;
-    mapping(uint256 challengeId => Challenge) internal _challenges;
+    mapping(uint256 challengeId => ChallengeRecord) internal _challenges;
     mapping(bytes32 finalWeightsHash => WeightsIndex) internal _byWeights;
     mapping(address account => Verifier) internal _verifiers;
     address[] internal _verifierAddresses; // by id, append-only
@@ -370,7 +391,23 @@ abstract contract RegistryStorage {
     }
 
     function getChallenge(uint256 challengeId) external view returns (Challenge memory) {
-        return _existingChallenge(challengeId);
+        ChallengeRecord storage ch = _existingChallenge(challengeId);
+        return Challenge({
+            challenger: ch.challenger,
+            claimId: ch.claimId,
+            status: ch.status,
+            committeeSize: ch.committeeSize,
+            namedCount: ch.namedCount,
+            drawn: ch.drawn,
+            seedBlock: ch.seedBlock,
+            deadline: uint64(_deadlineOf(ch)),
+            commitDeadline: uint64(_commitDeadlineOf(ch)),
+            verdicts: ch.verdicts,
+            committed: ch.committed,
+            seed: ch.seed,
+            committee: _committeeOf(ch),
+            named: ch.named
+        });
     }
 
     function getVerifier(address account) external view returns (Verifier memory) {
@@ -399,14 +436,50 @@ abstract contract RegistryStorage {
         if (claim.kind == ClaimKind.None) revert UnknownClaim(claimId);
     }
 
-    function _existingChallenge(uint256 challengeId) internal view returns (Challenge storage ch) {
+    function _existingChallenge(uint256 challengeId) internal view returns (ChallengeRecord storage ch) {
         ch = _challenges[challengeId];
         if (ch.status == ChallengeStatus.None) revert UnknownChallenge(challengeId);
     }
 
-    function _openChallenge(uint256 challengeId) internal view returns (Challenge storage ch) {
+    function _openChallenge(uint256 challengeId) internal view returns (ChallengeRecord storage ch) {
         ch = _existingChallenge(challengeId);
         if (ch.status != ChallengeStatus.Open) revert ChallengeNotOpen(challengeId, ch.status);
+    }
+
+    /// @dev Last block at which commitments are accepted: `commitPeriod` blocks after the seed block.
+    function _commitDeadlineOf(ChallengeRecord storage ch) internal view returns (uint256) {
+        return uint256(ch.seedBlock) + _commitPeriod;
+    }
+
+    /// @dev Last block at which reveals are accepted (the settlement deadline): `revealPeriod` after the commit one.
+    function _deadlineOf(ChallengeRecord storage ch) internal view returns (uint256) {
+        return uint256(ch.seedBlock) + _commitPeriod + _revealPeriod;
+    }
+
+    /// @dev The committee's packed uint32 verifier ids, position p at bits [32p, 32p+32).
+    function _committeeOf(ChallengeRecord storage ch) internal view returns (uint256 packed) {
+        packed = ch.committeeLow;
+        if (ch.committeeSize > 4) packed |= uint256(ch.committeeHigh) << 128;
+    }
+
+    /// @dev `_verifierAddresses[id]` without the bounds check, whose length read is a cold slot in every draw and
+    /// settlement (like OpenZeppelin's `Arrays.unsafeAccess`). Only for ids taken from `_active` or a committee:
+    /// ids are handed out in order and the array is append-only, so those are always below its length.
+    function _verifierAddressAt(uint256 id) internal view returns (address account) {
+        assembly ("memory-safe") {
+            mstore(0, _verifierAddresses.slot)
+            account := sload(add(keccak256(0, 0x20), id))
+        }
+    }
+
+    /// @dev `_active[index]` without the bounds check, for `index < _active.length` (8 uint32 ids a slot, the
+    /// lowest index in the lowest bits, as Solidity packs them).
+    function _activeAt(uint256 index) internal view returns (uint256 id) {
+        assembly ("memory-safe") {
+            mstore(0, _active.slot)
+            let word := sload(add(keccak256(0, 0x20), shr(3, index)))
+            id := and(shr(shl(5, and(index, 7)), word), 0xffffffff)
+        }
     }
 
     function _activeVerifier(address account) internal view returns (Verifier storage v) {

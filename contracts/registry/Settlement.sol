@@ -10,10 +10,11 @@ abstract contract Settlement is RegistryStorage {
     /// @dev After the deadline the plurality of the revealed verdicts wins; none or a tie is Expired. A commitment
     /// never revealed counts as silence.
     function settle(uint256 challengeId) external {
-        Challenge storage ch = _openChallenge(challengeId);
-        bool afterDeadline = block.number > ch.deadline;
+        ChallengeRecord storage ch = _openChallenge(challengeId);
+        uint256 deadline = _deadlineOf(ch);
+        bool afterDeadline = block.number > deadline;
         ChallengeStatus outcome = _outcome(_tally(ch), afterDeadline);
-        if (outcome == ChallengeStatus.None) revert NotSettleable(challengeId, ch.deadline);
+        if (outcome == ChallengeStatus.None) revert NotSettleable(challengeId, deadline);
 
         ch.status = outcome;
         uint256 claimId = ch.claimId;
@@ -34,7 +35,7 @@ abstract contract Settlement is RegistryStorage {
         if (!ok) revert TransferFailed();
     }
 
-    function _tally(Challenge storage ch) internal view returns (uint256[4] memory votes) {
+    function _tally(ChallengeRecord storage ch) internal view returns (uint256[4] memory votes) {
         uint256 size = ch.committeeSize;
         uint256 bits = ch.verdicts;
         for (uint256 p; p < size; ++p) {
@@ -47,7 +48,7 @@ abstract contract Settlement is RegistryStorage {
     /// bond (unless an earlier challenge already took it), for the challenger, who also gets the own bond back.
     /// Expired: nothing is lost; the challenger gets the bond back.
     function _resolveClaim(
-        Challenge storage ch,
+        ChallengeRecord storage ch,
         Claim storage claim,
         uint256 challengeId,
         uint256 claimId,
@@ -74,7 +75,7 @@ abstract contract Settlement is RegistryStorage {
     /// @dev Slashes, then shares `verifierRewardBps` of the pool plus everything slashed equally among the
     /// rewarded members; the rest (and any rounding dust) goes to `winner`, so nothing stays behind.
     function _distribute(
-        Challenge storage ch,
+        ChallengeRecord storage ch,
         uint256 challengeId,
         ChallengeStatus outcome,
         bool afterDeadline,
@@ -117,16 +118,16 @@ abstract contract Settlement is RegistryStorage {
     /// @dev Releases every member's duty and slashes: outvoted members always, silent members after the
     /// deadline. Returns what was slashed and which positions share the reward (the majority, or on Expired
     /// the members who attested).
-    function _slashCommittee(Challenge storage ch, uint256 challengeId, ChallengeStatus outcome, bool afterDeadline)
+    function _slashCommittee(ChallengeRecord storage ch, uint256 challengeId, ChallengeStatus outcome, bool afterDeadline)
         internal
         returns (uint256 slashed, uint256 rewardedMask, uint256 rewarded)
     {
         uint256 size = ch.committeeSize;
-        uint256 packed = ch.committee;
+        uint256 packed = _committeeOf(ch);
         uint256 verdictBits = ch.verdicts;
         uint256 winning = outcome == ChallengeStatus.Expired ? 0 : uint256(outcome) - 1;
         for (uint256 p; p < size; ++p) {
-            address account = _verifierAddresses[(packed >> (32 * p)) & 0xffffffff];
+            address account = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
             Verifier storage v = _verifiers[account];
             v.openDuties -= 1;
             uint256 vote = (verdictBits >> (2 * p)) & 3;
@@ -151,12 +152,12 @@ abstract contract Settlement is RegistryStorage {
     }
 
     /// @dev Rewards compound into stake (the record is written anyway); stake past uint96 is credited instead.
-    function _rewardCommittee(Challenge storage ch, uint256 challengeId, uint256 mask, uint256 each) internal {
+    function _rewardCommittee(ChallengeRecord storage ch, uint256 challengeId, uint256 mask, uint256 each) internal {
         uint256 size = ch.committeeSize;
-        uint256 packed = ch.committee;
+        uint256 packed = _committeeOf(ch);
         for (uint256 p; p < size; ++p) {
             if (mask & (1 << p) == 0) continue;
-            address account = _verifierAddresses[(packed >> (32 * p)) & 0xffffffff];
+            address account = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
             Verifier storage v = _verifiers[account];
             uint256 stake = uint256(v.stake) + each;
             if (stake > type(uint96).max) {
