@@ -241,7 +241,8 @@ def test_hugging_face_warmup_schedules_are_data(kind: str, digits: Dataset, tmp_
     sched = {"linear": lambda: hf.get_linear_schedule_with_warmup(opt, 3, 8),
              "cosine": lambda: hf.get_cosine_schedule_with_warmup(opt, 2, 8, num_cycles=0.7),
              "constant": lambda: hf.get_constant_schedule_with_warmup(opt, 3),
-             "cosine_min_lr": lambda: hf.get_cosine_with_min_lr_schedule_with_warmup(opt, 2, 8, min_lr_rate=0.1)}[kind]()
+             "cosine_min_lr": lambda: hf.get_cosine_with_min_lr_schedule_with_warmup(
+                 opt, 2, 8, min_lr_rate=0.1)}[kind]()
     ref = []
     shadow = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
     shadow_sched = {"linear": lambda: hf.get_linear_schedule_with_warmup(shadow, 3, 8),

@@ -36,7 +36,7 @@ from registry.pol.step import LossSpec, loss_value
 from registry.pol.transcript import TranscriptSummary
 
 
-class _IndexView(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class _IndexView(torch.utils.data.Dataset):
     def __init__(self, n: int) -> None:
         self.n = n
 
@@ -47,7 +47,7 @@ class _IndexView(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return int(i)
 
 
-class PoLCallback(TrainerCallback):  # type: ignore[misc]
+class PoLCallback(TrainerCallback):
     """A TrainerCallback that records the run with a `Recorder` (module docstring)."""
 
     def __init__(self, out_dir: str | Path, *, dataset: Dataset, family_args: Mapping[str, Any],
