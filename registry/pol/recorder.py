@@ -254,7 +254,9 @@ class Recorder:
         self._num_groups = len(optimizer.param_groups)
         self._lr0 = [g["lr"] for g in optimizer.param_groups]
         if scheduler is not None:
-            if getattr(scheduler, "optimizer", None) is not optimizer:
+            scheduled = getattr(scheduler, "optimizer", None)
+            # accelerate's AcceleratedOptimizer (Hugging Face Trainer) wraps the optimizer and shares its groups.
+            if scheduled is not optimizer and getattr(scheduled, "optimizer", None) is not optimizer:
                 raise RecorderError("the scheduler must schedule the recorded optimizer")
             if getattr(scheduler, "last_epoch", None) != 0:
                 raise RecorderError("create the LR scheduler fresh (last_epoch 0) before recording; a resumed "

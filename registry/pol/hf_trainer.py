@@ -1,0 +1,158 @@
+"""Recording a Hugging Face `transformers.Trainer` run as a PoL transcript.
+
+    cb = PoLCallback(out_dir, dataset=ds, family_args=args, steps_per_segment=4)
+    trainer = Trainer(model, training_args, callbacks=[cb], **cb.trainer_kwargs())
+    trainer.train()                       # cb.summary holds the transcript's digests afterwards
+
+`trainer_kwargs()` gives the Trainer three things so that what it runs is the committed step
+(`registry.pol.step.train_step`):
+
+- `train_dataset`: a view whose items are example indices; `data_collator` turns a list of indices into
+  `ds.batch(indices)` as {"input_ids", "labels"} (the tensors replay uses) and remembers the indices, which a
+  forward pre-hook matches, micro-batch by micro-batch, against what the model actually receives.
+- `compute_loss_func`: the committed `causal_lm` loss of each micro-batch divided by the number of micro-batches
+  (the Trainer then divides no further), not HF's token-count-weighted loss.
+
+The model must be the raw `hf-causal-lm` model built with `output: "model_output"`. AdamW (or any optimizer the
+Recorder accepts), HF warmup schedules, `max_grad_norm` (norm clipping), `gradient_accumulation_steps` and
+`bf16` (autocast) are committed; fp16, DeepSpeed/FSDP, several devices, label smoothing, `group_by_length` and
+epochs that do not split into whole optimizer steps are refused at `on_train_begin` with one line.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from registry.datasets import Dataset
+from registry.pol.recorder import Recorder, RecorderError
+from registry.pol.step import LossSpec, loss_value
+from registry.pol.transcript import TranscriptSummary
+
+
+class _IndexView(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return int(i)
+
+
+class PoLCallback(TrainerCallback):
+    """A TrainerCallback that records the run with a `Recorder` (module docstring)."""
+
+    def __init__(self, out_dir: str | Path, *, dataset: Dataset, family_args: Mapping[str, Any],
+                 steps_per_segment: int, family: str = "hf-causal-lm", **recorder_kw: Any) -> None:
+        self.out_dir, self.dataset, self.family, self.family_args = Path(out_dir), dataset, family, family_args
+        self.k, self.recorder_kw = steps_per_segment, recorder_kw
+        self.rec: Recorder | None = None
+        self.summary: TranscriptSummary | None = None
+        self._pending: deque[tuple[np.ndarray, torch.Tensor]] = deque()
+        self._step_idx: list[np.ndarray] = []
+        self._losses = 0
+        self._micro = 1
+        self._error: str | None = None
+        self._handles: list[Any] = []
+        self._amp: Any = None
+        self._loss = LossSpec("causal_lm")
+
+    # --- what the Trainer is given ----------------------------------------------------------------------------
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {"train_dataset": _IndexView(len(self.dataset)), "data_collator": self.collate,
+                "compute_loss_func": self.compute_loss}
+
+    def collate(self, features: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(features, dtype=np.int64)
+        x, y = self.dataset.batch(idx)
+        self._pending.append((idx, x))
+        return {"input_ids": x, "labels": y}
+
+    def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        self._losses += 1
+        loss = loss_value(self._loss, outputs, labels)
+        return loss / self._micro if self._micro > 1 else loss
+
+    # --- hooks ------------------------------------------------------------------------------------------------
+    def _pre_forward(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        if not module.training:
+            return
+        if self._amp is not None:
+            self._amp_ctx = torch.autocast(self._amp[0], dtype=self._amp[1])
+            self._amp_ctx.__enter__()
+        x = kwargs.get("input_ids", args[0] if args else None)
+        if not self._pending:
+            self._error = "the model ran on a batch the PoL data collator did not make; pass cb.trainer_kwargs()"
+            return
+        idx, want = self._pending.popleft()
+        if not isinstance(x, torch.Tensor) or not torch.equal(x.detach().cpu(), want):
+            self._error = "the model's input_ids are not the collated batch; pass cb.trainer_kwargs() unchanged"
+            return
+        self._step_idx.append(idx)
+
+    def _post_forward(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if module.training and self._amp is not None:
+            self._amp_ctx.__exit__(None, None, None)
+
+    # --- callback events --------------------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
+                       lr_scheduler: Any = None, train_dataloader: Any = None, **kw: Any) -> None:
+        problems = []
+        if args.fp16:
+            problems.append("fp16 needs a GradScaler, whose state is not checkpointed; use bf16=True or neither")
+        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+            problems.append("DeepSpeed / FSDP runs cannot be replayed on one device")
+        if args.world_size > 1 or args.n_gpu > 1:
+            problems.append("a run on several devices cannot be replayed")
+        if getattr(args, "label_smoothing_factor", 0):
+            problems.append("label_smoothing_factor is not the committed causal_lm loss")
+        if getattr(args, "group_by_length", False):
+            problems.append("group_by_length is not supported")
+        if not args.dataloader_drop_last:
+            problems.append("batches must have a constant size: set dataloader_drop_last=True")
+        gas = int(args.gradient_accumulation_steps)
+        per_epoch = len(self.dataset) // int(args.per_device_train_batch_size)
+        if per_epoch % gas:
+            problems.append(f"an epoch of {per_epoch} batches does not split into optimizer steps of {gas}")
+        inner = getattr(optimizer, "optimizer", optimizer)
+        if problems:
+            raise RecorderError(f"this Trainer run cannot be recorded: {problems[0]}")
+        self._micro = gas
+        clip = {"type": "norm", "maxNorm": float(args.max_grad_norm)} if args.max_grad_norm > 0 else None
+        autocast = "bfloat16" if args.bf16 else None
+        device = next(model.parameters()).device
+        self._amp = (device.type, torch.bfloat16) if args.bf16 else None
+        self._handles = [model.register_forward_pre_hook(self._pre_forward, with_kwargs=True, prepend=True),
+                         model.register_forward_hook(self._post_forward, with_kwargs=True, always_call=True)]
+        self.rec = Recorder(self.out_dir, model, inner, family=self.family, family_args=self.family_args,
+                            dataset=self.dataset, steps_per_segment=self.k, scheduler=lr_scheduler,
+                            loss="causal_lm", clip=clip, accumulation=gas, autocast=autocast,
+                            config={"seed": int(args.seed)}, **self.recorder_kw)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        assert self.rec is not None
+        if self._error is not None:
+            raise RecorderError(self._error)
+        if self._losses != self._micro:
+            raise RecorderError(f"the committed loss ran {self._losses} times in a step of {self._micro} "
+                                "micro-batches; pass cb.trainer_kwargs() (compute_loss_func) to the Trainer")
+        idx, self._step_idx, self._losses = np.concatenate(self._step_idx), [], 0
+        self.rec.step(idx)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if self.rec is not None:
+            try:
+                self.summary = self.rec.finish()
+            finally:
+                self.rec.close()

@@ -1,0 +1,64 @@
+"""A Hugging Face Trainer run (AdamW, linear warmup, clipping, accumulation, bf16 on CPU) recorded by
+registry.pol.hf_trainer.PoLCallback replays; configurations that cannot be replayed are refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from registry.datasets import Dataset, build_dataset
+from registry.models import build_model
+from registry.pol import RecorderError, load_manifest
+from tests.test_pol_step import rhos, verdict
+
+pytest.importorskip("accelerate")
+ARGS = {"config": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2, "vocab_size": 64,
+                   "n_positions": 16}, "output": "model_output"}
+
+
+def _run(tmp_path: Path, ds: Dataset, **over: Any) -> Any:
+    from transformers import Trainer, TrainingArguments
+
+    from registry.pol.hf_trainer import PoLCallback
+
+    torch.manual_seed(0)
+    model = build_model("hf-causal-lm", ARGS)
+    kw: dict[str, Any] = dict(output_dir=str(tmp_path / "hf"), use_cpu=True, per_device_train_batch_size=4,
+                              gradient_accumulation_steps=2, max_steps=8, learning_rate=1e-3,
+                              lr_scheduler_type="linear", warmup_steps=3, max_grad_norm=1.0, bf16=True,
+                              dataloader_drop_last=True, seed=0, report_to=[], save_strategy="no",
+                              logging_strategy="no", disable_tqdm=True)
+    kw.update(over)
+    cb = PoLCallback(tmp_path / "t", dataset=ds, family_args=ARGS, steps_per_segment=4)
+    trainer = Trainer(model=model, args=TrainingArguments(**kw), callbacks=[cb], **cb.trainer_kwargs())
+    trainer.train()
+    return cb
+
+
+@pytest.fixture()
+def tokens(tmp_path: Path) -> Dataset:
+    t = np.random.default_rng(1).integers(0, 64, size=(32, 9), dtype=np.int64)
+    return build_dataset(tmp_path / "ds", "tokens", t, t)
+
+
+def test_trainer_run_is_valid(tokens: Dataset, tmp_path: Path) -> None:
+    cb = _run(tmp_path, tokens)
+    m = load_manifest(tmp_path / "t")
+    cfg = m["config"]
+    assert m["numSteps"] == 8 and m["batchSize"] == 8 and cb.summary is not None
+    assert cfg["accumulation"] == {"microBatches": 2} and cfg["precision"]["autocast"] == "bfloat16"
+    assert cfg["scheduler"]["type"] == "HFLinearWarmup" and cfg["clip"]["maxNorm"] == 1.0
+    r = rhos(tmp_path / "t", tokens)
+    print("rho", r)
+    assert all(x <= 1e-3 for x in r)
+    assert verdict(tmp_path / "t", tokens, tmp_path) == "Valid"
+
+
+def test_fp16_is_refused(tokens: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(RecorderError, match="cannot be recorded: fp16") as e:
+        _run(tmp_path, tokens, bf16=False, fp16=True)
+    assert "\n" not in str(e.value)
