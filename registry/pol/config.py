@@ -56,7 +56,6 @@ from registry.pol.checkpoint import TranscriptError, from_json_group_value, json
 from registry.pol.rng import RNG_SCHEME
 from registry.pol.step import (
     LOSS_TYPES,
-    clip_gradients,
     clip_spec,
     loss_callable,
     loss_spec,
@@ -242,11 +241,6 @@ def rng_seed_of(config: Mapping[str, Any]) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
         raise TranscriptError(f"bad rng seed {seed!r}")
     return seed
-
-
-def apply_clip(config: Mapping[str, Any], model: nn.Module) -> None:
-    """The committed gradient clipping, as the recorded loop did it (after the last backward)."""
-    clip_gradients(clip_spec(config.get("clip")), model)
 
 
 def loss_function(config: Mapping[str, Any]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
