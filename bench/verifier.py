@@ -9,7 +9,11 @@
   (`registry.sampling`, preset S) plus the policy's extra draws and top-Q, then measured by auditing a real
   transcript with 10% forged segments under many challenge seeds (goal ≤ 5% cost at ≥ 99% detection).
 
-    python -m bench.verifier [--quick] [--device cpu|cuda] [--json]
+- the official PoL code's task (digits MLP, 280 steps, k = 10; that code took 2.6x the training time to
+  verify every segment on this kind of 2-core machine, as measured by the issue's author): our whole audit,
+  every segment and at the default policy, over the plain training time of the same run (`--official`).
+
+    python -m bench.verifier [--quick] [--official] [--device cpu|cuda] [--json]
 """
 
 from __future__ import annotations
@@ -92,6 +96,46 @@ def speed(family: str, steps: int, k: int, repeats: int, device: str) -> dict[st
     return {"family": family, "device": device, "steps": steps, "k": k, "threads": torch.get_num_threads(),
             "train_steps_per_s": steps / t, "replay_steps_per_s": steps / r, "ratio_replay": t / r,
             "engine_steps_per_s": steps / e, "ratio_engine": t / e, "ratio_engine_no_prefetch": t / es}
+
+
+#: verify-every-segment time / training time of the official PoL code on the same task (digits MLP, 280
+#: steps, k = 10), measured side by side on this kind of 2-core machine by issue 13's author; not re-measured
+#: here (that code is not installable offline)
+OFFICIAL_POL_RATIO = 2.6
+
+
+def official_task(repeats: int, device: str, steps: int = 280, k: int = 10) -> dict[str, Any]:
+    """The whole audit (manifest, declarations, init check, dataset tree, membership, replay, full-state
+    comparison) of a recorded digits MLP run, every segment and under the default policy with fresh seeds,
+    over the same run's plain training time; fastest of alternating runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ds = build_builtin("digits", root / "dataset")
+        tdir = root / "run" / "transcript"
+        _run(ds, "mlp", steps, k, tdir, device=device)
+        n = load_manifest(tdir)["numSegments"]
+        s = preset("default").samples
+        train_s: list[float] = []
+        all_s: list[float] = []
+        policy_s: list[float] = []
+        audited: list[int] = []
+        _run(ds, "mlp", steps, k, None, device=device)  # warm-up
+        for _ in range(repeats):
+            train_s.append(_run(ds, "mlp", steps, k, None, device=device)[0])
+            for every, bucket in ((True, all_s), (False, policy_s)):
+                t0 = time.perf_counter()
+                rep = audit(DirSource(tdir), None, [], dataset_source=DirSource(root / "dataset"), device=device,
+                            all_segments=every, seed=None if every else secrets.token_bytes(32),
+                            draw=0 if every else s)
+                bucket.append(time.perf_counter() - t0)
+                assert rep.verdict == "Valid", rep.reason
+                if not every:
+                    audited.append(len(rep.segments))
+    t, a, p = min(train_s), min(all_s), min(policy_s)
+    return {"task": f"digits mlp, {steps} steps, k={k}", "device": device, "segments": n, "train_s": t,
+            "verify_all_s": a, "ratio_all": a / t, "verify_policy_s": p, "ratio_policy": p / t,
+            "policy_audited_mean": statistics.mean(audited), "official_ratio_all": OFFICIAL_POL_RATIO,
+            "vs_official_all": a / t / OFFICIAL_POL_RATIO, "vs_official_policy": p / t / OFFICIAL_POL_RATIO}
 
 
 def bytes_per_segment(quick: bool) -> dict[str, Any]:
@@ -194,7 +238,8 @@ def measure(quick: bool, device: str) -> dict[str, Any]:
     steps, repeats = (140, 3) if quick else (560, 7)
     spd = [speed("mlp", steps, 10, repeats, device), speed("cnn", steps // 2, 10, repeats, device)]
     ratio = spd[0]["ratio_engine"]
-    table = [analytic(n, e, ratio) for n, e in ((56, 5), (280, 5), (1000, 10), (5000, 20), (20000, 50))]
+    table = [analytic(n, e, ratio) for n, e in ((10, 2), (28, 5), (56, 5), (100, 5), (280, 5), (1000, 10),
+                                                (5000, 20), (10000, 20), (20000, 50))]
     return {"speed": spd, "bytes": bytes_per_segment(quick), "analytic": table,
             "measured": measured_detection(6 if quick else 25, quick)}
 
@@ -203,8 +248,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps, repeats and trials")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--official", action="store_true", help="only the official PoL code's task")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.official:
+        o = official_task(3 if args.quick else 5, args.device)
+        if args.json:
+            print(json.dumps(o, indent=1))
+            return
+        print(f"official PoL task ({o['task']}, {o['segments']} segments, {o['device']}): training {o['train_s']:.3f} s")
+        print(f"  verify every segment: {o['verify_all_s']:.3f} s = x{o['ratio_all']:.2f} of training "
+              f"(official PoL code: x{o['official_ratio_all']}; ours / theirs = {o['vs_official_all']:.2f})")
+        print(f"  default policy ({o['policy_audited_mean']:.1f} segments audited on average): "
+              f"{o['verify_policy_s']:.3f} s = x{o['ratio_policy']:.2f} of training "
+              f"(ours / official every-segment = {o['vs_official_policy']:.2f})")
+        return
     figures = measure(args.quick, args.device)
     if args.json:
         print(json.dumps(figures, indent=1))
