@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(json.dumps(o, indent=1))
             return
-        print(f"official PoL task ({o['task']}, {o['segments']} segments, {o['device']}): training {o['train_s']:.3f} s")
+        print(f"official PoL task ({o['task']}, {o['segments']} segments, {o['device']}): "
+              f"training {o['train_s']:.3f} s")
         print(f"  verify every segment: {o['verify_all_s']:.3f} s = x{o['ratio_all']:.2f} of training "
               f"(official PoL code: x{o['official_ratio_all']}; ours / theirs = {o['vs_official_all']:.2f})")
         print(f"  default policy ({o['policy_audited_mean']:.1f} segments audited on average): "
