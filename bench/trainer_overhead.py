@@ -1,5 +1,5 @@
 """Recording overhead of the Hugging Face `Trainer` callback (registry.pol.hf_trainer.PoLCallback) on the
-GPT-2 example's model (scripts/gpt2_trainer.py, about 2.8M parameters): `trainer.train()` wall time with the
+GPT-2 example's model (scripts/gpt2_trainer.py, about 1.9M parameters): `trainer.train()` wall time with the
 callback over the same run without it (same model, data, collation, loss and TrainingArguments: AdamW, linear
 warmup, max_grad_norm=1.0, accumulation 2, bf16), alternating runs, median of each. Goal ≤ 1.05.
 

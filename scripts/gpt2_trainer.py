@@ -2,7 +2,7 @@
 `PoLCallback`, then published, committed, challenged, audited by three verifier nodes and settled on-chain.
 
 Everything runs on embedded defaults with nothing downloaded: the model is built from its config
-(`transformers` GPT-2, about 2.8M parameters at the default size), the token dataset is generated here (a
+(`transformers` GPT-2, about 1.9M parameters at the default size), the token dataset is generated here (a
 first-order Markov chain over the vocabulary, so the loss has something to learn), the chain is the in-process
 EVM and the store the embedded one. The run uses AdamW, linear warmup, `max_grad_norm=1.0`, gradient
 accumulation 2 and bf16 autocast, the settings issue 12 asks for.
@@ -39,12 +39,12 @@ from registry.states import CLAIM_STATUS
 from registry.store.embedded import EmbeddedStore
 from scripts.demo import OUTCOME, _report_of, _segments, _start_verifiers, _wait
 
-#: model sizes: "small" is the example's (about 2.8M parameters), "tiny" the test's
+#: model sizes: "small" is the example's (about 1.9M parameters), "tiny" the test's
 SIZES: dict[str, dict[str, int]] = {
-    "small": {"n_embd": 192, "n_layer": 6, "n_head": 6, "vocab_size": 512, "n_positions": 64},
+    "small": {"n_embd": 192, "n_layer": 4, "n_head": 4, "vocab_size": 512, "n_positions": 32},
     "tiny": {"n_embd": 16, "n_layer": 1, "n_head": 2, "vocab_size": 64, "n_positions": 16},
 }
-SEQ_LEN = {"small": 33, "tiny": 9}  # tokens per example (the causal-LM loss predicts the last SEQ_LEN - 1)
+SEQ_LEN = {"small": 17, "tiny": 9}  # tokens per example (the causal-LM loss predicts the last SEQ_LEN - 1)
 NUM_EXAMPLES = {"small": 1024, "tiny": 64}
 BLOCK_SECONDS = 0.5
 TORCH_THREADS = 2  # fixed, so that the same seed gives the same checkpoints on any core count

@@ -401,9 +401,25 @@ class _Fetched:
     start: Checkpoint | None = None
     end: Checkpoint | None = None
     batches: np.ndarray | None = None
+    inputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # each step's (x, y), gathered in the prefetch
     examples_proved: int = 0
     invalid: str | None = None
     unavailable: str | None = None
+
+
+#: a segment's inputs are gathered ahead (off the replay thread, in one read) up to this size, else per step
+MAX_GATHERED_INPUT_BYTES = 64 << 20
+
+
+def _gather_inputs(dataset: Dataset, batches: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Every step's (x, y) of a segment in one gather, as the replay's `dataset.batch` would build them."""
+    per_example = int(np.prod(dataset.feature_shape)) * np.dtype(dataset.manifest["featureDtype"]).itemsize
+    if batches.size * per_example > MAX_GATHERED_INPUT_BYTES:
+        return None
+    feats, labels = dataset.examples(batches.reshape(-1))
+    x, y = torch.from_numpy(feats), torch.from_numpy(labels)
+    n = batches.shape[1]
+    return [(x[j * n:(j + 1) * n], y[j * n:(j + 1) * n]) for j in range(batches.shape[0])]
 
 
 def resolve_device(device: str) -> str:
@@ -644,6 +660,7 @@ class Engine:
             got.start = self._checkpoint(manifest, s)
             got.end = self._checkpoint(manifest, s + 1)
             got.examples_proved = self._prove_examples(dataset, got.batches, s)
+            got.inputs = _gather_inputs(dataset, got.batches)
         except EvidenceUnavailable as exc:
             got.unavailable = str(exc)
         except (TranscriptError, DatasetError) as exc:
@@ -724,7 +741,7 @@ class Engine:
             check_checkpoint_config(manifest["config"], got.end, self._lrs)
             replayed, optim_state = replay_segment_state("", s, dataset, device=self.device, manifest=manifest,
                                                          checkpoint=got.start, batches=got.batches,
-                                                         model=self._model, lrs=self._lrs)
+                                                         model=self._model, lrs=self._lrs, inputs=got.inputs)
         except (TranscriptError, DatasetError) as exc:
             result.error = str(exc)
             return

@@ -21,6 +21,7 @@ afterwards
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
                          device: torch.device | str = "cpu", manifest: dict[str, Any] | None = None,
                          checkpoint: Checkpoint | None = None, batches: np.ndarray | None = None,
                          model: torch.nn.Module | None = None, lrs: list[list[float]] | None = None,
+                         inputs: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Re-executes segment `index` from checkpoint `index`; returns (model state_dict, optimizer state_dict)
     after its steps.
@@ -158,7 +160,8 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
     caller already read and hash-checked the segment's batch file (a verifier holding fetched bytes). `model`:
     one built by `rebuild_model` from this config on this device, re-used across segments (every parameter and
     buffer is overwritten from the checkpoint; rebuilding costs as much as a step of a small model). `lrs`: the
-    config's `learning_rates` for at least steps 0 .. endStep (computed here when not given)."""
+    config's `learning_rates` for at least steps 0 .. endStep (computed here when not given). `inputs`: each
+    step's (x, y) on the CPU, exactly `dataset.batch(batches[j])`, when the caller gathered them ahead."""
     tdir = Path(transcript_dir)
     m = manifest if manifest is not None else load_manifest(tdir)
     config = m["config"]
@@ -176,6 +179,8 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
                               f"{(steps, int(m['batchSize']))}")
     if int(batches.min()) < 0 or int(batches.max()) >= len(dataset):
         raise TranscriptError(f"segment {index} uses example indices outside the dataset")
+    if inputs is not None and len(inputs) != steps:
+        raise TranscriptError(f"segment {index}: {len(inputs)} gathered inputs for {steps} steps")
     ckpt = checkpoint if checkpoint is not None else load_segment_checkpoint(tdir, m, index)
     if lrs is None or len(lrs) < seg["endStep"] + 1:
         lrs = learning_rates(config, int(seg["endStep"]) + 1)
@@ -213,7 +218,12 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
                                       f"{len(optimizer.param_groups)} param groups")
             for g, lr in zip(optimizer.param_groups, step_lrs, strict=True):
                 g["lr"] = float(lr)
-            x, y = dataset.batch(batches[j], dev)
+            if inputs is not None:
+                x, y = inputs[j]
+                if dev.type != "cpu":
+                    x, y = x.to(dev), y.to(dev)
+            else:
+                x, y = dataset.batch(batches[j], dev)
             seed_step(rng_seed, start + j, cuda)
             train_step(model, optimizer, spec, x, y)
         osd = optimizer.state_dict()
