@@ -27,6 +27,7 @@ from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.step import precision_spec
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
 from tests.forgery import read_manifest, reseal_all
+from tests.report_schema import validate
 from verifier.cli import main as verifier_main
 
 MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.2}
@@ -116,6 +117,9 @@ def test_fp16_loop_with_overflowing_scale_replays_exactly_and_is_valid(digits: D
     assert rhos(tmp_path / "t", digits) == [0.0, 0.0, 0.0]
     r = report(tmp_path / "t", digits, tmp_path)
     assert r["verdict"] == "Valid"
+    validate(r, "auditReport")
+    groups = [seg["state"]["scaler"] for seg in r["segments"]]  # the scaler is a state group, compared exactly
+    assert len(groups) == 3 and all(g["exact"] and g["passed"] and g["distance"] == 0.0 for g in groups)
 
 
 def test_fp16_with_clipping_and_accumulation_hand_loop_and_plain_api(digits: Dataset, tmp_path: Path) -> None:

@@ -32,6 +32,9 @@ What it records, and why it can be replayed exactly:
 - Exactly one `optimizer.step()` and one training-mode forward of `model` must happen per `rec.step()`:
   gradient accumulation over several forwards or optimizer steps is refused with a clear error, since replay
   does one forward per step.
+- fp16 autocast needs its GradScaler passed as `scaler=`: its options are committed (`precision.gradScaler`),
+  its scale and growth tracker are checkpointed, a step it skips (inf/NaN gradients: no `optimizer.step()`)
+  is recorded as such, and each step is checked to have run `scaler.step(optimizer); scaler.update()` once.
 - Batches must have a constant size (use `drop_last=True`); indices are int64 example indices into `dataset`.
 - When the number of steps is not a multiple of k, the last segment is shorter (its step range in the manifest
   says so); `stepsPerSegment` stays k.
