@@ -122,6 +122,23 @@ def test_fp16_loop_with_overflowing_scale_replays_exactly_and_is_valid(digits: D
     assert len(groups) == 3 and all(g["exact"] and g["passed"] and g["distance"] == 0.0 for g in groups)
 
 
+def test_skipped_steps_keep_the_committed_schedule(digits: Dataset, tmp_path: Path) -> None:
+    """A step the scaler skips still uses (and records) the schedule's learning rate of that step: the recorder
+    reads it at the step's first forward, since no optimizer.step() runs."""
+    model, opt = _model()
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=6)
+    scaler = torch.amp.GradScaler("cpu", **OVERFLOW)
+    rec = Recorder(tmp_path / "t", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=3,
+                   scaler=scaler, scheduler=sched)
+    for _, (_, idx) in zip(range(9), epoch_batches(len(digits), 8, 10, 0), strict=False):
+        rec.train_step(idx)
+    rec.finish()
+    m = load_manifest(tmp_path / "t")
+    assert m["config"]["scheduler"]["every"] == 1
+    assert m["segments"][0]["learningRates"] == [[0.0015], [0.0017500000000000003], [0.002]]
+    assert rhos(tmp_path / "t", digits) == [0.0, 0.0, 0.0]
+
+
 def test_fp16_with_clipping_and_accumulation_hand_loop_and_plain_api(digits: Dataset, tmp_path: Path) -> None:
     fp16_loop(tmp_path / "hand", digits, micro=2, max_norm=0.5)
     cfg = load_manifest(tmp_path / "hand")["config"]
