@@ -24,7 +24,7 @@ from registry.models import build_model
 from registry.pol import Recorder, RecorderError, TranscriptError, check_segment, load_manifest
 from registry.pol.batches import epoch_batches
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
-from registry.pol.step import precision_spec
+from registry.pol.step import StepSpec, precision_spec
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
 from tests.forgery import read_manifest, reseal_all
 from tests.report_schema import validate
@@ -111,9 +111,12 @@ def test_fp16_loop_with_overflowing_scale_replays_exactly_and_is_valid(digits: D
                                         "gradScaler": {"initScale": 2.0 ** 20, "growthFactor": 2.0,
                                                        "backoffFactor": 0.5, "growthInterval": 2}}
     ck = [decode_checkpoint((tmp_path / "t" / c["path"]).read_bytes()) for c in m["checkpoints"]]
-    assert all(c.scaler is not None for c in ck)
-    assert float(ck[0].scaler["scale"]) == 2.0 ** 20 and int(ck[0].scaler["growthTracker"]) == 0  # type: ignore[index]
-    assert float(ck[-1].scaler["scale"]) == scales[-1]  # type: ignore[index]
+    states = [c.scaler for c in ck]
+    assert all(st is not None and set(st) == {"scale", "growthTracker"} for st in states)
+    first, last = states[0], states[-1]
+    assert first is not None and last is not None
+    assert float(first["scale"]) == 2.0 ** 20 and int(first["growthTracker"]) == 0
+    assert float(last["scale"]) == scales[-1]
     assert rhos(tmp_path / "t", digits) == [0.0, 0.0, 0.0]
     r = report(tmp_path / "t", digits, tmp_path)
     assert r["verdict"] == "Valid"
@@ -281,3 +284,5 @@ def test_grad_scaler_declarations_are_checked() -> None:
         precision_spec(base)
     with pytest.raises(TranscriptError, match="allowed only with it"):
         precision_spec({**base, "autocast": "bfloat16", "gradScaler": good})
+    with pytest.raises(TranscriptError, match="needs float32 parameters"):
+        StepSpec.of({"loss": "mse", "dtype": "float16", "precision": {**base, "gradScaler": good}})

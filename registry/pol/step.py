@@ -249,6 +249,10 @@ class StepSpec:
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> StepSpec:
         precision = precision_spec(config.get("precision"))
+        if "gradScaler" in precision and config.get("dtype") == "float16":
+            # torch's GradScaler refuses to unscale float16 gradients (a ValueError mid-replay otherwise)
+            raise TranscriptError("precision gradScaler needs float32 parameters (dtype float16 gradients cannot "
+                                  "be unscaled)")
         return cls(loss=loss_spec(config.get("loss")), micro_batches=micro_batches_of(config),
                    autocast=precision["autocast"], precision=precision, clip=clip_spec(config.get("clip")))
 
