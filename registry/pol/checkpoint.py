@@ -6,6 +6,8 @@ segment that starts at it, besides the configuration and the batches:
 tensors
     ``model.<name>``          every entry of the model's ``state_dict()`` (parameters and buffers), on CPU
     ``optim.<pid>.<key>``     every tensor in the optimizer's ``state_dict()["state"][pid][key]``
+    ``scaler.scale``,         the GradScaler's current scale (float32, 0-d) and growth tracker (int32, 0-d):
+    ``scaler.growthTracker``  only in runs that declare ``precision.gradScaler`` (float16 autocast)
 metadata
     one key, ``"proofreg"``, holding canonical JSON (one key because safetensors' own writer orders several
     metadata keys at random, which would make identical checkpoints hash differently)::
@@ -14,7 +16,8 @@ metadata
          "model": [state_dict names, sorted],
          "optimizer": {"paramGroups": [{...hyperparameters..., "params": [pid, ...]}],
                        "state": {"<pid>": {"<key>": {"tensor": "optim.<pid>.<key>"} | {"value": scalar}}}},
-         "rng": "proofreg/pol-rng/1"}
+         "rng": "proofreg/pol-rng/1",
+         "scaler": ["growthTracker", "scale"]}          (only with a GradScaler: older files keep their bytes)
 
 The random draws of every step follow from the configuration's seed and the step number (`registry.pol.rng`),
 so a checkpoint carries no generator state. The file layout is fixed (tensors in name order, see
@@ -47,6 +50,8 @@ from registry.pol.rng import RNG_SCHEME
 
 CKPT_FORMAT = "proofreg-ckpt/1"
 METADATA_KEY = "proofreg"
+#: The GradScaler state a checkpoint holds (tensor ``scaler.<key>``), with its dtype.
+SCALER_STATE: dict[str, torch.dtype] = {"growthTracker": torch.int32, "scale": torch.float32}
 MAX_HEADER_BYTES = 64 << 20
 
 
@@ -124,15 +129,22 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 
 def encode_checkpoint(index: int, step: int, model_state: dict[str, torch.Tensor],
-                      optim_state: dict[str, Any]) -> bytes:
+                      optim_state: dict[str, Any], scaler: dict[str, torch.Tensor] | None = None) -> bytes:
     """The checkpoint file's bytes (module docstring). Tensors must already be CPU copies."""
-    return b"".join(checkpoint_chunks(index, step, model_state, optim_state))
+    return b"".join(checkpoint_chunks(index, step, model_state, optim_state, scaler))
 
 
 def checkpoint_chunks(index: int, step: int, model_state: dict[str, torch.Tensor],
-                      optim_state: dict[str, Any]) -> list[bytes | memoryview]:
-    """`encode_checkpoint` as pieces to write and hash one after the other (no copy of the tensors' bytes)."""
+                      optim_state: dict[str, Any],
+                      scaler: dict[str, torch.Tensor] | None = None) -> list[bytes | memoryview]:
+    """`encode_checkpoint` as pieces to write and hash one after the other (no copy of the tensors' bytes).
+    `scaler`: the GradScaler state (`SCALER_STATE`), a state group of its own bound by the file hash."""
     tensors: dict[str, torch.Tensor] = {}
+    if scaler is not None:
+        if set(scaler) != set(SCALER_STATE):
+            raise TranscriptError(f"GradScaler state must hold exactly {sorted(SCALER_STATE)}")
+        for key, dtype in SCALER_STATE.items():
+            tensors[f"scaler.{key}"] = scaler[key].detach().to("cpu", dtype).reshape(())
     for name, t in model_state.items():
         tensors[f"model.{name}"] = t.contiguous()
     state_layout: dict[str, dict[str, Any]] = {}
@@ -160,6 +172,8 @@ def checkpoint_chunks(index: int, step: int, model_state: dict[str, torch.Tensor
         "optimizer": {"paramGroups": groups, "state": state_layout},
         "rng": RNG_SCHEME,
     }
+    if scaler is not None:
+        meta["scaler"] = sorted(SCALER_STATE)
     return safetensors_chunks(tensors, {METADATA_KEY: canonical_json(meta).decode()})
 
 
@@ -178,6 +192,7 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # torch's Optimizer.state_dict() format (int param ids)
     ckpt_hash: bytes = b""
+    scaler: dict[str, torch.Tensor] | None = None  # GradScaler state (`SCALER_STATE`), float16 runs only
 
 
 Buffer = bytes | bytearray | memoryview
@@ -321,6 +336,13 @@ def decode_checkpoint(data: Buffer, expected_hash: bytes | None = None) -> Check
         if meta.get("rng") != RNG_SCHEME:
             raise TranscriptError(f"checkpoint randomness scheme {meta.get('rng')!r} is not {RNG_SCHEME!r}")
         index, step = int(meta["index"]), int(meta["step"])
+        scaler = None
+        if "scaler" in meta:
+            if meta["scaler"] != sorted(SCALER_STATE):
+                raise TranscriptError(f"checkpoint scaler state must list {sorted(SCALER_STATE)}")
+            scaler = {k: take(f"scaler.{k}", d) for k, d in SCALER_STATE.items()}
+            if any(t.shape != () for t in scaler.values()):
+                raise TranscriptError("checkpoint scaler state tensors must be 0-d")
     except TranscriptError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -328,7 +350,7 @@ def decode_checkpoint(data: Buffer, expected_hash: bytes | None = None) -> Check
     extra = set(tensors) - used
     if extra:
         raise TranscriptError(f"checkpoint has unexpected tensors {sorted(extra)[:5]}")
-    return Checkpoint(index, step, model, {"state": state, "param_groups": groups}, digest)
+    return Checkpoint(index, step, model, {"state": state, "param_groups": groups}, digest, scaler)
 
 
 def read_checkpoint(path: Any, expected_hash: bytes | None = None) -> Checkpoint:

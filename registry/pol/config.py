@@ -17,6 +17,7 @@ Config keys written by the recorder (format "proofreg-pol-config/2")::
     clip: {type: "norm", maxNorm, normType} | {type: "value", clipValue}   (only when the run clips)
     accumulation: {microBatches: n}                                        (only when n > 1)
     precision: {autocast, matmulPrecision, cudnnTf32}                      (only when not torch's defaults)
+               + gradScaler: {initScale, growthFactor, backoffFactor, growthInterval}   (autocast float16 only)
 
 plus any user keys (seed, epochs, notes...) that do not collide with these.
 
@@ -36,6 +37,12 @@ The training step that replay performs, and that a recorded training loop must p
             loss = <config loss>(model(xm), ym)            # one training-mode forward per micro-batch
         (loss / n).backward()                              # loss.backward() when n == 1
     clip (when declared); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+
+with `precision.gradScaler` (float16), the scaler restored from the checkpoint's `scaler.*` state::
+
+        scaler.scale(loss / n).backward()                  # per micro-batch
+    scaler.unscale_(optimizer); clip                       # only when clipping is declared
+    scaler.step(optimizer); scaler.update(); optimizer.zero_grad(set_to_none=True)
 """
 
 from __future__ import annotations

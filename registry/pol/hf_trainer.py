@@ -107,7 +107,8 @@ class PoLCallback(TrainerCallback):
                        lr_scheduler: Any = None, train_dataloader: Any = None, **kw: Any) -> None:
         problems = []
         if args.fp16:
-            problems.append("fp16 needs a GradScaler, whose state is not checkpointed; use bf16=True or neither")
+            problems.append("fp16 through the Trainer is not recorded yet (accelerate owns its GradScaler; a "
+                            "hand-written fp16 loop records with Recorder(scaler=...)); use bf16=True or neither")
         if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
             problems.append("DeepSpeed / FSDP runs cannot be replayed on one device")
         if args.world_size > 1 or args.n_gpu > 1:

@@ -32,6 +32,9 @@ What it records, and why it can be replayed exactly:
 - Exactly one `optimizer.step()` and one training-mode forward of `model` must happen per `rec.step()`:
   gradient accumulation over several forwards or optimizer steps is refused with a clear error, since replay
   does one forward per step.
+- fp16 autocast needs its GradScaler passed as `scaler=`: its options are committed (`precision.gradScaler`),
+  its scale and growth tracker are checkpointed, a step it skips (inf/NaN gradients: no `optimizer.step()`)
+  is recorded as such, and each step is checked to have run `scaler.step(optimizer); scaler.update()` once.
 - Batches must have a constant size (use `drop_last=True`); indices are int64 example indices into `dataset`.
 - When the number of steps is not a multiple of k, the last segment is shorter (its step range in the manifest
   says so); `stepsPerSegment` stays k.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import platform
 import queue
 import threading
@@ -74,7 +78,17 @@ from registry.pol.config import (
     rebuild_optimizer,
 )
 from registry.pol.rng import seed_step
-from registry.pol.step import AUTOCAST_DTYPES, StepSpec, current_flags, loss_spec, precision_config, train_step
+from registry.pol.step import (
+    AUTOCAST_DTYPES,
+    SCALED_AUTOCAST,
+    StepSpec,
+    current_flags,
+    describe_grad_scaler,
+    loss_spec,
+    precision_config,
+    scaler_state,
+    train_step,
+)
 from registry.pol.transcript import (
     MANIFEST_NAME,
     TRANSCRIPT_FORMAT,
@@ -102,6 +116,7 @@ class _Snapshot:
     model: dict[str, torch.Tensor]
     optim: dict[str, Any]
     ready: Any = None  # torch.cuda.Event | None
+    scaler: dict[str, torch.Tensor] | None = None  # GradScaler state (float16 runs)
 
     def wait(self) -> None:
         if self.ready is not None:
@@ -139,7 +154,8 @@ def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _snapshot(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, cuda: bool = False) -> _Snapshot:
+def _snapshot(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, cuda: bool = False,
+              scaler: torch.amp.GradScaler | None = None) -> _Snapshot:
     sd = optimizer.state_dict()
     optim = {
         "state": {pid: {k: _cpu_copy(v) if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
@@ -151,7 +167,7 @@ def _snapshot(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, cud
     if cuda:
         ready = torch.cuda.Event()
         ready.record()
-    return _Snapshot(step, model_state, optim, ready)
+    return _Snapshot(step, model_state, optim, ready, None if scaler is None else scaler_state(scaler))
 
 
 def update_norm(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> float:
@@ -204,7 +220,8 @@ class Recorder:
                  rng_seed: int = 0, queue_size: int = 4, init_seed: int | None = None,
                  parent_claim_id: int | None = None, steps_per_epoch: int | None = None,
                  self_check: bool = True, clip: Mapping[str, Any] | None = None,
-                 accumulation: int = 1, autocast: str | None = None) -> None:
+                 accumulation: int = 1, autocast: str | None = None,
+                 scaler: torch.amp.GradScaler | None = None) -> None:
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
         try:
@@ -242,7 +259,28 @@ class Recorder:
         self._autocast_seen = False
         if autocast is not None and autocast not in AUTOCAST_DTYPES:
             raise RecorderError(f"autocast {autocast!r} cannot be replayed; supported: {sorted(AUTOCAST_DTYPES)}")
+        self._scaler = scaler
+        self._scaler_spec: dict[str, Any] | None = None
+        self._scaler_prev = (0.0, 0)
+        if scaler is not None:
+            if autocast not in (None, SCALED_AUTOCAST):
+                raise RecorderError(f"a GradScaler is recorded only with autocast={SCALED_AUTOCAST!r}, "
+                                    f"not {autocast!r}")
+            autocast = SCALED_AUTOCAST
+            try:
+                self._scaler_spec = describe_grad_scaler(scaler, self.device)
+            except TranscriptError as exc:
+                raise RecorderError(str(exc)) from exc
+            self._scaler_prev = self._scaler_now()
+            if self._scaler_prev != (self._scaler_spec["initScale"], 0):
+                raise RecorderError("create the GradScaler fresh before recording (its scale and growth tracker "
+                                    "must be its initScale and 0 at checkpoint 0)")
+        elif autocast == SCALED_AUTOCAST:
+            raise RecorderError(f"autocast={SCALED_AUTOCAST!r} cannot be replayed without its GradScaler: pass "
+                                "scaler=torch.amp.GradScaler(...) to the Recorder")
         self._declared_autocast = autocast
+        self._fwd_lrs: list[Any] = []
+        self._fwd_sched = 0
         self._spec: StepSpec | None = None
         self._user_config = dict(config or {})
         self._scheduler, self._dataset_cid, self._policy = scheduler, dataset_cid, tolerance_policy
@@ -299,7 +337,7 @@ class Recorder:
         self._seg_batches: np.ndarray | None = None
         self._seg_lrs: list[list[float]] = []
         self._seg_epoch = 0
-        self._start = _snapshot(0, model, optimizer, self._cuda_index is not None)
+        self._start = _snapshot(0, model, optimizer, self._cuda_index is not None, scaler)
         self._forwards = 0
         self._opt_steps = 0
         self._step_lrs: list[Any] | None = None
@@ -326,6 +364,9 @@ class Recorder:
         self._forwards += 1
         if self._forwards == 1:
             seed_step(self._rng_seed, self._step, self._cuda_index)
+            if self._scaler is not None:  # what a step the scaler skips (no optimizer.step()) used
+                self._fwd_lrs = [g["lr"] for g in self.optimizer.param_groups]
+                self._fwd_sched = int(self._scheduler.last_epoch) if self._scheduler is not None else 0
         kind = self.device.type
         autocast = None
         if torch.is_autocast_enabled(kind):
@@ -334,8 +375,11 @@ class Recorder:
         if not self._autocast_seen:
             self._autocast, self._autocast_seen = autocast, True
             if autocast is not None and autocast not in AUTOCAST_DTYPES:
-                self._hook_error = (f"torch.autocast in {autocast} cannot be replayed (it needs a GradScaler, whose "
-                                    "state is not checkpointed); use dtype=torch.bfloat16, or no autocast")
+                self._hook_error = (f"torch.autocast in {autocast} cannot be replayed; supported: "
+                                    f"{sorted(AUTOCAST_DTYPES)}, or no autocast")
+            elif autocast == SCALED_AUTOCAST and self._scaler is None:
+                self._hook_error = (f"torch.autocast in {autocast} cannot be replayed without its GradScaler: pass "
+                                    "scaler=<your torch.amp.GradScaler> to the Recorder")
         elif autocast != self._autocast:
             self._hook_error = (f"autocast changed from {self._autocast} to {autocast} at step {self._step}; a "
                                 "recorded run must use one precision for every forward")
@@ -373,7 +417,8 @@ class Recorder:
         self._raise_writer_error()
         if self._hook_error is not None:
             raise RecorderError(self._hook_error)
-        if self._opt_steps != 1:
+        skipped = self._scaler is not None and self._opt_steps == 0
+        if self._opt_steps != 1 and not skipped:
             raise RecorderError(
                 "optimizer.step() must run exactly once per rec.step(), it ran "
                 f"{self._opt_steps} times; gradient accumulation and skipped steps cannot be replayed"
@@ -386,6 +431,12 @@ class Recorder:
         if self._declared_autocast is not None and self._autocast != self._declared_autocast:
             raise RecorderError(f"the Recorder was told autocast={self._declared_autocast!r} but the forward ran "
                                 f"with autocast {self._autocast}")
+        if self._scaler is not None:
+            self._check_scaler(stepped=not skipped)
+            if skipped:  # the learning rate the skipped step would have used, seen at its first forward
+                self._step_lrs = self._fwd_lrs
+                if self._scheduler is not None:
+                    self._sched_counts.append(self._fwd_sched)
         idx = self._indices(indices)
         assert self._step_lrs is not None
         if lr is not None:
@@ -426,10 +477,11 @@ class Recorder:
         if self._spec is None:
             self._spec = StepSpec.of({"loss": self.loss, "clip": self._clip,
                                       "accumulation": {"microBatches": self._micro} if self._micro > 1 else None,
-                                      "precision": precision_config(self._declared_autocast, *self._flags)})
+                                      "precision": precision_config(self._declared_autocast, *self._flags,
+                                                                    self._scaler_spec)})
         self.model.train()
         x, y = self.dataset.batch(indices, self.device)
-        loss = train_step(self.model, self.optimizer, self._spec, x, y)
+        loss = train_step(self.model, self.optimizer, self._spec, x, y, self._scaler)
         if self._scheduler is not None:
             self._scheduler.step()
         self.step(indices)
@@ -495,6 +547,37 @@ class Recorder:
         self.close()
 
     # --- internals (training thread) ------------------------------------------------------------------------
+    def _scaler_now(self) -> tuple[float, int]:
+        assert self._scaler is not None
+        st = scaler_state(self._scaler)
+        return float(st["scale"]), int(st["growthTracker"])
+
+    def _check_scaler(self, stepped: bool) -> None:
+        """Refuses a step where the GradScaler did not do what one `scaler.step(optimizer); scaler.update()`
+        does (replay does exactly that), or whose options changed: after a taken step the growth tracker
+        counts up (the scale grows every growthInterval taken steps); a skipped step backs the scale off."""
+        assert self._scaler is not None and self._scaler_spec is not None
+        try:
+            options = describe_grad_scaler(self._scaler, self.device)
+        except TranscriptError as exc:
+            raise RecorderError(str(exc)) from exc
+        if options != self._scaler_spec:
+            raise RecorderError(f"the GradScaler's options changed during the run ({self._scaler_spec} -> {options}); "
+                                "verifiers rebuild it from the committed ones")
+        (ps, pt), (scale, tracker) = self._scaler_prev, self._scaler_now()
+        gs = self._scaler_spec
+        if not stepped:
+            ok = tracker == 0 and math.isclose(scale, ps * gs["backoffFactor"], rel_tol=1e-6)
+        elif pt + 1 < gs["growthInterval"]:
+            ok = (scale, tracker) == (ps, pt + 1)
+        else:
+            ok = tracker == 0 and (scale == ps or math.isclose(scale, ps * gs["growthFactor"], rel_tol=1e-6))
+        if not ok:
+            raise RecorderError(f"the GradScaler was not used once in step {self._step} (scale {ps:g}, tracker {pt} "
+                                f"-> {scale:g}, {tracker}, {'taken' if stepped else 'skipped'}); each step must run "
+                                "scaler.scale(loss).backward(), scaler.step(optimizer), scaler.update()")
+        self._scaler_prev = (scale, tracker)
+
     def _init_origin(self, model: nn.Module, init_seed: int | None, parent_claim_id: int | None) -> dict[str, Any]:
         """The config's `init` entry for checkpoint 0 (module docstring)."""
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -579,7 +662,7 @@ class Recorder:
         batches = self._seg_batches[:self._j]
         if int(batches.min()) < 0 or int(batches.max()) >= len(self.dataset):  # once per segment: cheaper
             raise RecorderError(f"segment {self._segment} uses example indices outside [0, {len(self.dataset)})")
-        end = _snapshot(self._step, self.model, self.optimizer, self._cuda_index is not None)
+        end = _snapshot(self._step, self.model, self.optimizer, self._cuda_index is not None, self._scaler)
         job = _SegmentJob(
             index=self._segment, start=self._start, end=end, batches=batches.copy(),
             lrs=[[float(v) for v in r] for r in self._seg_lrs], epoch=self._seg_epoch,
@@ -632,7 +715,7 @@ class Recorder:
 
     def _write_checkpoint(self, index: int, snap: _Snapshot) -> None:
         snap.wait()
-        chunks = checkpoint_chunks(index, snap.step, snap.model, snap.optim)
+        chunks = checkpoint_chunks(index, snap.step, snap.model, snap.optim, snap.scaler)
         self._results.ckpt_hashes[index] = self._write_file(checkpoint_path(index), chunks)
 
     def _write_segment(self, job: _SegmentJob) -> None:
@@ -662,7 +745,7 @@ class Recorder:
             dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
             tolerance_policy=self._policy, user=self._user_config, steps_per_epoch=self._steps_per_epoch or 1,
             init=self._init, clip=self._clip, micro_batches=self._micro,
-            precision=precision_config(self._autocast, *self._flags),
+            precision=precision_config(self._autocast, *self._flags, self._scaler_spec),
         )
         hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]
         checkpoints = [{"index": i, "step": (self._results.segments[i]["startStep"] if i < n else self._step),

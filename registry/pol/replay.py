@@ -31,7 +31,13 @@ import torch
 
 from registry.datasets import Dataset
 from registry.hashing import as_hash, to_hex
-from registry.pol.checkpoint import Checkpoint, TranscriptError, copy_optimizer_state, read_checkpoint
+from registry.pol.checkpoint import (
+    SCALER_STATE,
+    Checkpoint,
+    TranscriptError,
+    copy_optimizer_state,
+    read_checkpoint,
+)
 from registry.pol.config import (
     epoch_of_step,
     group_mismatches,
@@ -41,7 +47,7 @@ from registry.pol.config import (
     rng_seed_of,
 )
 from registry.pol.rng import GLOBAL_RNG_LOCK, seed_step
-from registry.pol.step import StepSpec, precision_flags, train_step
+from registry.pol.step import StepSpec, make_grad_scaler, precision_flags, precision_spec, scaler_state, train_step
 from registry.pol.transcript import load_manifest, read_batches
 
 
@@ -107,10 +113,19 @@ def check_checkpoint_config(config: dict[str, Any], ckpt: Checkpoint, lrs: list[
     """A checkpoint may not carry another optimizer than the config's: every param-group hyperparameter must be
     the config's, and its learning rate the committed schedule's at its step (the rate of the step before or
     of the step after, depending on whether the loop stepped its scheduler before the snapshot). `lrs` must
-    cover steps 0 .. ckpt.step. Raises `TranscriptError` naming the field."""
+    cover steps 0 .. ckpt.step. It holds GradScaler state exactly when the config declares a GradScaler, and at
+    step 0 that state is the committed initScale with growth tracker 0. Raises `TranscriptError` naming the field."""
     bad = group_mismatches(config, ckpt.optimizer["param_groups"])
     if bad:
         raise TranscriptError(f"checkpoint {ckpt.index} hyperparameters disagree with the config: {bad[0]}")
+    gs = precision_spec(config.get("precision")).get("gradScaler")
+    if (gs is None) != (ckpt.scaler is None):
+        raise TranscriptError(f"checkpoint {ckpt.index} {'lacks' if ckpt.scaler is None else 'holds'} GradScaler "
+                              f"state but the config declares {'a GradScaler' if gs is not None else 'none'}")
+    if gs is not None and ckpt.step == 0 and ckpt.scaler is not None and (
+            float(ckpt.scaler["scale"]) != gs["initScale"] or int(ckpt.scaler["growthTracker"]) != 0):
+        raise TranscriptError(f"checkpoint {ckpt.index} GradScaler state at step 0 is not the committed initScale "
+                              f"{gs['initScale']:g} with growth tracker 0")
     s = ckpt.step
     allowed = [lrs[t] for t in (s - 1, s) if 0 <= t < len(lrs)]
     got = [float(g["lr"]) for g in ckpt.optimizer["param_groups"]]
@@ -153,7 +168,8 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
                          inputs: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Re-executes segment `index` from checkpoint `index`; returns (model state_dict, optimizer state_dict)
-    after its steps.
+    after its steps. With a GradScaler (float16), restored from the checkpoint, the optimizer state_dict also
+    holds its state under "scaler" (`registry.pol.step.scaler_state`): state that belongs to the step.
 
     `dataset` must be the transcript's training set (its root is checked); `manifest` and `checkpoint` may be
     passed when already loaded (the checkpoint is not modified, so it can be re-used), and `batches` when the
@@ -209,6 +225,10 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
             optimizer.load_state_dict(state)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise TranscriptError(f"checkpoint {index} optimizer state does not fit: {exc}") from exc
+        scaler = None
+        if spec.grad_scaler is not None:
+            assert ckpt.scaler is not None  # check_checkpoint_config
+            scaler = make_grad_scaler(spec.grad_scaler, dev, ckpt.scaler)
         model.train()
         start = int(seg["startStep"])
         for j in range(steps):
@@ -225,8 +245,10 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
             else:
                 x, y = dataset.batch(batches[j], dev)
             seed_step(rng_seed, start + j, cuda)
-            train_step(model, optimizer, spec, x, y)
+            train_step(model, optimizer, spec, x, y, scaler)
         osd = optimizer.state_dict()
+        if scaler is not None:
+            osd["scaler"] = scaler_state(scaler)
     return {k: v.detach() for k, v in model.state_dict().items()}, osd
 
 
@@ -299,8 +321,9 @@ def state_distances(replayed_model: dict[str, torch.Tensor], replayed_optim: dic
     """Replayed buffers and optimizer state against checkpoint i+1, one `StateDistance` per class: "buffers"
     (floating non-parameter state_dict entries, e.g. BatchNorm running statistics), "buffers.int" (integer
     ones, e.g. num_batches_tracked), and "optim.<key>" for every optimizer state key (momentum_buffer,
-    exp_avg, exp_avg_sq; "step" is a count). Parameters are `segment_distance`'s ρ. Names in `worst` are
-    "model.<name>" and "optim.<parameter name>.<key>"."""
+    exp_avg, exp_avg_sq; "step" is a count), and "scaler" (the GradScaler's scale and growth tracker, compared
+    exactly) when the run has one. Parameters are `segment_distance`'s ρ. Names in `worst` are
+    "model.<name>", "optim.<parameter name>.<key>" and "scaler.<key>"."""
     pnames = [n for g in config["optimizer"]["paramGroups"] for n in g["params"]]
     params = set(pnames)
     out: list[StateDistance] = []
@@ -340,6 +363,15 @@ def state_distances(replayed_model: dict[str, torch.Tensor], replayed_optim: dic
     for key, pairs in sorted(rows.items()):
         exact = key == "step" or not all(torch.as_tensor(p[1]).is_floating_point() for p in pairs)
         out.append(_class_distance(f"optim.{key}", pairs, exact_threshold if exact else threshold, exact))
+    rep_scaler = replayed_optim.get("scaler")
+    if rep_scaler is not None or end.scaler is not None:
+        if rep_scaler is None or end.scaler is None:
+            out.append(StateDistance("scaler", math.inf, exact_threshold, "scaler.scale", True,
+                                     f"GradScaler state is in only one of the replayed state and checkpoint "
+                                     f"{end.index}"))
+        else:
+            out.append(_class_distance("scaler", [(f"scaler.{k}", rep_scaler[k], end.scaler[k], None)
+                                                  for k in sorted(SCALER_STATE)], exact_threshold, True))
     return out
 
 

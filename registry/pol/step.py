@@ -9,9 +9,13 @@ bit for bit the step a verifier re-executes. Everything it does comes from confi
   A loss with only default options is written as its name, so older configs keep their hash.
 - ``accumulation``: ``{"microBatches": n}`` (only when n > 1): the step's batch is n equal micro-batches in
   order; each runs forward and ``backward()`` on its loss divided by n; then one optimizer step.
-- ``precision``: ``{"autocast": "bfloat16" | null, "matmulPrecision": ..., "cudnnTf32": bool}`` (only when it
-  differs from torch's defaults: no autocast, "highest", cudnn TF32 on): the forward and loss run under
-  ``torch.autocast(device, dtype)``, and the float32 matmul / cuDNN TF32 flags are set for the replay.
+- ``precision``: ``{"autocast": "bfloat16" | "float16" | null, "matmulPrecision": ..., "cudnnTf32": bool}`` (only
+  when it differs from torch's defaults: no autocast, "highest", cudnn TF32 on): the forward and loss run under
+  ``torch.autocast(device, dtype)``, and the float32 matmul / cuDNN TF32 flags are set for the replay. With
+  ``"float16"`` (and only then) it also holds ``"gradScaler": {"initScale", "growthFactor", "backoffFactor",
+  "growthInterval"}``: each backward is ``scaler.scale(loss / n).backward()``, gradients are unscaled before
+  clipping, ``scaler.step(optimizer)`` skips a step whose gradients are not finite and ``scaler.update()``
+  moves the scale. The scaler's state (scale, growth tracker) is checkpointed (`registry.pol.checkpoint`).
 - ``clip``: see `registry.pol.config.clip_spec`; applied after the last backward.
 """
 
@@ -37,7 +41,12 @@ LOSS_OPTIONS: dict[str, dict[str, Any]] = {
     "bce_with_logits": {},
     "causal_lm": {"ignoreIndex": -100},
 }
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16}
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The autocast dtype that needs a GradScaler (and the only one that may have one).
+SCALED_AUTOCAST = "float16"
+#: GradScaler constructor options: config name -> torch attribute (read from a scaler object).
+GRAD_SCALER_OPTIONS = {"initScale": "_init_scale", "growthFactor": "_growth_factor",
+                       "backoffFactor": "_backoff_factor", "growthInterval": "_growth_interval"}
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 DEFAULT_PRECISION: dict[str, Any] = {"autocast": None, "matmulPrecision": "highest", "cudnnTf32": True}
 
@@ -125,22 +134,87 @@ def precision_spec(value: Any) -> dict[str, Any]:
     """The config's `precision` with defaults filled in (absent: torch's defaults)."""
     if value is None:
         return dict(DEFAULT_PRECISION)
-    if not isinstance(value, Mapping) or set(value) != set(DEFAULT_PRECISION):
-        raise TranscriptError(f"precision must hold exactly {sorted(DEFAULT_PRECISION)}, not {value!r}")
+    if not isinstance(value, Mapping) or set(value) - {"gradScaler"} != set(DEFAULT_PRECISION):
+        raise TranscriptError(f"precision must hold exactly {sorted(DEFAULT_PRECISION)} (and gradScaler with "
+                              f"float16), not {value!r}")
     if value["autocast"] is not None and value["autocast"] not in AUTOCAST_DTYPES:
         raise TranscriptError(f"precision autocast {value['autocast']!r} is not replayable; supported: "
                               f"{sorted(AUTOCAST_DTYPES)} or null")
+    if (value["autocast"] == SCALED_AUTOCAST) != ("gradScaler" in value):
+        raise TranscriptError("precision gradScaler is required with autocast float16 and allowed only with it "
+                              "(float16 gradients underflow without loss scaling)")
     if value["matmulPrecision"] not in MATMUL_PRECISIONS:
         raise TranscriptError(f"precision matmulPrecision must be one of {list(MATMUL_PRECISIONS)}")
     if not isinstance(value["cudnnTf32"], bool):
         raise TranscriptError("precision cudnnTf32 must be true or false")
-    return dict(value)
+    out = dict(value)
+    if "gradScaler" in value:
+        out["gradScaler"] = grad_scaler_spec(value["gradScaler"])
+    return out
 
 
-def precision_config(autocast: str | None, matmul: str, cudnn_tf32: bool) -> dict[str, Any] | None:
-    """The `precision` key to write: None when everything is torch's default (older configs stay unchanged)."""
-    p = {"autocast": autocast, "matmulPrecision": matmul, "cudnnTf32": bool(cudnn_tf32)}
-    return None if p == DEFAULT_PRECISION else precision_spec(p)
+def grad_scaler_spec(value: Any) -> dict[str, Any]:
+    """The config's `precision.gradScaler`, checked: the options torch's GradScaler accepts, as numbers."""
+    if not isinstance(value, Mapping) or set(value) != set(GRAD_SCALER_OPTIONS):
+        raise TranscriptError(f"precision gradScaler must hold exactly {sorted(GRAD_SCALER_OPTIONS)}, not {value!r}")
+
+    def number(key: str, ok: Callable[[float], bool], what: str) -> float:
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not ok(float(v)):
+            raise TranscriptError(f"precision gradScaler {key} must be {what}, not {v!r}")
+        return float(v)
+
+    interval = value["growthInterval"]
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise TranscriptError(f"precision gradScaler growthInterval must be a positive integer, not {interval!r}")
+    return {"initScale": number("initScale", lambda v: v > 0, "a positive number"),
+            "growthFactor": number("growthFactor", lambda v: v > 1, "a number > 1"),
+            "backoffFactor": number("backoffFactor", lambda v: 0 < v < 1, "a number in (0, 1)"),
+            "growthInterval": int(interval)}
+
+
+def describe_grad_scaler(scaler: Any, device: torch.device) -> dict[str, Any]:
+    """The `gradScaler` options of a torch GradScaler object, read back from it; one that replay could not
+    rebuild (disabled, another device, another class) is refused."""
+    if not isinstance(scaler, torch.amp.GradScaler):
+        raise TranscriptError(f"scaler {type(scaler).__module__}.{type(scaler).__name__} is not torch.amp.GradScaler")
+    if not scaler.is_enabled():
+        raise TranscriptError("the GradScaler is disabled but float16 autocast needs loss scaling; pass "
+                              "enabled=True (replay always scales)")
+    if getattr(scaler, "_device", device.type) != device.type:
+        raise TranscriptError(f"the GradScaler is for device {scaler._device!r}, the model is on {device.type}")
+    return grad_scaler_spec({k: getattr(scaler, a) for k, a in GRAD_SCALER_OPTIONS.items()})
+
+
+def make_grad_scaler(spec: Mapping[str, Any], device: torch.device,
+                     state: Mapping[str, torch.Tensor]) -> torch.amp.GradScaler:
+    """A GradScaler with the committed options, at a checkpoint's scale and growth tracker (`scaler_state`)."""
+    scaler = torch.amp.GradScaler(device.type, init_scale=spec["initScale"], growth_factor=spec["growthFactor"],
+                                  backoff_factor=spec["backoffFactor"], growth_interval=spec["growthInterval"])
+    scaler.load_state_dict({"scale": float(state["scale"]), "growth_factor": spec["growthFactor"],
+                            "backoff_factor": spec["backoffFactor"], "growth_interval": spec["growthInterval"],
+                            "_growth_tracker": int(state["growthTracker"])})
+    return scaler
+
+
+def scaler_state(scaler: torch.amp.GradScaler) -> dict[str, torch.Tensor]:
+    """The checkpointed state of a GradScaler: ``scale`` (float32) and ``growthTracker`` (int32), 0-d CPU tensors
+    (a scaler not used yet holds its initial values)."""
+    sd = scaler.state_dict()
+    return {"scale": torch.tensor(float(sd["scale"]), dtype=torch.float32),
+            "growthTracker": torch.tensor(int(sd["_growth_tracker"]), dtype=torch.int32)}
+
+
+def precision_config(autocast: str | None, matmul: str, cudnn_tf32: bool,
+                     grad_scaler: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The `precision` key to write: None when everything is torch's default (older configs stay unchanged);
+    `gradScaler` only with float16."""
+    p: dict[str, Any] = {"autocast": autocast, "matmulPrecision": matmul, "cudnnTf32": bool(cudnn_tf32)}
+    if p == DEFAULT_PRECISION:
+        return None
+    if grad_scaler is not None:
+        p["gradScaler"] = dict(grad_scaler)
+    return precision_spec(p)
 
 
 def current_flags() -> tuple[str, bool]:
@@ -175,8 +249,17 @@ class StepSpec:
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> StepSpec:
         precision = precision_spec(config.get("precision"))
+        if "gradScaler" in precision and config.get("dtype") == "float16":
+            # torch's GradScaler refuses to unscale float16 gradients (a ValueError mid-replay otherwise)
+            raise TranscriptError("precision gradScaler needs float32 parameters (dtype float16 gradients cannot "
+                                  "be unscaled)")
         return cls(loss=loss_spec(config.get("loss")), micro_batches=micro_batches_of(config),
                    autocast=precision["autocast"], precision=precision, clip=clip_spec(config.get("clip")))
+
+    @property
+    def grad_scaler(self) -> dict[str, Any] | None:
+        """The committed GradScaler options (float16 autocast), or None."""
+        return self.precision.get("gradScaler")
 
     def autocast_context(self, device: torch.device) -> Any:
         if self.autocast is None:
@@ -231,19 +314,31 @@ def clip_gradients(spec: Mapping[str, Any] | None, model: nn.Module) -> None:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, spec: StepSpec, x: torch.Tensor,
-               y: torch.Tensor) -> torch.Tensor:
+               y: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """One committed optimizer step on the batch (x, y); returns the step's mean loss, detached (no device
-    synchronisation: call .item() only when logging)."""
+    synchronisation: call .item() only when logging). `scaler`: the run's GradScaler, required exactly when
+    the config declares one (float16); a step whose scaled gradients are not finite is skipped by it."""
+    if (scaler is None) != (spec.grad_scaler is None):
+        raise TranscriptError("the config declares a GradScaler but none was given to the step" if scaler is None
+                              else "a GradScaler was given to a step whose config declares none")
     device = next(model.parameters()).device
     n = spec.micro_batches
     total: torch.Tensor | None = None
     for xm, ym in zip(split_micro(x, n), split_micro(y, n), strict=True):
         with spec.autocast_context(device):
             loss = loss_value(spec.loss, model(xm), ym)
-        (loss / n if n > 1 else loss).backward()
+        scaled = loss / n if n > 1 else loss
+        (scaled if scaler is None else scaler.scale(scaled)).backward()
         total = loss.detach() if total is None else total + loss.detach()
-    clip_gradients(spec.clip, model)
-    optimizer.step()
+    if scaler is None:
+        clip_gradients(spec.clip, model)
+        optimizer.step()
+    else:
+        if spec.clip is not None:
+            scaler.unscale_(optimizer)
+            clip_gradients(spec.clip, model)
+        scaler.step(optimizer)
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
     assert total is not None
     return total / n if n > 1 else total
