@@ -57,6 +57,7 @@ CASES: dict[str, tuple[str, str, dict[str, Any], Callable[[torch.nn.Module], tor
                                   None),
     "AdamW, accumulation 4": ("digits", "mlp", MLP, _adamw, {"accumulation": 4}, None),
     "AdamW, bf16 autocast": ("digits", "mlp", MLP, _adamw, {"autocast": "bfloat16"}, None),
+    "AdamW, fp16 autocast + GradScaler": ("digits", "mlp", MLP, _adamw, {"scaler": "GradScaler"}, None),
     "AdamW, label smoothing 0.1": ("digits", "mlp", MLP, _adamw,
                                    {"loss": {"type": "cross_entropy", "labelSmoothing": 0.1}}, None),
     "Adam, MSE regression": ("regression", "mlp", TOY, lambda m: torch.optim.Adam(m.parameters(), lr=1e-2),
@@ -96,6 +97,8 @@ def record(name: str, root: Path, steps: int, k: int) -> tuple[Path, Dataset]:
     sched = make_sched(opt) if make_sched is not None else None
     out = root / name.replace(" ", "_").replace(",", "").replace("/", "-")
     micro = int(kw.get("accumulation", 1))
+    if kw.get("scaler") == "GradScaler":  # a fresh scaler per run (its state is part of the run)
+        kw = {**kw, "scaler": torch.amp.GradScaler("cpu")}
     rec = Recorder(out, model, opt, family=family, family_args=args, dataset=ds, steps_per_segment=k,
                    scheduler=sched, **kw)
     try:
