@@ -131,7 +131,8 @@ class PoLLightningCallback(pl.Callback):
             problems.append(f"gradient_clip_algorithm {algo!r} is not norm or value")
         if type(module).configure_gradient_clipping is not pl.LightningModule.configure_gradient_clipping:
             problems.append("configure_gradient_clipping is overridden; clip with Trainer(gradient_clip_val=...)")
-        if trainer.limit_train_batches not in (1.0, None) or getattr(trainer, "overfit_batches", 0):
+        overfit: float = getattr(trainer, "overfit_batches", 0.0)  # set by Trainer.__init__, not declared
+        if trainer.limit_train_batches not in (1.0, None) or overfit:
             problems.append("limit_train_batches / overfit_batches change the epochs the indices are recorded in")
         for cfg in trainer.lr_scheduler_configs:
             if cfg.interval != "step" or cfg.frequency != 1:
