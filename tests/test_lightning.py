@@ -110,6 +110,16 @@ def test_refused_in_one_line(ds: Dataset, tmp_path: Path, mod: dict[str, Any], o
     assert "\n" not in str(e.value)
 
 
+def test_ddp_strategy_is_refused(ds: Dataset, tmp_path: Path) -> None:
+    try:
+        with pytest.raises(RecorderError, match="cannot be recorded: strategy DDPStrategy on 1 process") as e:
+            _run(tmp_path, ds, strategy="ddp")
+        assert "\n" not in str(e.value)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def test_other_loss_fails_self_check(ds: Dataset, tmp_path: Path) -> None:
     with pytest.raises(RecorderError) as e:
         _run(tmp_path, ds, mod={"opt": "sgd", "scale": 2.0})
