@@ -20,6 +20,8 @@ from tests.test_pol_step import rhos, verdict
 
 pl = pytest.importorskip("pytorch_lightning")
 MLP = {"in_features": 16, "hidden": [16], "out_features": 4, "dropout": 0.1}
+GPT2 = {"config": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2, "vocab_size": 64,
+                   "n_positions": 16}, "output": "model_output"}
 QUIET = dict(enable_progress_bar=False, logger=False, enable_checkpointing=False, enable_model_summary=False,
              accelerator="cpu", devices=1)
 
@@ -88,6 +90,36 @@ def test_lightning_run_is_valid(ds: Dataset, tmp_path: Path, precision: str) -> 
     r = rhos(tmp_path / "t", ds)
     assert all(x <= 1e-3 for x in r), r
     assert verdict(tmp_path / "t", ds, tmp_path) == "Valid"
+
+
+class CausalLM(pl.LightningModule):  # type: ignore[misc,name-defined]
+    def __init__(self, cb: Any) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.model, self.cb = build_model("hf-causal-lm", GPT2), cb
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return self.cb.loss(self.model(input_ids=x), y)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+
+
+def test_hf_causal_lm_bf16_is_valid(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from registry.pol.lightning import PoLLightningCallback
+
+    t = np.random.default_rng(1).integers(0, 64, size=(32, 9), dtype=np.int64)
+    tokens = build_dataset(tmp_path / "tok", "tokens", t, t)
+    cb = PoLLightningCallback(tmp_path / "t", dataset=tokens, family="hf-causal-lm", family_args=GPT2,
+                              loss="causal_lm", steps_per_segment=2)
+    trainer = pl.Trainer(callbacks=[cb], **QUIET, max_steps=4, precision="bf16-mixed", gradient_clip_val=1.0,
+                         accumulate_grad_batches=2)
+    trainer.fit(CausalLM(cb), train_dataloaders=cb.train_dataloader(batch_size=2))
+    assert load_manifest(tmp_path / "t")["config"]["precision"]["autocast"] == "bfloat16"
+    assert all(x <= 1e-3 for x in rhos(tmp_path / "t", tokens))
+    assert verdict(tmp_path / "t", tokens, tmp_path) == "Valid"
 
 
 def test_clip_by_value_sgd_is_valid(ds: Dataset, tmp_path: Path) -> None:
