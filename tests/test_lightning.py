@@ -152,8 +152,24 @@ def test_ddp_strategy_is_refused(ds: Dataset, tmp_path: Path) -> None:
             torch.distributed.destroy_process_group()
 
 
-def test_other_loss_fails_self_check(ds: Dataset, tmp_path: Path) -> None:
+def test_other_loss_is_refused(ds: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(RecorderError, match=r"training_step returned loss .* committed cross_entropy") as e:
+        _run(tmp_path, ds, mod={"scale": 2.0})
+    assert "\n" not in str(e.value)
+
+
+class NoisyGrads(Module):
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        for p in self.model.parameters():
+            p.grad.add_(1e-2)  # type: ignore[union-attr]
+
+
+def test_changed_gradients_fail_self_check(ds: Dataset, tmp_path: Path) -> None:
+    from registry.pol.lightning import PoLLightningCallback
+
+    cb = PoLLightningCallback(tmp_path / "t", dataset=ds, family="mlp", family_args=MLP, steps_per_segment=4)
+    trainer = pl.Trainer(callbacks=[cb], **QUIET, max_steps=8)
     with pytest.raises(RecorderError) as e:
-        _run(tmp_path, ds, mod={"opt": "sgd", "scale": 2.0})
+        trainer.fit(NoisyGrads(cb, opt="sgd"), train_dataloaders=cb.train_dataloader(batch_size=4))
     assert "\n" not in str(e.value) and "segment" in str(e.value)
     assert not (tmp_path / "t" / "manifest.json").exists()

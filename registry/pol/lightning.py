@@ -21,14 +21,16 @@ Refused at `on_train_start` with one line, because a verifier could not replay t
 several optimizers, precisions other than 32-true / bf16-mixed (16-mixed needs a GradScaler whose state is not
 checkpointed), strategies other than a single device, an overridden `configure_gradient_clipping`, an unknown
 clip algorithm, schedulers stepped per epoch or every n steps, `limit_train_batches` / `overfit_batches`, and
-epochs that do not split into whole optimizer steps. A `training_step` computing another loss is not detectable
-here; the recorder's self-check (replay of the first and last segment at `on_train_end`) refuses it.
+epochs that do not split into whole optimizer steps. A `training_step` returning another loss than the committed
+loss of the model's output is refused at its first batch; what else a loop may do to the step (a hook changing
+gradients, say) the recorder's self-check (replay of the first and last segment at `on_train_end`) refuses.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,9 @@ class PoLLightningCallback(pl.Callback):
         self._pending: deque[tuple[np.ndarray, torch.Tensor]] = deque()
         self._step_idx: list[np.ndarray] = []
         self._error: str | None = None
-        self._handle: Any = None
+        self._handles: list[Any] = []
+        self._out: tuple[torch.Tensor, torch.dtype | None] | None = None
+        self._device = "cpu"
         self._global_step = 0
 
     # --- what the user is given -------------------------------------------------------------------------------
@@ -111,6 +115,29 @@ class PoLLightningCallback(pl.Callback):
             self._error = "the model's input is not the collated batch x; call the model on cb.train_dataloader()'s x"
             return
         self._step_idx.append(idx)
+
+    def _post_forward(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if not module.training:
+            return
+        out = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
+        amp = torch.get_autocast_dtype(self._device) if torch.is_autocast_enabled(self._device) else None
+        self._out = (out.detach(), amp) if isinstance(out, torch.Tensor) else None
+
+    def _check_loss(self, outputs: Any, batch: Any, micro: int) -> None:
+        """The loss training_step returned (Lightning hands it back divided by `micro`) must be the committed loss
+        of the model's output: caught at the first batch instead of by the self-check at the end."""
+        got = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if self._out is None or not isinstance(got, torch.Tensor) or not isinstance(batch, tuple | list):
+            return
+        out, amp = self._out
+        self._out = None
+        ctx = torch.autocast(self._device, dtype=amp) if amp is not None else nullcontext()
+        with torch.no_grad(), ctx:
+            want = loss_value(self._loss, out, batch[1]).float()
+        got = got.detach().float() * micro
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+            raise RecorderError(f"training_step returned loss {got.item():.6g}, the committed {self._loss.type} loss "
+                                f"of the model's output is {want.item():.6g}; return cb.loss(output, y)")
 
     def _problems(self, trainer: pl.Trainer, module: pl.LightningModule) -> list[str]:
         problems = []
@@ -168,7 +195,9 @@ class PoLLightningCallback(pl.Callback):
             clip = ({"type": "value", "clipValue": val} if _clip_algorithm(trainer) == "value"
                     else {"type": "norm", "maxNorm": val})
         self._global_step = trainer.global_step
-        self._handle = model.register_forward_pre_hook(self._pre_forward, with_kwargs=True, prepend=True)
+        self._device = next(model.parameters()).device.type
+        self._handles = [model.register_forward_pre_hook(self._pre_forward, with_kwargs=True, prepend=True),
+                         model.register_forward_hook(self._post_forward, with_kwargs=True)]
         self.rec = Recorder(self.out_dir, model, optimizer, family=self.family, family_args=self.family_args,
                             dataset=self.dataset, steps_per_segment=self.k, scheduler=scheduler,
                             loss=self.loss_config, clip=clip, accumulation=int(trainer.accumulate_grad_batches),
@@ -178,6 +207,7 @@ class PoLLightningCallback(pl.Callback):
                            batch_idx: int) -> None:
         if self._error is not None:
             raise RecorderError(self._error)
+        self._check_loss(outputs, batch, int(trainer.accumulate_grad_batches))
         if trainer.global_step == self._global_step:
             return  # a micro-batch inside an accumulation window
         assert self.rec is not None
@@ -186,9 +216,9 @@ class PoLLightningCallback(pl.Callback):
         self.rec.step(idx)
 
     def _close(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()
