@@ -88,15 +88,15 @@ def verifier_rows(quick: bool, device: str) -> tuple[list[Row], dict[str, Any]]:
 
 
 def gas_rows() -> tuple[list[Row], list[dict[str, Any]]]:
-    from bench.gas import GOALS, measure
+    from bench.gas import goal_of, measure, measure_large
 
-    measured = measure()
+    measured = measure() + measure_large()
     base = next(g for op, _, g in measured if op == "transfer")
     rows: list[Row] = []
     for op, case, gas in measured:
         if op == "transfer":
             continue
-        goal = GOALS.get(op)
+        goal = goal_of(op, case)
         ratio = f"x{gas / base:.2f} transfer" + (f", {gas / goal:.2f} of goal" if goal else "")
         rows.append((f"gas {op}" + (f" ({case})" if case else ""), f"{gas:,}", ratio, f"<= {goal:,}" if goal else ""))
     return rows, [{"op": o, "case": c, "gas": g} for o, c, g in measured]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.gas import GOALS, LAZY_GOAL, measure
+from bench.gas import GOALS, LARGE_C, LAZY_GOAL, measure, measure_large
 
 LAZY = "draws the committee lazily"
 #: What the lazy-draw commit costs now (99.3k-101.4k: the seed block's hash decides how often a pick probes past
@@ -15,6 +15,11 @@ LAZY_CEILING = 102_500
 @pytest.fixture(scope="module")
 def rows() -> list[tuple[str, str, int]]:
     return measure()
+
+
+@pytest.fixture(scope="module")
+def large_rows() -> list[tuple[str, str, int]]:
+    return measure_large()
 
 
 def test_operations_meet_gas_goals(rows: list[tuple[str, str, int]]) -> None:
@@ -39,3 +44,16 @@ def test_lazy_draw_commit_does_not_regress(rows: list[tuple[str, str, int]]) -> 
 def test_lazy_draw_commit_meets_goal(rows: list[tuple[str, str, int]]) -> None:
     gas = next(g for op, case, g in rows if op == "commitVerdict" and case == LAZY)
     assert gas <= LAZY_GOAL, f"commitVerdict ({LAZY}) uses {gas} gas, goal {LAZY_GOAL}"
+
+
+def test_large_committee_commit_and_reveal_meet_goals(large_rows: list[tuple[str, str, int]]) -> None:
+    """C = 8: a commit or reveal reads the second committee slot too (about 2k more) and stays in its goal;
+    the draw, the lazy draw and settle grow with C and are reported (bench/gas.py), not held to C = 3 goals."""
+    assert all(case.startswith(f"C={LARGE_C}") for _, case, _ in large_rows)
+    checked = 0
+    for op, case, gas in large_rows:
+        if op in ("commitVerdict", "revealVerdict") and not case.endswith(LAZY):
+            assert gas <= GOALS[op], f"{op} ({case}) uses {gas} gas, goal {GOALS[op]}"
+            checked += 1
+    assert checked == 4
+    assert {op for op, _, _ in large_rows} == {"drawCommittee", "commitVerdict", "revealVerdict", "settle"}

@@ -35,7 +35,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -281,6 +281,11 @@ class RegistryMachine(RuleBasedStateMachine):
     """Set `RegistryMachine.chain` before running; each example starts from a snapshot and reverts to it."""
 
     chain: EmbeddedChain | None = None
+    #: The deployment's C and quorum (the chain must be deployed with them) and how many accounts after the
+    #: actors register as verifiers at the start and only ever serve on committees (so that C = 8 can be drawn).
+    committee_size: int = DEV.committee_size
+    quorum: int = DEV.quorum
+    extra_verifiers: int = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -291,7 +296,10 @@ class RegistryMachine(RuleBasedStateMachine):
         accounts = self.chain.accounts
         self.actors = [to_checksum_address(a) for a in accounts[1:1 + N_ACTORS]]
         self.neutral = to_checksum_address(accounts[0])
-        self.everyone = [self.neutral, *self.actors]
+        self.extras = [to_checksum_address(a) for a in accounts[1 + N_ACTORS:1 + N_ACTORS + self.extra_verifiers]]
+        assert len(self.extras) == self.extra_verifiers, "the chain needs more accounts"
+        self.tracked = [*self.actors, *self.extras]  # every account that may become a verifier
+        self.everyone = [self.neutral, *self.tracked]
         assert self.evm.balance(self.evm.address) == 0 and self.evm.read("claimCount") == 0, "needs a fresh registry"
         self.claims: list[MClaim] = []
         self.challenges: list[MChallenge] = []
@@ -558,7 +566,7 @@ class RegistryMachine(RuleBasedStateMachine):
         prover = self.claims[ch.claim_id - 1].prover
         n = len(self.active)
         picked: list[str] = []
-        for j in range(DEV.committee_size):
+        for j in range(self.committee_size):
             if n == 0:
                 break
             pos = committee_start(seed, j, n)
@@ -712,7 +720,7 @@ class RegistryMachine(RuleBasedStateMachine):
         for v in ch.verdicts:
             votes[v] += 1
         for v in (1, 2, 3):
-            if votes[v] >= DEV.quorum:
+            if votes[v] >= self.quorum:
                 return v + 1
         if not after_deadline:
             return 0
@@ -795,8 +803,8 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @initialize(k=st.integers(0, 5))
     def register_some_verifiers(self, k: int) -> None:
-        """Runs start with 5 - k verifiers (the last actors), so committees get drawn early."""
-        for account in self.actors[N_ACTORS - (5 - k):]:
+        """Runs start with 5 - k verifiers (the last actors) plus the extra ones, so committees get drawn early."""
+        for account in [*self.actors[N_ACTORS - (5 - k):], *self.extras]:
             self._do_register(account, MIN_STAKE)
 
     @rule(c=pick)
@@ -1193,7 +1201,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
         claims = [read("getClaim", c.id, state=state) for c in self.claims]
         challenges = [read("getChallenge", ch.id, state=state) for ch in self.challenges]
-        verifiers = {a: read("getVerifier", a, state=state) for a in self.actors}
+        verifiers = {a: read("getVerifier", a, state=state) for a in self.tracked}
         pending = {a: read("pendingWithdrawal", a, state=state) for a in self.everyone}
         assert read("claimCount", state=state) == len(self.claims)
         assert read("challengeCount", state=state) == len(self.challenges)
@@ -1302,14 +1310,18 @@ class _DeterministicOs:
         return getattr(os, name)
 
 
-@pytest.fixture
-def deterministic_blocks(chain: EmbeddedChain, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _make_deterministic(chain: EmbeddedChain, monkeypatch: pytest.MonkeyPatch) -> None:
     import eth._utils.headers as headers
     import eth_tester.backends.pyevm.main as pyevm_main
 
     if hasattr(headers, "eth_now") and hasattr(pyevm_main, "os"):
         monkeypatch.setattr(headers, "eth_now", lambda: 0)  # new block timestamp: parent + 1
         monkeypatch.setattr(pyevm_main, "os", _DeterministicOs(chain.tester.backend))
+
+
+@pytest.fixture
+def deterministic_blocks(chain: EmbeddedChain, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    _make_deterministic(chain, monkeypatch)
     yield
 
 
@@ -1317,27 +1329,76 @@ def deterministic_blocks(chain: EmbeddedChain, monkeypatch: pytest.MonkeyPatch) 
 # The test
 # --------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_registry_state_machine(chain: EmbeddedChain, deterministic_blocks: None) -> None:
+def _run_machine(machine: type[RegistryMachine], chain: EmbeddedChain, target_steps: int,
+                 derandomize: bool = False) -> float:
+    """Runs `machine` on `chain` until `target_steps` rule steps ran; returns the seconds it took."""
     STATS.clear()
-    RegistryMachine.chain = chain
+    machine.chain = chain
     started = time.perf_counter()
     try:
         for _ in range(MAX_RUNS):
-            remaining = TARGET_STEPS - STATS["steps"]
+            remaining = target_steps - STATS["steps"]
             if remaining <= 0:
                 break
-            run_state_machine_as_test(RegistryMachine, settings=settings(
+            run_state_machine_as_test(machine, settings=settings(
                 max_examples=math.ceil(remaining / STEP_COUNT),
                 stateful_step_count=STEP_COUNT,
                 deadline=None,
                 database=None,
+                derandomize=derandomize,
                 suppress_health_check=list(HealthCheck),
                 print_blob=True,
             ))
     finally:
-        RegistryMachine.chain = None
-    elapsed = time.perf_counter() - started
+        machine.chain = None
+    return time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_registry_state_machine(chain: EmbeddedChain, deterministic_blocks: None) -> None:
+    elapsed = _run_machine(RegistryMachine, chain, TARGET_STEPS)
     summary = ", ".join(f"{k}={v}" for k, v in sorted(STATS.items()))
     print(f"\nstateful registry test: {STATS['steps']} steps in {elapsed:.1f} s\n{summary}")
     assert STATS["steps"] >= TARGET_STEPS, f"only {STATS['steps']} of {TARGET_STEPS} steps ran"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# C = 8: committee members 4..7 live in the challenge record's second committee slot
+# --------------------------------------------------------------------------------------------------------------
+
+BIG_C = 8
+#: Verifiers that are never prover nor challenger, registered at the start: every draw has at least 6 eligible
+#: members (fewer only once slashes take their stakes below the minimum), with the actors' up to 8.
+BIG_EXTRA_VERIFIERS = 6
+BIG_STEPS = int(os.environ.get("PROOFREG_STATEFUL_BIG_STEPS", "100"))  # ~30 s here
+
+
+class BigCommitteeMachine(RegistryMachine):
+    committee_size = BIG_C
+    quorum = BIG_C // 2 + 1
+    extra_verifiers = BIG_EXTRA_VERIFIERS
+
+
+@pytest.fixture(scope="module")
+def big_chain() -> EmbeddedChain:
+    chain = EmbeddedChain(replace(DEV, committee_size=BIG_C, quorum=BigCommitteeMachine.quorum))
+    missing = 1 + N_ACTORS + BIG_EXTRA_VERIFIERS - len(chain.accounts)
+    for i in range(max(0, missing)):
+        account = chain.tester.add_account("0x" + (0x57A7E000 + i).to_bytes(32, "big").hex())
+        chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_transaction(
+            {"from": chain.accounts[0], "to": account, "value": 10**22}))
+        chain.accounts.append(to_checksum_address(account))
+    return chain
+
+
+@pytest.mark.slow
+def test_registry_state_machine_committee_of_8(big_chain: EmbeddedChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same machine with C = 8 (quorum 5), at a small example count: committees of 5 to 8 get drawn, commit,
+    reveal, settle and pay through positions 4..7. Derandomized (with the deterministic blocks, every run
+    replays the same examples), so the check that large committees were drawn cannot flake."""
+    _make_deterministic(big_chain, monkeypatch)
+    elapsed = _run_machine(BigCommitteeMachine, big_chain, BIG_STEPS, derandomize=True)
+    sizes = {int(k.split(":")[1]): v for k, v in STATS.items() if k.startswith("committee-size:")}
+    print(f"\nstateful registry test, C = {BIG_C}: {STATS['steps']} steps in {elapsed:.1f} s, committee sizes {sizes}")
+    assert STATS["steps"] >= BIG_STEPS
+    assert any(size > 4 for size in sizes), f"no committee above 4 members was drawn: {sizes}"
