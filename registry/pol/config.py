@@ -51,7 +51,7 @@ import functools
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +59,7 @@ from torch import nn
 
 from registry.hashing import to_hex, weights_hash
 from registry.models import GLOBAL_RNG_LOCK, build_model, get_family, initial_state
+from registry.pol.augment import augment_spec
 from registry.pol.checkpoint import TranscriptError, from_json_group_value, json_scalar
 from registry.pol.rng import RNG_SCHEME
 from registry.pol.step import (
@@ -86,7 +87,7 @@ SUPPORTED_LOSSES = LOSS_TYPES
 
 #: Config keys the recorder writes only when the run uses them (an absent key keeps older configs, and
 #: their configHash, unchanged); a user key may not take their names.
-OPTIONAL_KEYS = frozenset({"clip", "accumulation", "precision"})
+OPTIONAL_KEYS = frozenset({"clip", "accumulation", "precision", "augment"})
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
                                   "bfloat16": torch.bfloat16}
@@ -466,7 +467,8 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
                 dataset_root: str, num_examples: int, rng_seed: int, tolerance_policy: str,
                 user: Mapping[str, Any] | None, steps_per_epoch: int = 1,
                 init: dict[str, Any] | None = None, clip: Mapping[str, Any] | None = None,
-                micro_batches: int = 1, precision: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                micro_batches: int = 1, precision: Mapping[str, Any] | None = None,
+                augment: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "model": {"family": family, "args": family_args},
@@ -490,6 +492,9 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
         micro_batches_of(config)
     if precision is not None:
         config["precision"] = precision_spec(precision)
+    augment_ops = augment_spec(augment)
+    if augment_ops is not None:
+        config["augment"] = augment_ops
     for k, v in (user or {}).items():
         if k in config or k in OPTIONAL_KEYS:
             raise TranscriptError(f"config key {k!r} is set by the recorder; choose another name")

@@ -62,6 +62,7 @@ from torch import nn
 
 from registry.datasets import Dataset
 from registry.hashing import chain_head, config_hash, to_hex, weights_hash
+from registry.pol.augment import augment_spec, augment_step
 from registry.pol.checkpoint import TranscriptError, checkpoint_chunks
 from registry.pol.config import (
     DEFAULT_TOLERANCE_POLICY,
@@ -221,6 +222,7 @@ class Recorder:
                  parent_claim_id: int | None = None, steps_per_epoch: int | None = None,
                  self_check: bool = True, clip: Mapping[str, Any] | None = None,
                  accumulation: int = 1, autocast: str | None = None,
+                 augment: Sequence[Mapping[str, Any]] | None = None,
                  scaler: torch.amp.GradScaler | None = None) -> None:
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
@@ -310,6 +312,7 @@ class Recorder:
         self._self_check = bool(self_check)
         try:
             self._clip = clip_spec(clip)
+            self._augment = augment_spec(augment)
         except TranscriptError as exc:
             raise RecorderError(str(exc)) from exc
         self._sched_counts: list[int] = []
@@ -322,7 +325,7 @@ class Recorder:
                         optimizer=self._optimizer_spec, scheduler=None, loss=loss, batch_size=1,
                         steps_per_segment=self.k, dataset_root=to_hex(dataset.root), num_examples=len(dataset),
                         rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config,
-                        clip=self._clip, micro_batches=self._micro)
+                        clip=self._clip, micro_batches=self._micro, augment=self._augment)
         except TranscriptError as exc:
             raise RecorderError(str(exc)) from exc
 
@@ -480,12 +483,23 @@ class Recorder:
                                       "precision": precision_config(self._declared_autocast, *self._flags,
                                                                     self._scaler_spec)})
         self.model.train()
-        x, y = self.dataset.batch(indices, self.device)
+        x, y = self.batch(indices)
         loss = train_step(self.model, self.optimizer, self._spec, x, y, self._scaler)
         if self._scheduler is not None:
             self._scheduler.step()
         self.step(indices)
         return loss
+
+    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and targets the committed step trains on for the step about to be recorded: the examples
+        `indices`, augmented as declared (`augment=`, drawn from the committed per-step generator, so that a
+        verifier rebuilds them), on the training device. A hand-written loop with augmentation takes its batch
+        from here; one that augments with its own randomness does not replay and is refused by the self-check."""
+        if not self._augment:
+            return self.dataset.batch(indices, self.device)
+        x, y = self.dataset.batch(indices)
+        x = augment_step(self._augment, x, self._rng_seed, self._step)
+        return (x.to(self.device), y.to(self.device)) if self.device.type != "cpu" else (x, y)
 
     def finish(self) -> TranscriptSummary:
         """Closes a partial last segment, writes the final checkpoint and `manifest.json`, returns the digests."""
@@ -744,7 +758,7 @@ class Recorder:
             scheduler=self._scheduler_spec, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
             dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
             tolerance_policy=self._policy, user=self._user_config, steps_per_epoch=self._steps_per_epoch or 1,
-            init=self._init, clip=self._clip, micro_batches=self._micro,
+            init=self._init, clip=self._clip, micro_batches=self._micro, augment=self._augment,
             precision=precision_config(self._autocast, *self._flags, self._scaler_spec),
         )
         hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]

@@ -31,6 +31,7 @@ import torch
 
 from registry.datasets import Dataset
 from registry.hashing import as_hash, to_hex
+from registry.pol.augment import augment_spec, augment_step
 from registry.pol.checkpoint import (
     SCALER_STATE,
     Checkpoint,
@@ -207,6 +208,7 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
     if int(m["batchSize"]) % spec.micro_batches:
         raise TranscriptError(f"batch size {m['batchSize']} does not split into {spec.micro_batches} micro-batches")
     rng_seed = rng_seed_of(config)
+    augment = augment_spec(config.get("augment"))
 
     cuda = _cuda_index(dev)
     with (GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[cuda] if cuda is not None else []),
@@ -240,10 +242,12 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
                 g["lr"] = float(lr)
             if inputs is not None:
                 x, y = inputs[j]
-                if dev.type != "cpu":
-                    x, y = x.to(dev), y.to(dev)
             else:
-                x, y = dataset.batch(batches[j], dev)
+                x, y = dataset.batch(batches[j], None if augment else dev)
+            if augment:  # on the CPU batch, with the step's own generator (registry.pol.augment)
+                x = augment_step(augment, x, rng_seed, start + j)
+            if dev.type != "cpu" and x.device != dev:
+                x, y = x.to(dev), y.to(dev)
             seed_step(rng_seed, start + j, cuda)
             train_step(model, optimizer, spec, x, y, scaler)
         osd = optimizer.state_dict()

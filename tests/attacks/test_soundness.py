@@ -134,10 +134,11 @@ def test_clip_in_the_config_that_the_evidence_did_not_follow_is_invalid(lab: dic
     ("precision", {"autocast": "bfloat16", "matmulPrecision": "highest", "cudnnTf32": True}),
     ("loss", {"type": "cross_entropy", "labelSmoothing": 0.5, "ignoreIndex": -100}),
     ("accumulation", {"microBatches": 3}),
+    ("augment", [{"type": "gaussianNoise", "std": 0.1}]),
 ])
 def test_step_declarations_the_evidence_did_not_follow_are_invalid(lab: dict[str, Any], key: str,
                                                                    value: Any) -> None:
-    """Precision, loss options and accumulation are read by replay (registry.pol.step): declared on a run that
+    """Precision, loss options, accumulation and augmentation are read by replay: declared on a run that
     did not use them, every digest resealed, they make every audited segment diverge, or the config is
     refused as one that cannot describe the run (a batch of 32 has no 3 equal micro-batches)."""
     def edit(tdir: Path, m: dict[str, Any]) -> None:
