@@ -16,6 +16,8 @@ Config keys written by the recorder (format "proofreg-pol-config/2")::
     tolerancePolicy,
     clip: {type: "norm", maxNorm, normType} | {type: "value", clipValue}   (only when the run clips)
     accumulation: {microBatches: n}                                        (only when n > 1)
+    distributed: {worldSize: W}                                            (only when W > 1: a DDP run;
+                 microBatches is then W x the local micro-batches, rank-major, see `registry.pol.step`)
     precision: {autocast, matmulPrecision, cudnnTf32}                      (only when not torch's defaults)
                + gradScaler: {initScale, growthFactor, backoffFactor, growthInterval}   (autocast float16 only)
 
@@ -69,6 +71,7 @@ from registry.pol.step import (
     loss_spec,
     micro_batches_of,
     precision_spec,
+    world_size_of,
 )
 from registry.pol.transcript import CONFIG_FORMAT
 
@@ -87,7 +90,7 @@ SUPPORTED_LOSSES = LOSS_TYPES
 
 #: Config keys the recorder writes only when the run uses them (an absent key keeps older configs, and
 #: their configHash, unchanged); a user key may not take their names.
-OPTIONAL_KEYS = frozenset({"clip", "accumulation", "precision", "augment"})
+OPTIONAL_KEYS = frozenset({"clip", "accumulation", "distributed", "precision", "augment"})
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
                                   "bfloat16": torch.bfloat16}
@@ -468,7 +471,7 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
                 user: Mapping[str, Any] | None, steps_per_epoch: int = 1,
                 init: dict[str, Any] | None = None, clip: Mapping[str, Any] | None = None,
                 micro_batches: int = 1, precision: Mapping[str, Any] | None = None,
-                augment: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                augment: Sequence[Mapping[str, Any]] | None = None, world_size: int = 1) -> dict[str, Any]:
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "model": {"family": family, "args": family_args},
@@ -490,6 +493,9 @@ def make_config(*, family: str, family_args: dict[str, Any], dtype: str, optimiz
     if micro_batches != 1:
         config["accumulation"] = {"microBatches": micro_batches}
         micro_batches_of(config)
+    if world_size != 1:
+        config["distributed"] = {"worldSize": world_size}
+        world_size_of(config)
     if precision is not None:
         config["precision"] = precision_spec(precision)
     augment_ops = augment_spec(augment)

@@ -38,6 +38,14 @@ What it records, and why it can be replayed exactly:
 - Batches must have a constant size (use `drop_last=True`); indices are int64 example indices into `dataset`.
 - When the number of steps is not a multiple of k, the last segment is shorter (its step range in the manifest
   says so); `stepsPerSegment` stays k.
+- torch.distributed DDP (`distributed=True`, or pass the DistributedDataParallel wrapper as `model`): every rank
+  builds the Recorder with the same arguments and calls `rec.step(local_indices)`; the ranks' indices are
+  gathered (rank order) into the step's batch, and only rank 0 writes files, the manifest and runs the
+  self-check (`finish()` returns the summary on every rank). The config gets `distributed: {worldSize: W}` and
+  `accumulation: {microBatches: W * accumulation}` (`registry.pol.step`): replay is one process. Refused: running
+  stats (BatchNorm), random draws in the forward (dropout), unequal local batches, ranks whose weights differ
+  (checked at every checkpoint, e.g. an optimizer step inside `no_sync()`), and `train_step` (step the DDP
+  wrapper yourself).
 - Files are encoded, hashed and written by a background thread fed through a bounded queue with CPU copies
   of the tensors; an error there is raised in the training thread at the next `step()` or at `finish()`.
 """
@@ -58,6 +66,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from registry.datasets import Dataset
@@ -210,6 +219,19 @@ def _blocks(chunks: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
     return out
 
 
+def distributed_problem(model: nn.Module) -> str | None:
+    """Why a DDP run of `model` cannot be replayed in one process, in one line, or None."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
+            return (f"module {name or 'model'!r} ({type(m).__name__}) keeps running statistics, which DDP takes "
+                    "from rank 0 only; a single-process replay cannot reproduce them (use track_running_stats="
+                    "False, or LayerNorm/GroupNorm)")
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return (f"module {name or 'model'!r} ({type(m).__name__}, p={m.p}) draws random numbers in the forward "
+                    "from each DDP rank's own generator; a single-process replay cannot reproduce them")
+    return None
+
+
 class Recorder:
     """Records a Proof-of-Learning transcript of a training run into `out_dir` (see the module docstring)."""
 
@@ -223,7 +245,23 @@ class Recorder:
                  self_check: bool = True, clip: Mapping[str, Any] | None = None,
                  accumulation: int = 1, autocast: str | None = None,
                  augment: Sequence[Mapping[str, Any]] | None = None,
-                 scaler: torch.amp.GradScaler | None = None) -> None:
+                 scaler: torch.amp.GradScaler | None = None, distributed: bool = False,
+                 process_group: Any = None) -> None:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            if process_group is None:
+                process_group = model.process_group
+            model, distributed = model.module, True
+        self._dist = bool(distributed) or process_group is not None
+        self._pg = process_group
+        self._world, self._rank = 1, 0
+        if self._dist:
+            if not (dist.is_available() and dist.is_initialized()):
+                raise RecorderError("distributed=True needs torch.distributed initialized (init_process_group)")
+            self._world, self._rank = dist.get_world_size(process_group), dist.get_rank(process_group)
+            problem = distributed_problem(model)
+            if problem is not None:
+                raise RecorderError(problem)
+        self._writes = self._rank == 0
         if steps_per_segment < 1:
             raise RecorderError("steps_per_segment must be at least 1")
         try:
@@ -233,7 +271,7 @@ class Recorder:
         if isinstance(accumulation, bool) or not isinstance(accumulation, int) or accumulation < 1:
             raise RecorderError(f"accumulation must be a positive number of micro-batches, not {accumulation!r}")
         self.out_dir = Path(out_dir)
-        if (self.out_dir / MANIFEST_NAME).exists() or any((self.out_dir / "checkpoints").glob("*")):
+        if self._writes and ((self.out_dir / MANIFEST_NAME).exists() or any((self.out_dir / "checkpoints").glob("*"))):
             raise RecorderError(f"{self.out_dir} already holds a transcript; use an empty directory")
         try:
             self._family_args = check_model_matches_family(model, family, family_args or {})
@@ -255,7 +293,8 @@ class Recorder:
 
         self.model, self.optimizer, self.dataset = model, optimizer, dataset
         self.family, self.k, self.loss = family, int(steps_per_segment), loss_config
-        self._micro = accumulation
+        self._micro = accumulation  # forwards per step on this process
+        self._micro_global = accumulation * self._world  # micro-batches of the replayed step (rank-major)
         self._flags = current_flags()
         self._autocast: str | None = None  # seen at the first training-mode forward
         self._autocast_seen = False
@@ -315,6 +354,9 @@ class Recorder:
             self._augment = augment_spec(augment)
         except TranscriptError as exc:
             raise RecorderError(str(exc)) from exc
+        if self._dist and self._augment:
+            raise RecorderError("augment= under DDP: every rank would draw the step's augmentation for its own share "
+                                "from the same per-step generator, which replay's one draw over the batch does not")
         self._sched_counts: list[int] = []
         self._all_lrs: list[list[float]] = []
         self._fixed_checks = [(gi, k, v) for gi, g in enumerate(optimizer.param_groups) for k, v in g.items()
@@ -325,12 +367,14 @@ class Recorder:
                         optimizer=self._optimizer_spec, scheduler=None, loss=loss, batch_size=1,
                         steps_per_segment=self.k, dataset_root=to_hex(dataset.root), num_examples=len(dataset),
                         rng_seed=rng_seed, tolerance_policy=tolerance_policy, user=self._user_config,
-                        clip=self._clip, micro_batches=self._micro, augment=self._augment)
+                        clip=self._clip, micro_batches=self._micro_global, augment=self._augment,
+                        world_size=self._world)
         except TranscriptError as exc:
             raise RecorderError(str(exc)) from exc
 
-        (self.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "batches").mkdir(parents=True, exist_ok=True)
+        if self._writes:
+            (self.out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "batches").mkdir(parents=True, exist_ok=True)
 
         # Training-thread state.
         self._step = 0  # optimizer steps recorded
@@ -340,7 +384,9 @@ class Recorder:
         self._seg_batches: np.ndarray | None = None
         self._seg_lrs: list[list[float]] = []
         self._seg_epoch = 0
-        self._start = _snapshot(0, model, optimizer, self._cuda_index is not None, scaler)
+        self._start = (_snapshot(0, model, optimizer, self._cuda_index is not None, scaler) if self._writes
+                       else _Snapshot(0, {}, {"state": {}, "param_groups": []}))
+        self._rng_before: list[torch.Tensor] = []
         self._forwards = 0
         self._opt_steps = 0
         self._step_lrs: list[Any] | None = None
@@ -359,6 +405,9 @@ class Recorder:
             model.register_forward_pre_hook(self._on_forward),
             optimizer.register_step_pre_hook(self._on_step_pre),
         ]
+        if self._dist:
+            self._handles.append(model.register_forward_hook(self._on_forward_done))
+            self._check_replicas()
 
     # --- hooks (training thread; kept lean: they run on every step) -----------------------------------------
     def _on_forward(self, module: nn.Module, args: Any) -> None:
@@ -386,6 +435,22 @@ class Recorder:
         elif autocast != self._autocast:
             self._hook_error = (f"autocast changed from {self._autocast} to {autocast} at step {self._step}; a "
                                 "recorded run must use one precision for every forward")
+        if self._dist:
+            self._rng_before = self._rng_states()
+
+    def _rng_states(self) -> list[torch.Tensor]:
+        states = [torch.get_rng_state()]
+        if self._cuda_index is not None:
+            states.append(torch.cuda.get_rng_state(self._cuda_index))
+        return states
+
+    def _on_forward_done(self, module: nn.Module, args: Any, output: Any) -> None:
+        """DDP only: a forward that drew random numbers drew them from this rank's generator, which a
+        single-process replay (one generator, micro-batches in rank order) cannot reproduce."""
+        if module.training and self._rng_before and any(
+                not torch.equal(a, b) for a, b in zip(self._rng_before, self._rng_states(), strict=True)):
+            self._hook_error = (f"the forward drew random numbers at step {self._step} (dropout?); under DDP each "
+                                "rank draws from its own generator, which a single-process replay cannot reproduce")
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._opt_steps += 1
@@ -417,7 +482,17 @@ class Recorder:
         `lr`, if given, is checked against the learning rates captured from the optimizer; `epoch`, if given, must
         be the committed one (step // stepsPerEpoch)."""
         self._check_open()
-        self._raise_writer_error()
+        if self._dist:
+            idx = self._gather_indices(indices, lr, epoch)
+        else:
+            self._raise_writer_error()
+            self._check_step(lr)
+            idx = self._indices(indices)
+        self._record(idx, epoch)
+
+    def _check_step(self, lr: float | Sequence[float] | None) -> None:
+        """The checks of one `step()` on this process's hooks: one optimizer step, the forwards, autocast,
+        the GradScaler, the learning rate."""
         if self._hook_error is not None:
             raise RecorderError(self._hook_error)
         skipped = self._scaler is not None and self._opt_steps == 0
@@ -440,13 +515,15 @@ class Recorder:
                 self._step_lrs = self._fwd_lrs
                 if self._scheduler is not None:
                     self._sched_counts.append(self._fwd_sched)
-        idx = self._indices(indices)
         assert self._step_lrs is not None
         if lr is not None:
             used = [float(v) for v in self._step_lrs]
             given = [float(lr)] * len(used) if isinstance(lr, int | float) else [float(v) for v in lr]
             if given != used:
                 raise RecorderError(f"lr {given} differs from the optimizer's learning rates {used}")
+
+    def _record(self, idx: np.ndarray, epoch: int | None) -> None:
+        assert self._step_lrs is not None
         if self._steps_per_epoch is None:
             self._steps_per_epoch = max(1, len(self.dataset) // len(idx))
         derived = self._step // self._steps_per_epoch
@@ -477,6 +554,9 @@ class Recorder:
             rec.finish()
         """
         self._check_open()
+        if self._dist:
+            raise RecorderError("train_step() runs the unwrapped model, which does not synchronize gradients; under "
+                                "DDP step the DistributedDataParallel wrapper and call rec.step(local_indices)")
         if self._spec is None:
             self._spec = StepSpec.of({"loss": self.loss, "clip": self._clip,
                                       "accumulation": {"microBatches": self._micro} if self._micro > 1 else None,
@@ -502,11 +582,50 @@ class Recorder:
         return (x.to(self.device), y.to(self.device)) if self.device.type != "cpu" else (x, y)
 
     def finish(self) -> TranscriptSummary:
-        """Closes a partial last segment, writes the final checkpoint and `manifest.json`, returns the digests."""
+        """Closes a partial last segment, writes the final checkpoint and `manifest.json`, returns the digests.
+
+        Under DDP every rank calls it; rank 0 writes and self-checks, and every rank returns its summary (or
+        raises its error)."""
         self._check_open()
-        self._raise_writer_error()
+        if not self._dist:
+            return self._finish()
+        err: str | None = None
+        try:
+            self._raise_writer_error()
+            self._check_finish()
+        except RecorderError as exc:
+            err = str(exc)
+        self._sync_errors(err)
+        result: list[Any] = [None]
+        if self._writes:
+            try:
+                result[0] = self._finish(checked=True)
+            except RecorderError as exc:
+                result[0] = str(exc)
+        else:
+            try:
+                if self._j > 0:
+                    self._close_segment()
+            except RecorderError as exc:
+                err = str(exc)
+            self.close()
+            self._finished = True
+        dist.broadcast_object_list(result, src=self._global_rank0(), group=self._pg)
+        if isinstance(result[0], str):
+            raise RecorderError(result[0] if self._writes else f"rank 0: {result[0]}")
+        if err is not None:
+            raise RecorderError(err)
+        summary: TranscriptSummary = result[0]
+        return summary
+
+    def _check_finish(self) -> None:
         if self._forwards or self._opt_steps:
             raise RecorderError("a training step ran after the last rec.step(); record it or drop it first")
+
+    def _finish(self, checked: bool = False) -> TranscriptSummary:
+        if not checked:
+            self._raise_writer_error()
+            self._check_finish()
         if self._j > 0:
             self._close_segment()
         if self._segment == 0:
@@ -661,8 +780,8 @@ class Recorder:
         if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
             raise RecorderError(f"indices must be a non-empty 1-d integer array, got {idx.dtype} {idx.shape}")
         if self._batch_size is None:
-            if idx.size % self._micro:
-                raise RecorderError(f"a step of {idx.size} examples does not split into {self._micro} equal "
+            if idx.size % self._micro_global:
+                raise RecorderError(f"a step of {idx.size} examples does not split into {self._micro_global} equal "
                                     "micro-batches; pass the indices of all micro-batches of the step, in order")
             self._batch_size = int(idx.size)
             self._seg_batches = np.empty((self.k, self._batch_size), dtype="<i8")
@@ -674,8 +793,15 @@ class Recorder:
     def _close_segment(self) -> None:
         assert self._seg_batches is not None
         batches = self._seg_batches[:self._j]
+        if self._dist:
+            self._check_replicas()
         if int(batches.min()) < 0 or int(batches.max()) >= len(self.dataset):  # once per segment: cheaper
             raise RecorderError(f"segment {self._segment} uses example indices outside [0, {len(self.dataset)})")
+        if not self._writes:
+            self._segment += 1
+            self._j = 0
+            self._seg_lrs = []
+            return
         end = _snapshot(self._step, self.model, self.optimizer, self._cuda_index is not None, self._scaler)
         job = _SegmentJob(
             index=self._segment, start=self._start, end=end, batches=batches.copy(),
@@ -686,6 +812,67 @@ class Recorder:
         self._start = end
         self._j = 0
         self._seg_lrs = []
+
+    # --- DDP (collectives over the process group; every rank makes the same calls in the same order) -------
+    def _global_rank0(self) -> int:
+        return 0 if self._pg is None else int(dist.get_global_rank(self._pg, 0))
+
+    def _collective_device(self) -> torch.device:
+        return self.device if dist.get_backend(self._pg) == "nccl" else torch.device("cpu")
+
+    def _all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        t = t.to(self._collective_device())
+        parts = [torch.empty_like(t) for _ in range(self._world)]
+        dist.all_gather(parts, t, group=self._pg)
+        return [p.cpu() for p in parts]
+
+    def _sync_errors(self, err: str | None, size: int = 0) -> list[int]:
+        """Every rank learns whether any rank failed its checks (then all raise the first failing rank's
+        reason, so no rank is left waiting in a collective); returns the ranks' local batch sizes."""
+        heads = self._all_gather(torch.tensor([0 if err is None else 1, size], dtype=torch.int64))
+        failed = [r for r, h in enumerate(heads) if int(h[0])]
+        if failed:
+            msgs: list[Any] = [None] * self._world
+            dist.all_gather_object(msgs, err, group=self._pg)
+            self.close()
+            raise RecorderError(msgs[failed[0]] if failed[0] == self._rank else f"rank {failed[0]}: {msgs[failed[0]]}")
+        return [int(h[1]) for h in heads]
+
+    def _gather_indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor, lr: float | Sequence[float] | None,
+                        epoch: int | None) -> np.ndarray:
+        """This rank's checks, then every rank's local indices concatenated in rank order (the step's batch)."""
+        err: str | None = None
+        local = np.zeros(0, dtype=np.int64)
+        try:
+            self._raise_writer_error()
+            self._check_step(lr)
+            if isinstance(indices, torch.Tensor):
+                indices = indices.detach().cpu().numpy()
+            arr = np.asarray(indices)
+            if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+                raise RecorderError(f"indices must be a non-empty 1-d integer array, got {arr.dtype} {arr.shape}")
+            local = arr.astype(np.int64)
+        except RecorderError as exc:
+            err = str(exc)
+        sizes = self._sync_errors(err, int(local.size))
+        if len(set(sizes)) != 1:
+            self.close()
+            raise RecorderError(f"the ranks' local batch sizes differ at step {self._step} ({sizes}); DDP records "
+                                "equal local batches (DistributedSampler with drop_last=True)")
+        parts = self._all_gather(torch.from_numpy(local))
+        return self._indices(np.concatenate([p.numpy() for p in parts]))
+
+    def _check_replicas(self) -> None:
+        """Every rank must hold rank 0's weights and buffers (DDP keeps them identical); a rank whose copy
+        differs (an optimizer step inside no_sync(), unsynchronized buffers) is not what replay computes."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        digest = torch.frombuffer(bytearray(weights_hash(state)), dtype=torch.uint8)
+        digests = self._all_gather(digest)
+        bad = [r for r, d in enumerate(digests) if not torch.equal(d, digests[0])]
+        if bad:
+            self.close()
+            raise RecorderError(f"rank {bad[0]}'s weights differ from rank 0's at step {self._step}; DDP ranks must "
+                                "stay identical (no optimizer step inside no_sync(), no per-rank buffers)")
 
     def _put(self, job: _SegmentJob | _FinalJob) -> None:
         self._queue.put(job)
@@ -758,7 +945,8 @@ class Recorder:
             scheduler=self._scheduler_spec, loss=self.loss, batch_size=self._batch_size, steps_per_segment=self.k,
             dataset_root=to_hex(self.dataset.root), num_examples=len(self.dataset), rng_seed=self._rng_seed,
             tolerance_policy=self._policy, user=self._user_config, steps_per_epoch=self._steps_per_epoch or 1,
-            init=self._init, clip=self._clip, micro_batches=self._micro, augment=self._augment,
+            init=self._init, clip=self._clip, micro_batches=self._micro_global, augment=self._augment,
+            world_size=self._world,
             precision=precision_config(self._autocast, *self._flags, self._scaler_spec),
         )
         hashes = [self._results.ckpt_hashes[i] for i in range(n + 1)]

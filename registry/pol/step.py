@@ -9,6 +9,12 @@ bit for bit the step a verifier re-executes. Everything it does comes from confi
   A loss with only default options is written as its name, so older configs keep their hash.
 - ``accumulation``: ``{"microBatches": n}`` (only when n > 1): the step's batch is n equal micro-batches in
   order; each runs forward and ``backward()`` on its loss divided by n; then one optimizer step.
+- ``distributed``: ``{"worldSize": W}`` (only when W > 1): the run was torch.distributed DDP on W ranks, each
+  with local batch b and local accumulation n. DDP averages gradients over ranks, g = (1/W) sum_r sum_m
+  grad(loss_{r,m} / n), which is exactly the accumulation step above over W*n micro-batches each divided by
+  W*n, so the config also holds ``accumulation: {"microBatches": W*n}`` and the step's batch is every rank's
+  local indices concatenated in rank order (rank-major, batchSize W*b). This key changes nothing in the
+  step: it is the record of how the run was made, and is checked to divide ``microBatches``.
 - ``precision``: ``{"autocast": "bfloat16" | "float16" | null, "matmulPrecision": ..., "cudnnTf32": bool}`` (only
   when it differs from torch's defaults: no autocast, "highest", cudnn TF32 on): the forward and loss run under
   ``torch.autocast(device, dtype)``, and the float32 matmul / cuDNN TF32 flags are set for the replay. With
@@ -128,6 +134,22 @@ def micro_batches_of(config: Mapping[str, Any]) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise TranscriptError(f"accumulation microBatches must be an integer >= 2, not {n!r}")
     return n
+
+
+def world_size_of(config: Mapping[str, Any]) -> int:
+    """The config's `distributed.worldSize` (1 when absent), checked against the micro-batches it implies."""
+    dist = config.get("distributed")
+    if dist is None:
+        return 1
+    if not isinstance(dist, Mapping) or set(dist) != {"worldSize"}:
+        raise TranscriptError(f"distributed must be {{'worldSize': W}}, not {dist!r}")
+    w = dist["worldSize"]
+    if isinstance(w, bool) or not isinstance(w, int) or w < 2:
+        raise TranscriptError(f"distributed worldSize must be an integer >= 2, not {w!r}")
+    if micro_batches_of(config) % w:
+        raise TranscriptError(f"distributed worldSize {w} does not divide accumulation microBatches "
+                              f"{micro_batches_of(config)} (W x the local micro-batches of each rank)")
+    return w
 
 
 def precision_spec(value: Any) -> dict[str, Any]:
@@ -253,6 +275,7 @@ class StepSpec:
             # torch's GradScaler refuses to unscale float16 gradients (a ValueError mid-replay otherwise)
             raise TranscriptError("precision gradScaler needs float32 parameters (dtype float16 gradients cannot "
                                   "be unscaled)")
+        world_size_of(config)
         return cls(loss=loss_spec(config.get("loss")), micro_batches=micro_batches_of(config),
                    autocast=precision["autocast"], precision=precision, clip=clip_spec(config.get("clip")))
 

@@ -1,0 +1,192 @@
+"""A torch.distributed DDP run recorded as one transcript and replayed in one process (issue 13).
+
+Two (or three) CPU processes on gloo train a tiny MLP with DistributedDataParallel; every rank runs the
+Recorder, rank 0 alone writes. The transcript commits `distributed: {worldSize: W}` and W micro-batches per
+step (rank-major), and the verifier replays it in one process: Valid, with the measured rho printed. A prover
+who changes one rank's share of a step and reseals is Invalid; what one process cannot replay is refused."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+from registry.datasets import Dataset, build_builtin, load_dataset
+from registry.models import build_model
+from registry.pol import Recorder, RecorderError, check_segment, load_manifest
+from registry.pol.batches import epoch_batches
+from tests.forgery import read_manifest, reseal_all
+from verifier.cli import main as verifier_main
+
+MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.0}
+LOCAL = 8  # examples per rank per step
+STEPS = 10
+K = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _model(args: dict[str, Any] = MLP) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("mlp", args)
+
+
+def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, local: int = LOCAL) -> Any:
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    rec = Recorder(out, ddp, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=K)
+    try:
+        for n, (_, idx) in enumerate(epoch_batches(len(ds), LOCAL * world, 10, 0)):
+            if n == STEPS:
+                break
+            mine = idx[rank * LOCAL:rank * LOCAL + local]  # a DistributedSampler's share, rank-major
+            x, y = ds.batch(mine)
+            F.cross_entropy(ddp(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            rec.step(mine)
+        return rec.finish()
+    finally:
+        rec.close()
+
+
+def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    ds = load_dataset(ds_path)
+    result: dict[str, Any] = {}
+    try:
+        if mode == "honest":
+            summary = _train(rank, world, Path(base) / f"rank{rank}", ds, _model())
+            result["manifest"] = str(summary.manifest_path)
+        else:
+            for name, model in (("dropout", _model(dict(MLP, dropout=0.2))),
+                                ("batchnorm", nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                                                            nn.Linear(32, 10)))):
+                try:
+                    Recorder(Path(base) / f"{name}{rank}", model, torch.optim.SGD(model.parameters(), lr=0.1),
+                             family="mlp", family_args=MLP, dataset=ds, steps_per_segment=K, distributed=True)
+                except RecorderError as exc:
+                    result[name] = str(exc)
+            try:
+                _train(rank, world, Path(base) / f"unequal{rank}", ds, _model(), local=LOCAL - rank)
+            except RecorderError as exc:
+                result["unequal"] = str(exc)
+    finally:
+        (Path(base) / f"result{rank}.json").write_text(json.dumps(result))
+        dist.destroy_process_group()
+
+
+def _spawn(base: Path, ds: Dataset, mode: str, world: int = 2) -> list[dict[str, Any]]:
+    base.mkdir(parents=True, exist_ok=True)
+    mp.start_processes(_rank_main, args=(world, _free_port(), str(base), str(ds.path), mode), nprocs=world,
+                       start_method="spawn")
+    return [json.loads((base / f"result{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return build_builtin("digits", tmp_path_factory.mktemp("digits"))
+
+
+def _report(tdir: Path, ds: Dataset, tmp_path: Path) -> dict[str, Any]:
+    res = CliRunner().invoke(verifier_main, ["check", str(tdir), "--all", "--dataset", str(ds.path),
+                                             "--report", str(tmp_path / "r.json"), "--json"])
+    assert res.exit_code in (0, 1, 3), res.output
+    return dict(json.loads((tmp_path / "r.json").read_text()))
+
+
+def _forge(honest: Path, out: Path, edit: Any) -> Path:
+    import shutil
+
+    shutil.copytree(honest, out)
+    m = read_manifest(out)
+    path = out / m["segments"][1]["batches"]
+    arr = np.load(path, allow_pickle=False)
+    edit(arr)
+    np.save(path, arr, allow_pickle=False)
+    reseal_all(out)
+    return out
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_path: Path, world: int) -> None:
+    results = _spawn(tmp_path / "run", digits, "honest", world)
+    tdir = Path(results[0]["manifest"]).parent
+    assert all(r["manifest"] == results[0]["manifest"] for r in results)  # every rank gets rank 0's summary
+    assert not any((tmp_path / "run" / f"rank{r}").exists() for r in range(1, world))  # only rank 0 writes
+    m = load_manifest(tdir)
+    assert m["config"]["distributed"] == {"worldSize": world}
+    assert m["config"]["accumulation"] == {"microBatches": world}
+    assert m["batchSize"] == world * LOCAL and m["numSteps"] == STEPS and m["numSegments"] == 3
+    # The batch is every rank's share in rank order: the global batches of the loop above.
+    want = [idx for n, (_, idx) in zip(range(STEPS), epoch_batches(len(digits), LOCAL * world, 10, 0), strict=False)]
+    got = np.concatenate([np.load(tdir / s["batches"]) for s in m["segments"]])
+    assert np.array_equal(got, np.stack(want))
+    rho = [check_segment(tdir, i, digits, manifest=m).rho for i in range(m["numSegments"])]
+    print(f"DDP W={world} honest rho per segment: {rho} (max {max(rho):.3g})")
+    assert max(rho) <= 1e-3
+    report = _report(tdir, digits, tmp_path)
+    assert report["verdict"] == "Valid", report
+
+    if world != 2:
+        return
+    # Rank 1's share of one step dropped (rank 0's examples twice): resealed, Invalid.
+    half = LOCAL
+
+    def drop(arr: np.ndarray) -> None:
+        arr[1, half:] = arr[1, :half]
+
+    def other_step(arr: np.ndarray) -> None:  # rank 1's share of step 5 swapped with its share of step 6
+        arr[[1, 2], half:] = arr[[2, 1], half:]
+
+    for name, edit in (("drop", drop), ("other_step", other_step)):
+        forged = _forge(tdir, tmp_path / name, edit)
+        assert _report(forged, digits, tmp_path)["verdict"] == "Invalid", name
+    # Swapping the two ranks' shares within a step is the same gradient (the sum over ranks commutes, bit for
+    # bit with two micro-batches): not a forgery, and the verifier rightly finds nothing.
+    swapped = _forge(tdir, tmp_path / "swap", lambda arr: arr.__setitem__(
+        1, np.concatenate([arr[1, half:], arr[1, :half]])))
+    assert _report(swapped, digits, tmp_path)["verdict"] == "Valid"
+
+
+def test_what_one_process_cannot_replay_is_refused_in_one_line(digits: Dataset, tmp_path: Path) -> None:
+    results = _spawn(tmp_path / "bad", digits, "refusals")
+    for r in results:
+        for key in ("dropout", "batchnorm", "unequal"):
+            assert "\n" not in r[key], r[key]
+        assert "draws random numbers in the forward from each DDP rank's own generator" in r["dropout"]
+        assert "keeps running statistics, which DDP takes from rank 0 only" in r["batchnorm"]
+        assert "local batch sizes differ at step 0 ([8, 7])" in r["unequal"]
+    assert not (tmp_path / "bad" / "unequal0" / "manifest.json").exists()
+
+
+def test_train_step_and_uninitialized_distributed_are_refused(digits: Dataset, tmp_path: Path) -> None:
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    kw: dict[str, Any] = {"family": "mlp", "family_args": MLP, "dataset": digits, "steps_per_segment": K,
+                          "distributed": True}
+    with pytest.raises(RecorderError, match=r"needs torch\.distributed initialized"):
+        Recorder(tmp_path / "t", model, opt, **kw)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        rec = Recorder(tmp_path / "t", model, opt, **kw)
+        with pytest.raises(RecorderError, match=r"under DDP step the DistributedDataParallel wrapper"):
+            rec.train_step(np.arange(8))
+        rec.close()
+    finally:
+        dist.destroy_process_group()
