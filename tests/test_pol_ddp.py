@@ -45,7 +45,10 @@ def _model(args: dict[str, Any] = MLP) -> nn.Module:
     return build_model("mlp", args)
 
 
-def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, local: int = LOCAL) -> Any:
+def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, local: int = LOCAL,
+           scale: float = 1.0) -> Any:
+    """The user's DDP loop with the recorder's lines (`local`: this rank's examples per step; `scale`: a loss
+    the config does not declare)."""
     ddp = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     rec = Recorder(out, ddp, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=K)
@@ -55,7 +58,7 @@ def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, loca
                 break
             mine = idx[rank * LOCAL:rank * LOCAL + local]  # a DistributedSampler's share, rank-major
             x, y = ds.batch(mine)
-            F.cross_entropy(ddp(x), y).backward()
+            (scale * F.cross_entropy(ddp(x), y)).backward()
             opt.step()
             opt.zero_grad()
             rec.step(mine)
@@ -86,6 +89,16 @@ def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: 
                 _train(rank, world, Path(base) / f"unequal{rank}", ds, _model(), local=LOCAL - rank)
             except RecorderError as exc:
                 result["unequal"] = str(exc)
+            noisy = _model()  # a random draw inside the forward that no module declares (functional dropout)
+            noisy.get_submodule("layers.0").register_forward_hook(lambda m, a, out: out + 1e-3 * torch.rand_like(out))
+            try:
+                _train(rank, world, Path(base) / f"rng{rank}", ds, noisy)
+            except RecorderError as exc:
+                result["rng"] = str(exc)
+            try:  # rank 0's self-check fails; every rank raises its reason
+                _train(rank, world, Path(base) / f"scaled{rank}", ds, _model(), scale=3.0)
+            except RecorderError as exc:
+                result["selfcheck"] = str(exc)
     finally:
         (Path(base) / f"result{rank}.json").write_text(json.dumps(result))
         dist.destroy_process_group()
@@ -123,7 +136,7 @@ def _forge(honest: Path, out: Path, edit: Any) -> Path:
     return out
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_path: Path, world: int) -> None:
     results = _spawn(tmp_path / "run", digits, "honest", world)
     tdir = Path(results[0]["manifest"]).parent
@@ -167,11 +180,15 @@ def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_
 def test_what_one_process_cannot_replay_is_refused_in_one_line(digits: Dataset, tmp_path: Path) -> None:
     results = _spawn(tmp_path / "bad", digits, "refusals")
     for r in results:
-        for key in ("dropout", "batchnorm", "unequal"):
+        for key in ("dropout", "batchnorm", "unequal", "rng"):
             assert "\n" not in r[key], r[key]
         assert "draws random numbers in the forward from each DDP rank's own generator" in r["dropout"]
         assert "keeps running statistics, which DDP takes from rank 0 only" in r["batchnorm"]
         assert "local batch sizes differ at step 0 ([8, 7])" in r["unequal"]
+        assert "the forward drew random numbers at step 0" in r["rng"]
+    assert "does not replay: segment 0 diverges" in results[0]["selfcheck"]
+    assert results[1]["selfcheck"] == "rank 0: " + results[0]["selfcheck"]
+    assert not (tmp_path / "bad" / "scaled0" / "manifest.json").exists()
     assert not (tmp_path / "bad" / "unequal0" / "manifest.json").exists()
 
 
@@ -190,3 +207,17 @@ def test_train_step_and_uninitialized_distributed_are_refused(digits: Dataset, t
         rec.close()
     finally:
         dist.destroy_process_group()
+
+
+def test_the_distributed_key_is_checked_against_the_micro_batches() -> None:
+    from registry.pol import TranscriptError
+    from registry.pol.step import StepSpec
+
+    ok = {"loss": "cross_entropy", "accumulation": {"microBatches": 4}, "distributed": {"worldSize": 2}}
+    assert StepSpec.of(ok).micro_batches == 4
+    for bad in ({"distributed": {"worldSize": 2}},
+                {"accumulation": {"microBatches": 3}, "distributed": {"worldSize": 2}},
+                {"accumulation": {"microBatches": 2}, "distributed": {"worldSize": 1}},
+                {"accumulation": {"microBatches": 2}, "distributed": {"worldSize": 2, "rank": 0}}):
+        with pytest.raises(TranscriptError, match="distributed"):
+            StepSpec.of({"loss": "cross_entropy", **bad})
