@@ -7,6 +7,7 @@ who changes one rank's share of a step and reseals is Invalid; what one process 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
@@ -46,19 +47,23 @@ def _model(args: dict[str, Any] = MLP) -> nn.Module:
 
 
 def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, local: int = LOCAL,
-           scale: float = 1.0) -> Any:
+           scale: float = 1.0, micro: int = 1, sync: bool = True) -> Any:
     """The user's DDP loop with the recorder's lines (`local`: this rank's examples per step; `scale`: a loss
-    the config does not declare)."""
+    the config does not declare; `micro`: local gradient accumulation, synchronized on the last micro-batch;
+    `sync=False`: every backward inside no_sync(), so each rank steps on its own gradients)."""
     ddp = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    rec = Recorder(out, ddp, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=K)
+    rec = Recorder(out, ddp, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=K,
+                   accumulation=micro)
     try:
         for n, (_, idx) in enumerate(epoch_batches(len(ds), LOCAL * world, 10, 0)):
             if n == STEPS:
                 break
             mine = idx[rank * LOCAL:rank * LOCAL + local]  # a DistributedSampler's share, rank-major
-            x, y = ds.batch(mine)
-            (scale * F.cross_entropy(ddp(x), y)).backward()
+            for i, part in enumerate(np.split(mine, micro)):
+                x, y = ds.batch(part)
+                with ddp.no_sync() if i < micro - 1 or not sync else contextlib.nullcontext():
+                    (scale * F.cross_entropy(ddp(x), y) / micro).backward()
             opt.step()
             opt.zero_grad()
             rec.step(mine)
@@ -67,14 +72,14 @@ def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, loca
         rec.close()
 
 
-def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: str) -> None:
+def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: str, micro: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     ds = load_dataset(ds_path)
     result: dict[str, Any] = {}
     try:
         if mode == "honest":
-            summary = _train(rank, world, Path(base) / f"rank{rank}", ds, _model())
+            summary = _train(rank, world, Path(base) / f"rank{rank}", ds, _model(), micro=micro)
             result["manifest"] = str(summary.manifest_path)
         else:
             for name, model in (("dropout", _model(dict(MLP, dropout=0.2))),
@@ -95,6 +100,10 @@ def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: 
                 _train(rank, world, Path(base) / f"rng{rank}", ds, noisy)
             except RecorderError as exc:
                 result["rng"] = str(exc)
+            try:
+                _train(rank, world, Path(base) / f"nosync{rank}", ds, _model(), sync=False)
+            except RecorderError as exc:
+                result["nosync"] = str(exc)
             try:  # rank 0's self-check fails; every rank raises its reason
                 _train(rank, world, Path(base) / f"scaled{rank}", ds, _model(), scale=3.0)
             except RecorderError as exc:
@@ -104,9 +113,9 @@ def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: 
         dist.destroy_process_group()
 
 
-def _spawn(base: Path, ds: Dataset, mode: str, world: int = 2) -> list[dict[str, Any]]:
+def _spawn(base: Path, ds: Dataset, mode: str, world: int = 2, micro: int = 1) -> list[dict[str, Any]]:
     base.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(world, _free_port(), str(base), str(ds.path), mode), nprocs=world,
+    mp.start_processes(_rank_main, args=(world, _free_port(), str(base), str(ds.path), mode, micro), nprocs=world,
                        start_method="spawn")
     return [json.loads((base / f"result{r}.json").read_text()) for r in range(world)]
 
@@ -136,27 +145,29 @@ def _forge(honest: Path, out: Path, edit: Any) -> Path:
     return out
 
 
-@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
-def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_path: Path, world: int) -> None:
-    results = _spawn(tmp_path / "run", digits, "honest", world)
+@pytest.mark.parametrize(("world", "micro"), [(2, 1), pytest.param(3, 1, marks=pytest.mark.slow),
+                                              pytest.param(2, 2, marks=pytest.mark.slow)])
+def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_path: Path, world: int,
+                                                           micro: int) -> None:
+    results = _spawn(tmp_path / "run", digits, "honest", world, micro)
     tdir = Path(results[0]["manifest"]).parent
     assert all(r["manifest"] == results[0]["manifest"] for r in results)  # every rank gets rank 0's summary
     assert not any((tmp_path / "run" / f"rank{r}").exists() for r in range(1, world))  # only rank 0 writes
     m = load_manifest(tdir)
     assert m["config"]["distributed"] == {"worldSize": world}
-    assert m["config"]["accumulation"] == {"microBatches": world}
+    assert m["config"]["accumulation"] == {"microBatches": world * micro}
     assert m["batchSize"] == world * LOCAL and m["numSteps"] == STEPS and m["numSegments"] == 3
     # The batch is every rank's share in rank order: the global batches of the loop above.
     want = [idx for n, (_, idx) in zip(range(STEPS), epoch_batches(len(digits), LOCAL * world, 10, 0), strict=False)]
     got = np.concatenate([np.load(tdir / s["batches"]) for s in m["segments"]])
     assert np.array_equal(got, np.stack(want))
     rho = [check_segment(tdir, i, digits, manifest=m).rho for i in range(m["numSegments"])]
-    print(f"DDP W={world} honest rho per segment: {rho} (max {max(rho):.3g})")
+    print(f"DDP W={world} n={micro} honest rho per segment: {rho} (max {max(rho):.3g})")
     assert max(rho) <= 1e-3
     report = _report(tdir, digits, tmp_path)
     assert report["verdict"] == "Valid", report
 
-    if world != 2:
+    if (world, micro) != (2, 1):
         return
     # Rank 1's share of one step dropped (rank 0's examples twice): resealed, Invalid.
     half = LOCAL
@@ -180,12 +191,13 @@ def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_
 def test_what_one_process_cannot_replay_is_refused_in_one_line(digits: Dataset, tmp_path: Path) -> None:
     results = _spawn(tmp_path / "bad", digits, "refusals")
     for r in results:
-        for key in ("dropout", "batchnorm", "unequal", "rng"):
+        for key in ("dropout", "batchnorm", "unequal", "rng", "nosync"):
             assert "\n" not in r[key], r[key]
         assert "draws random numbers in the forward from each DDP rank's own generator" in r["dropout"]
         assert "keeps running statistics, which DDP takes from rank 0 only" in r["batchnorm"]
         assert "local batch sizes differ at step 0 ([8, 7])" in r["unequal"]
         assert "the forward drew random numbers at step 0" in r["rng"]
+        assert "rank 1's weights differ from rank 0's at step 4" in r["nosync"]
     assert "does not replay: segment 0 diverges" in results[0]["selfcheck"]
     assert results[1]["selfcheck"] == "rank 0: " + results[0]["selfcheck"]
     assert not (tmp_path / "bad" / "scaled0" / "manifest.json").exists()
