@@ -47,10 +47,11 @@ def _model(args: dict[str, Any] = MLP) -> nn.Module:
 
 
 def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, local: int = LOCAL,
-           scale: float = 1.0, micro: int = 1, sync: bool = True) -> Any:
+           scale: float = 1.0, micro: int = 1, sync: bool = True, short_from: int = STEPS) -> Any:
     """The user's DDP loop with the recorder's lines (`local`: this rank's examples per step; `scale`: a loss
     the config does not declare; `micro`: local gradient accumulation, synchronized on the last micro-batch;
-    `sync=False`: every backward inside no_sync(), so each rank steps on its own gradients)."""
+    `sync=False`: every backward inside no_sync(), so each rank steps on its own gradients; `short_from`: rank 1
+    drops an example from that step on)."""
     ddp = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     rec = Recorder(out, ddp, opt, family="mlp", family_args=MLP, dataset=ds, steps_per_segment=K,
@@ -60,6 +61,8 @@ def _train(rank: int, world: int, out: Path, ds: Dataset, model: nn.Module, loca
             if n == STEPS:
                 break
             mine = idx[rank * LOCAL:rank * LOCAL + local]  # a DistributedSampler's share, rank-major
+            if rank == 1 and n >= short_from:
+                mine = mine[:-1]
             for i, part in enumerate(np.split(mine, micro)):
                 x, y = ds.batch(part)
                 with ddp.no_sync() if i < micro - 1 or not sync else contextlib.nullcontext():
@@ -94,6 +97,10 @@ def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: 
                 _train(rank, world, Path(base) / f"unequal{rank}", ds, _model(), local=LOCAL - rank)
             except RecorderError as exc:
                 result["unequal"] = str(exc)
+            try:
+                _train(rank, world, Path(base) / f"later{rank}", ds, _model(), short_from=5)
+            except RecorderError as exc:
+                result["later"] = str(exc)
             noisy = _model()  # a random draw inside the forward that no module declares (functional dropout)
             noisy.get_submodule("layers.0").register_forward_hook(lambda m, a, out: out + 1e-3 * torch.rand_like(out))
             try:
@@ -191,11 +198,12 @@ def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_
 def test_what_one_process_cannot_replay_is_refused_in_one_line(digits: Dataset, tmp_path: Path) -> None:
     results = _spawn(tmp_path / "bad", digits, "refusals")
     for r in results:
-        for key in ("dropout", "batchnorm", "unequal", "rng", "nosync"):
+        for key in ("dropout", "batchnorm", "unequal", "later", "rng", "nosync"):
             assert "\n" not in r[key], r[key]
         assert "draws random numbers in the forward from each DDP rank's own generator" in r["dropout"]
         assert "keeps running statistics, which DDP takes from rank 0 only" in r["batchnorm"]
         assert "local batch sizes differ at step 0 ([8, 7])" in r["unequal"]
+        assert "local batch sizes differ at step 5 ([8, 7])" in r["later"]
         assert "the forward drew random numbers at step 0" in r["rng"]
         assert "rank 1's weights differ from rank 0's at step 4" in r["nosync"]
     assert "does not replay: segment 0 diverges" in results[0]["selfcheck"]

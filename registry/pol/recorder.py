@@ -387,6 +387,7 @@ class Recorder:
         self._start = (_snapshot(0, model, optimizer, self._cuda_index is not None, scaler) if self._writes
                        else _Snapshot(0, {}, {"state": {}, "param_groups": []}))
         self._rng_before: list[torch.Tensor] = []
+        self._local_size: int | None = None  # DDP: each rank's examples per step, fixed at the first step
         self._forwards = 0
         self._opt_steps = 0
         self._step_lrs: list[Any] | None = None
@@ -483,7 +484,7 @@ class Recorder:
         be the committed one (step // stepsPerEpoch)."""
         self._check_open()
         if self._dist:
-            idx = self._gather_indices(indices, lr, epoch)
+            idx = self._gather_indices(indices, lr)
         else:
             self._raise_writer_error()
             self._check_step(lr)
@@ -838,8 +839,8 @@ class Recorder:
             raise RecorderError(msgs[failed[0]] if failed[0] == self._rank else f"rank {failed[0]}: {msgs[failed[0]]}")
         return [int(h[1]) for h in heads]
 
-    def _gather_indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor, lr: float | Sequence[float] | None,
-                        epoch: int | None) -> np.ndarray:
+    def _gather_indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor,
+                        lr: float | Sequence[float] | None) -> np.ndarray:
         """This rank's checks, then every rank's local indices concatenated in rank order (the step's batch)."""
         err: str | None = None
         local = np.zeros(0, dtype=np.int64)
@@ -854,12 +855,31 @@ class Recorder:
             local = arr.astype(np.int64)
         except RecorderError as exc:
             err = str(exc)
-        sizes = self._sync_errors(err, int(local.size))
+        b = self._local_size
+        if b is None:  # the first step: sizes first, then the indices
+            sizes = self._sync_errors(err, int(local.size))
+            parts = None
+        else:  # one collective per step: [failed, size, indices (when of the established size)]
+            row = torch.zeros(2 + b, dtype=torch.int64)
+            row[0], row[1] = int(err is not None), int(local.size)
+            if err is None and local.size == b:
+                row[2:] = torch.from_numpy(local)
+            rows = self._all_gather(row)
+            if any(int(r[0]) for r in rows):
+                self._sync_errors(err, int(local.size))  # raises every rank's first failure
+            sizes = [int(r[1]) for r in rows]
+            parts = [r[2:] for r in rows]
         if len(set(sizes)) != 1:
             self.close()
             raise RecorderError(f"the ranks' local batch sizes differ at step {self._step} ({sizes}); DDP records "
                                 "equal local batches (DistributedSampler with drop_last=True)")
-        parts = self._all_gather(torch.from_numpy(local))
+        if b is not None and sizes[0] != b:
+            self.close()
+            raise RecorderError(f"the local batch size changed from {b} to {sizes[0]} at step {self._step}; batches "
+                                "must have a constant size (drop_last=True)")
+        if parts is None:
+            parts = self._all_gather(torch.from_numpy(local))
+            self._local_size = sizes[0]
         return self._indices(np.concatenate([p.numpy() for p in parts]))
 
     def _check_replicas(self) -> None:
