@@ -212,7 +212,7 @@ def test_what_one_process_cannot_replay_is_refused_in_one_line(digits: Dataset, 
     assert not (tmp_path / "bad" / "unequal0" / "manifest.json").exists()
 
 
-def test_train_step_and_uninitialized_distributed_are_refused(digits: Dataset, tmp_path: Path) -> None:
+def test_train_step_augment_and_uninitialized_distributed_are_refused(digits: Dataset, tmp_path: Path) -> None:
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     kw: dict[str, Any] = {"family": "mlp", "family_args": MLP, "dataset": digits, "steps_per_segment": K,
@@ -225,6 +225,8 @@ def test_train_step_and_uninitialized_distributed_are_refused(digits: Dataset, t
         with pytest.raises(RecorderError, match=r"under DDP step the DistributedDataParallel wrapper"):
             rec.train_step(np.arange(8))
         rec.close()
+        with pytest.raises(RecorderError, match=r"augment= under DDP: every rank would draw"):
+            Recorder(tmp_path / "a", model, opt, augment=[{"type": "gaussianNoise", "std": 0.01}], **kw)
     finally:
         dist.destroy_process_group()
 
