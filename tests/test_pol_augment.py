@@ -84,7 +84,7 @@ def test_augmentation_with_the_loops_own_randomness_is_refused(images: Dataset, 
 
 def test_a_config_that_drops_or_changes_the_augmentation_is_invalid(images: Dataset, tmp_path: Path) -> None:
     _record(tmp_path / "honest", images, augment=OPS)
-    for name, value in (("dropped", None), ("changed", [{"type": "hflip", "p": 0.9}] + OPS[1:])):
+    for name, value in (("dropped", None), ("changed", [{"type": "hflip", "p": 0.9}, *OPS[1:]])):
         tdir = tmp_path / name
         shutil.copytree(tmp_path / "honest", tdir)
         m = read_manifest(tdir)
