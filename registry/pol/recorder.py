@@ -44,8 +44,8 @@ What it records, and why it can be replayed exactly:
   self-check (`finish()` returns the summary on every rank). The config gets `distributed: {worldSize: W}` and
   `accumulation: {microBatches: W * accumulation}` (`registry.pol.step`): replay is one process. Refused: running
   stats (BatchNorm), random draws in the forward (dropout), unequal local batches, ranks whose weights differ
-  (checked at every checkpoint, e.g. an optimizer step inside `no_sync()`), and `train_step` (step the DDP
-  wrapper yourself).
+  (checked at every checkpoint, e.g. an optimizer step inside `no_sync()`), `augment=`, and `train_step` (step
+  the DDP wrapper yourself).
 - Files are encoded, hashed and written by a background thread fed through a bounded queue with CPU copies
   of the tensors; an error there is raised in the training thread at the next `step()` or at `finish()`.
 """
