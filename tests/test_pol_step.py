@@ -275,3 +275,51 @@ def test_schedules_that_are_not_data_are_refused(digits: Dataset, tmp_path: Path
     with pytest.raises(RecorderError, match="LambdaLR is not supported"):
         Recorder(tmp_path / "t", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=4,
                  scheduler=sched)
+
+
+class _Twice(torch.autograd.Function):
+    """A custom autograd Function: prover code a verifier, which rebuilds the model as data, never runs."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g * 2
+
+
+def test_a_closure_records_and_custom_autograd_functions_are_refused(digits: Dataset, tmp_path: Path) -> None:
+    # optimizer.step(closure), as Lightning and accelerate call it: the supported optimizers evaluate it once,
+    # before the update, which is the committed step; the run replays exactly
+    model, opt = _model()
+    rec = Recorder(tmp_path / "a", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=2)
+    for n, (_, idx) in enumerate(epoch_batches(len(digits), 8, 10, 0)):
+        if n == 4:
+            break
+        x, y = digits.batch(idx)
+
+        def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        opt.zero_grad()
+        rec.step(idx)
+    rec.finish()
+    assert rhos(tmp_path / "a", digits) == [0.0, 0.0]
+    # a custom autograd Function in the forward, found in the graph of the first training forward
+    idx = np.arange(8, dtype=np.int64)
+    x, y = digits.batch(idx)
+    model, opt = _model()
+    rec = Recorder(tmp_path / "b", model, opt, family="mlp", family_args=MLP, dataset=digits, steps_per_segment=4)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))  # inside the model's forward
+    hook = first.register_forward_hook(lambda m, a, out: _Twice.apply(out))
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    with pytest.raises(RecorderError, match=r"custom autograd Function \(_Twice\)") as e:
+        rec.step(idx)
+    assert "\n" not in str(e.value)
+    hook.remove()
+    rec.close()

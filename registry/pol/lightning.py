@@ -23,7 +23,8 @@ checkpointed), strategies other than a single device, an overridden `configure_g
 clip algorithm, schedulers stepped per epoch or every n steps, `limit_train_batches` / `overfit_batches`, and
 epochs that do not split into whole optimizer steps. A `training_step` returning another loss than the committed
 loss of the model's output is refused at its first batch; what else a loop may do to the step (a hook changing
-gradients, say) the recorder's self-check (replay of the first and last segment at `on_train_end`) refuses.
+gradients, say) the recorder's self-check (replay of the first, the last and one sampled segment at
+`on_train_end`) refuses.
 """
 
 from __future__ import annotations

@@ -232,6 +232,34 @@ def distributed_problem(model: nn.Module) -> str | None:
     return None
 
 
+def custom_autograd_functions(output: Any, limit: int = 100_000) -> list[str]:
+    """Names of the custom `torch.autograd.Function`s in the graph behind `output` (tensors, or tuples, lists,
+    dicts and Hugging Face outputs of them), visiting at most `limit` nodes."""
+    roots: list[Any] = []
+    stack: list[Any] = [output]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            if o.grad_fn is not None:
+                roots.append(o.grad_fn)
+        elif isinstance(o, Mapping):
+            stack.extend(o.values())
+        elif isinstance(o, list | tuple):
+            stack.extend(o)
+    seen: set[int] = set()
+    found: list[str] = []
+    while roots and len(seen) < limit:
+        node = roots.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        forward_cls = getattr(node, "_forward_cls", None)  # BackwardCFunction nodes of Python Functions
+        if forward_cls is not None and forward_cls.__name__ not in found:
+            found.append(forward_cls.__name__)
+        roots.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return found
+
+
 class Recorder:
     """Records a Proof-of-Learning transcript of a training run into `out_dir` (see the module docstring)."""
 
@@ -402,8 +430,10 @@ class Recorder:
         self._thread = threading.Thread(target=self._writer, name="proofreg-pol-writer", daemon=True)
         self._thread.start()
 
+        self._graph_checked = False
         self._handles = [
             model.register_forward_pre_hook(self._on_forward),
+            model.register_forward_hook(self._on_forward_graph),
             optimizer.register_step_pre_hook(self._on_step_pre),
         ]
         if self._dist:
@@ -453,8 +483,22 @@ class Recorder:
             self._hook_error = (f"the forward drew random numbers at step {self._step} (dropout?); under DDP each "
                                 "rank draws from its own generator, which a single-process replay cannot reproduce")
 
+    def _on_forward_graph(self, module: nn.Module, args: Any, output: Any) -> None:
+        """Once, on the first training forward: a custom autograd Function in the graph is prover code that a
+        verifier, which rebuilds the model from its description, would not run."""
+        if self._graph_checked or not module.training:
+            return
+        self._graph_checked = True
+        custom = custom_autograd_functions(output)
+        if custom:
+            self._hook_error = (f"the forward uses a custom autograd Function ({', '.join(custom)}), which cannot be "
+                                "replayed: verifiers rebuild the model from its committed description and run no "
+                                "prover code")
+
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._opt_steps += 1
+        # optimizer.step(closure) is accepted: every supported optimizer calls the closure once, before its
+        # update, which is the committed step; the forward count per step catches a closure that does more.
         groups = optimizer.param_groups
         self._step_lrs = [g["lr"] for g in groups]
         if self._scheduler is not None:
@@ -651,13 +695,14 @@ class Recorder:
         return summary_of(manifest, path)
 
     def _run_self_check(self, manifest: dict[str, Any], path: Path) -> None:
-        """Replays the first and the last segment with the verifier's code; a run that does not reproduce
-        loses its manifest (so it cannot be published) and fails here with the reason."""
-        from registry.pol.selfcheck import check_segments
+        """Replays the first, the last and one sampled segment (`self_check_segments`) with the verifier's
+        code; a run that does not reproduce loses its manifest (so it cannot be published) and fails here with
+        the reason. It runs at `finish()`, not beside the training: replay re-seeds torch's process-global
+        generator, which the training thread's dropout draws from."""
+        from registry.pol.selfcheck import check_segments, self_check_segments
 
-        n = int(manifest["numSegments"])
         try:
-            problem = check_segments(self.out_dir, self.dataset, sorted({0, n - 1}), manifest=manifest,
+            problem = check_segments(self.out_dir, self.dataset, self_check_segments(manifest), manifest=manifest,
                                      device=self.device)
         except TranscriptError as exc:
             problem = f"the recorded run cannot be replayed: {exc}"

@@ -31,6 +31,18 @@ LIKELY_CAUSES = ("a loss other than the declared one (Recorder loss=)", "gradien
                  "an extra forward or backward that changed the gradients")
 
 
+def self_check_segments(manifest: dict[str, Any]) -> list[int]:
+    """The segments the recorder replays before it finishes: the first, the last, and one in between drawn
+    from the chain head (a digest of every checkpoint, so the loop cannot aim at a segment it knows is left
+    out)."""
+    n = int(manifest["numSegments"])
+    picked = {0, n - 1}
+    if n > 2:
+        head = bytes.fromhex(str(manifest["chainHead"]).removeprefix("0x"))
+        picked.add(1 + int.from_bytes(head[:8], "big") % (n - 2))
+    return sorted(picked)
+
+
 def check_segments(transcript_dir: str | Path, dataset: Dataset, segments: Sequence[int], *,
                    manifest: dict[str, Any], device: torch.device | str = "cpu") -> str | None:
     """None when every segment in `segments` replays onto its next checkpoint; otherwise one line that names
