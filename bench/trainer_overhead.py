@@ -1,7 +1,8 @@
 """Recording overhead of the Hugging Face `Trainer` callback (registry.pol.hf_trainer.PoLCallback) on the
 GPT-2 example's model (scripts/gpt2_trainer.py, about 1.9M parameters): `trainer.train()` wall time with the
 callback over the same run without it (same model, data, collation, loss and TrainingArguments: AdamW, linear
-warmup, max_grad_norm=1.0, accumulation 2, bf16), alternating runs, median of each. Goal ≤ 1.05.
+warmup, max_grad_norm=1.0, accumulation 2; fp32, see scripts/gpt2_trainer.py on bf16 at this size),
+alternating runs, median of each. Goal ≤ 1.05.
 
 Two ratios: the training loop alone (up to the last step: what recording costs while training goes on) and
 `trainer.train()` in full, which also holds the recorder's `finish()`: the last writes and its self-check,

@@ -5,9 +5,14 @@ Everything runs on embedded defaults with nothing downloaded: the model is built
 (`transformers` GPT-2, about 1.9M parameters at the default size), the token dataset is generated here (a
 first-order Markov chain over the vocabulary, so the loss has something to learn), the chain is the in-process
 EVM and the store the embedded one. The run uses AdamW, linear warmup, `max_grad_norm=1.0`, gradient
-accumulation 2 and bf16 autocast, the settings issue 12 asks for.
+accumulation 2 and, with `--bf16`, bf16 autocast: the settings issue 12 asks for.
 
-    python -m scripts.gpt2_trainer [--out gpt2-out] [--size small|tiny] [--steps 40] [--seed 0]
+    python -m scripts.gpt2_trainer [--out gpt2-out] [--size small|tiny] [--steps 40] [--seed 0] [--bf16]
+
+Known limitation: with `--bf16` at the default size the recorder's self-check refuses the run (segment 1
+diverges, distance 0.0044 > 1e-3), while the same model in bf16 through the plain-loop API, and the tiny GPT-2
+through the Trainer in bf16 (the test), replay exactly; the cause is not found yet. The run is refused when
+it is recorded, never committed and then judged Invalid.
 
 Exit code 0 when the honest claim is settled Valid.
 """
@@ -65,19 +70,20 @@ def markov_tokens(num: int, length: int, vocab: int, seed: int) -> np.ndarray:
     return out
 
 
-def trainer_args(out: Path, steps: int, seed: int, **over: Any) -> Any:
+def trainer_args(out: Path, steps: int, seed: int, *, bf16: bool = False, **over: Any) -> Any:
     from transformers import TrainingArguments
 
     kw: dict[str, Any] = dict(output_dir=str(out / "hf"), use_cpu=True, per_device_train_batch_size=8,
                               gradient_accumulation_steps=2, max_steps=steps, learning_rate=1e-3,
                               lr_scheduler_type="linear", warmup_steps=max(1, steps // 8), max_grad_norm=1.0,
-                              bf16=True, dataloader_drop_last=True, seed=seed, report_to=[], save_strategy="no",
+                              bf16=bf16, dataloader_drop_last=True, seed=seed, report_to=[], save_strategy="no",
                               logging_strategy="no", disable_tqdm=True)
     kw.update(over)
     return TrainingArguments(**kw)
 
 
-def train_recorded(out: Path, size: str, steps: int, k: int, seed: int) -> tuple[Path, Dataset, float, float]:
+def train_recorded(out: Path, size: str, steps: int, k: int, seed: int, bf16: bool = False,
+                   ) -> tuple[Path, Dataset, float, float]:
     """Trains with the callback; returns (transcript dir, dataset, training seconds, mean loss of the last
     segment's steps as Hugging Face logs it, or NaN)."""
     from transformers import Trainer
@@ -91,7 +97,8 @@ def train_recorded(out: Path, size: str, steps: int, k: int, seed: int) -> tuple
     args = family_args(size)
     model = build_model("hf-causal-lm", args)
     cb = PoLCallback(out / "transcript", dataset=ds, family_args=args, steps_per_segment=k)
-    trainer = Trainer(model=model, args=trainer_args(out, steps, seed, logging_strategy="steps", logging_steps=k),
+    trainer = Trainer(model=model, args=trainer_args(out, steps, seed, bf16=bf16, logging_strategy="steps",
+                                                           logging_steps=k),
                       callbacks=[cb], **cb.trainer_kwargs())
     trainer.remove_callback(PrinterCallback)  # the loss is kept in log_history, not printed every k steps
     t0 = time.perf_counter()
@@ -101,13 +108,13 @@ def train_recorded(out: Path, size: str, steps: int, k: int, seed: int) -> tuple
     return out / "transcript", ds, seconds, losses[-1] if losses else float("nan")
 
 
-def run(out: Path, *, size: str = "small", steps: int = 40, seed: int = 0) -> dict[str, Any]:
+def run(out: Path, *, size: str = "small", steps: int = 40, seed: int = 0, bf16: bool = False) -> dict[str, Any]:
     torch.set_num_threads(TORCH_THREADS)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     k = max(1, steps // 8)  # 8 segments: the challenger can name every one (MAX_NAMED_SEGMENTS)
-    tdir, _, train_s, loss = train_recorded(out, size, steps, k, seed)
+    tdir, _, train_s, loss = train_recorded(out, size, steps, k, seed, bf16)
     m = load_manifest(tdir)
     params = sum(p.numel() for p in build_model("hf-causal-lm", family_args(size)).parameters())
     print(f"trained a GPT-2 of {params:,} parameters for {m['numSteps']} steps ({m['numSegments']} segments "
@@ -176,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (see the known limitation above)")
     args = parser.parse_args(argv)
-    r = run(args.out, size=args.size, steps=args.steps, seed=args.seed)
+    r = run(args.out, size=args.size, steps=args.steps, seed=args.seed, bf16=args.bf16)
     rho = f"{r['maxRho']:.3g}" if r["maxRho"] is not None else "-"
     print(f"challenge settled {r['outcome']} (claim {r['claimStatus']}): {len(r['attestations'])} attestations "
           f"{r['attestations']}, {len(r['segmentsAudited'])} segments audited, max rho {rho}")

@@ -14,7 +14,7 @@ pytest.importorskip("accelerate")
 def test_gpt2_trainer_example_settles_valid(tmp_path: Path) -> None:
     from scripts.gpt2_trainer import run
 
-    r = run(tmp_path / "out", size="tiny", steps=16, seed=0)
+    r = run(tmp_path / "out", size="tiny", steps=16, seed=0, bf16=True)
     assert r["outcome"] == "Valid" and r["claimStatus"] == "Valid", r["reason"]
     assert r["segments"] == 8 and r["segmentsAudited"] == list(range(8))
     assert r["attestations"] and set(r["attestations"]) == {"Valid"}
