@@ -26,20 +26,10 @@ import torch
 
 from registry.datasets import Dataset, build_dataset
 from registry.models import build_model
+from registry.pol.collate import IndexView
 from registry.pol.step import loss_spec, loss_value
 from registry.pol.transcript import load_manifest
 from scripts.gpt2_trainer import NUM_EXAMPLES, SEQ_LEN, SIZES, TORCH_THREADS, family_args, markov_tokens, trainer_args
-
-
-class _Index(torch.utils.data.Dataset):  # type: ignore[type-arg,unused-ignore]
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return int(i)
 
 
 def _one(root: Path, ds: Dataset, size: str, steps: int, k: int, recorded: bool, tag: str) -> dict[str, float]:
@@ -62,14 +52,14 @@ def _one(root: Path, ds: Dataset, size: str, steps: int, k: int, recorded: bool,
         cb = PoLCallback(root / tag / "transcript", dataset=ds, family_args=family_args(size), steps_per_segment=k)
         kwargs, callbacks = cb.trainer_kwargs(), [_Clock(), cb]
     else:
-        def collate(features: list[int]) -> dict[str, torch.Tensor]:
+        def collate(features: list[int]) -> dict[str, torch.Tensor]:  # the callback's collation, not recorded
             x, y = ds.batch(np.asarray(features, dtype=np.int64))
             return {"input_ids": x, "labels": y}
 
         def compute_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
             return loss_value(loss_spec("causal_lm"), outputs, labels) / 2  # the same loss and accumulation scaling
 
-        kwargs = {"train_dataset": _Index(len(ds)), "data_collator": collate, "compute_loss_func": compute_loss}
+        kwargs = {"train_dataset": IndexView(len(ds)), "data_collator": collate, "compute_loss_func": compute_loss}
         callbacks = [_Clock()]
     trainer = Trainer(model=model, args=args, callbacks=callbacks, **kwargs)
     trainer.remove_callback(PrinterCallback)

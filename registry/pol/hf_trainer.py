@@ -21,30 +21,18 @@ epochs that do not split into whole optimizer steps are refused at `on_train_beg
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import TrainerCallback
 
 from registry.datasets import Dataset
+from registry.pol.collate import CollatedBatches, IndexView
 from registry.pol.recorder import Recorder, RecorderError
 from registry.pol.step import LossSpec, loss_value
 from registry.pol.transcript import TranscriptSummary
-
-
-class _IndexView(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return int(i)
 
 
 class PoLCallback(TrainerCallback):
@@ -56,8 +44,7 @@ class PoLCallback(TrainerCallback):
         self.k, self.recorder_kw = steps_per_segment, recorder_kw
         self.rec: Recorder | None = None
         self.summary: TranscriptSummary | None = None
-        self._pending: deque[tuple[np.ndarray, torch.Tensor]] = deque()
-        self._step_idx: list[np.ndarray] = []
+        self._batches = CollatedBatches(dataset)
         self._losses = 0
         self._micro = 1
         self._error: str | None = None
@@ -67,13 +54,11 @@ class PoLCallback(TrainerCallback):
 
     # --- what the Trainer is given ----------------------------------------------------------------------------
     def trainer_kwargs(self) -> dict[str, Any]:
-        return {"train_dataset": _IndexView(len(self.dataset)), "data_collator": self.collate,
+        return {"train_dataset": IndexView(len(self.dataset)), "data_collator": self.collate,
                 "compute_loss_func": self.compute_loss}
 
     def collate(self, features: list[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(features, dtype=np.int64)
-        x, y = self.dataset.batch(idx)
-        self._pending.append((idx, x))
+        x, y = self._batches.collate(features)
         return {"input_ids": x, "labels": y}
 
     def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -88,15 +73,11 @@ class PoLCallback(TrainerCallback):
         if self._amp is not None:
             self._amp_ctx = torch.autocast(self._amp[0], dtype=self._amp[1])
             self._amp_ctx.__enter__()
-        x = kwargs.get("input_ids", args[0] if args else None)
-        if not self._pending:
+        problem = self._batches.match(args, kwargs)
+        if problem == "unmade":
             self._error = "the model ran on a batch the PoL data collator did not make; pass cb.trainer_kwargs()"
-            return
-        idx, want = self._pending.popleft()
-        if not isinstance(x, torch.Tensor) or not torch.equal(x.detach().cpu(), want):
+        elif problem == "mismatch":
             self._error = "the model's input_ids are not the collated batch; pass cb.trainer_kwargs() unchanged"
-            return
-        self._step_idx.append(idx)
 
     def _post_forward(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if module.training and self._amp is not None:
@@ -145,8 +126,8 @@ class PoLCallback(TrainerCallback):
         if self._losses != self._micro:
             raise RecorderError(f"the committed loss ran {self._losses} times in a step of {self._micro} "
                                 "micro-batches; pass cb.trainer_kwargs() (compute_loss_func) to the Trainer")
-        idx, self._step_idx, self._losses = np.concatenate(self._step_idx), [], 0
-        self.rec.step(idx)
+        self._losses = 0
+        self.rec.step(self._batches.take_step())
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         for h in self._handles:

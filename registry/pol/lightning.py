@@ -29,17 +29,16 @@ gradients, say) the recorder's self-check (replay of the first, the last and one
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from registry.datasets import Dataset
+from registry.pol.collate import CollatedBatches, IndexView
 from registry.pol.recorder import Recorder, RecorderError
 from registry.pol.step import LossSpec, loss_spec, loss_value
 from registry.pol.transcript import TranscriptSummary
@@ -54,17 +53,6 @@ def _clip_algorithm(trainer: pl.Trainer) -> str:
     return str(getattr(algo, "value", algo)).lower()
 
 
-class _IndexView(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return int(i)
-
-
 class PoLLightningCallback(pl.Callback):
     """A Lightning Callback that records `Trainer.fit` with a `Recorder` (module docstring)."""
 
@@ -77,8 +65,7 @@ class PoLLightningCallback(pl.Callback):
         self._loss: LossSpec = loss_spec(loss)
         self.rec: Recorder | None = None
         self.summary: TranscriptSummary | None = None
-        self._pending: deque[tuple[np.ndarray, torch.Tensor]] = deque()
-        self._step_idx: list[np.ndarray] = []
+        self._batches = CollatedBatches(dataset)
         self._error: str | None = None
         self._handles: list[Any] = []
         self._out: tuple[torch.Tensor, torch.dtype | None] | None = None
@@ -90,14 +77,11 @@ class PoLLightningCallback(pl.Callback):
                          **loader_kw: Any) -> torch.utils.data.DataLoader[Any]:
         """Batches of example indices turned into `ds.batch(indices)` = (x, y); constant size (drop_last)."""
         gen = torch.Generator().manual_seed(seed)
-        return torch.utils.data.DataLoader(_IndexView(len(self.dataset)), batch_size=batch_size, shuffle=shuffle,
+        return torch.utils.data.DataLoader(IndexView(len(self.dataset)), batch_size=batch_size, shuffle=shuffle,
                                            generator=gen, drop_last=True, collate_fn=self.collate, **loader_kw)
 
     def collate(self, features: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.asarray(features, dtype=np.int64)
-        x, y = self.dataset.batch(idx)
-        self._pending.append((idx, x))
-        return x, y
+        return self._batches.collate(features)
 
     def loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
         """The committed loss of one batch: what `training_step` must return (Lightning divides it further)."""
@@ -107,15 +91,11 @@ class PoLLightningCallback(pl.Callback):
     def _pre_forward(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
         if not module.training:
             return
-        x = kwargs.get("input_ids", args[0] if args else None)
-        if not self._pending:
+        problem = self._batches.match(args, kwargs)
+        if problem == "unmade":
             self._error = "the model ran on a batch the PoL collate function did not make; use cb.train_dataloader()"
-            return
-        idx, want = self._pending.popleft()
-        if not isinstance(x, torch.Tensor) or not torch.equal(x.detach().cpu(), want):
+        elif problem == "mismatch":
             self._error = "the model's input is not the collated batch x; call the model on cb.train_dataloader()'s x"
-            return
-        self._step_idx.append(idx)
 
     def _post_forward(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if not module.training:
@@ -213,8 +193,7 @@ class PoLLightningCallback(pl.Callback):
             return  # a micro-batch inside an accumulation window
         assert self.rec is not None
         self._global_step = trainer.global_step
-        idx, self._step_idx = np.concatenate(self._step_idx), []
-        self.rec.step(idx)
+        self.rec.step(self._batches.take_step())
 
     def _close(self) -> None:
         for h in self._handles:
