@@ -37,6 +37,8 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,31 @@ def _start_verifiers(chain: EmbeddedChain, store: EmbeddedStore, record: Path, o
     return nodes
 
 
+@contextmanager
+def running_network(chain: EmbeddedChain, store: EmbeddedStore, record: Path, out: Path,
+                    ) -> Iterator[list[tuple[VerifierDaemon, threading.Thread]]]:
+    """A block producer (one block every BLOCK_SECONDS) and three verifier nodes for the body of the `with`;
+    the nodes are stopped and joined, and the producer stopped, when it ends."""
+    producing = threading.Event()
+
+    def produce_blocks() -> None:
+        while not producing.wait(BLOCK_SECONDS):
+            chain.mine(1)
+
+    producer = threading.Thread(target=produce_blocks, name="block-producer", daemon=True)
+    producer.start()
+    nodes = _start_verifiers(chain, store, record, out)
+    try:
+        yield nodes
+    finally:
+        for node, _ in nodes:
+            node.stop()
+        for _, thread in nodes:
+            thread.join(timeout=60)
+        producing.set()
+        producer.join()
+
+
 def _wait(what: str, done: Any, timeout: float, nodes: list[tuple[VerifierDaemon, threading.Thread]],
           tick: Any = None) -> None:
     deadline = time.monotonic() + timeout
@@ -214,16 +241,7 @@ def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> 
         return receipt
 
     os.environ["PROOFREG_ALLOW_DEV_SRS"] = "1"  # this demo's SRS is local: development only, and said so
-    producing = threading.Event()
-
-    def produce_blocks() -> None:
-        while not producing.wait(BLOCK_SECONDS):
-            chain.mine(1)
-
-    producer = threading.Thread(target=produce_blocks, name="block-producer", daemon=True)
-    producer.start()
-    nodes = _start_verifiers(chain, store, record, out)
-    try:
+    with running_network(chain, store, record, out) as nodes:
         _wait("the verifiers to register", lambda: reg.functions.activeVerifierCount().call() >= 3, 120, nodes)
         print(f"3 verifier nodes registered (logs in {out / 'verifiers'})", flush=True)
 
@@ -282,13 +300,6 @@ def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> 
               SETTLE_TIMEOUT_S, nodes, tick)
         stages.finish(task)
         seconds["audit"] = round(time.perf_counter() - t_audit, 1)
-    finally:
-        for node, _ in nodes:
-            node.stop()
-        for _, thread in nodes:
-            thread.join(timeout=60)
-        producing.set()
-        producer.join()
 
     for event, label in ((reg.events.CommitteeDrawn, "drawCommittee"), (reg.events.VerdictCommitted, "commitVerdict"),
                          (reg.events.Attested, "attest"),

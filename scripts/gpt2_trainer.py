@@ -23,7 +23,6 @@ import argparse
 import json
 import shutil
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +41,7 @@ from registry.pol.transcript import load_manifest
 from registry.publish import publish_transcript
 from registry.states import CLAIM_STATUS
 from registry.store.embedded import EmbeddedStore
-from scripts.demo import OUTCOME, _report_of, _segments, _start_verifiers, _wait
+from scripts.demo import OUTCOME, _report_of, _segments, _wait, running_network
 
 #: model sizes: "small" is the example's (about 1.9M parameters), "tiny" the test's
 SIZES: dict[str, dict[str, int]] = {
@@ -51,7 +50,6 @@ SIZES: dict[str, dict[str, int]] = {
 }
 SEQ_LEN = {"small": 17, "tiny": 9}  # tokens per example (the causal-LM loss predicts the last SEQ_LEN - 1)
 NUM_EXAMPLES = {"small": 1024, "tiny": 64}
-BLOCK_SECONDS = 0.5
 TORCH_THREADS = 2  # fixed, so that the same seed gives the same checkpoints on any core count
 
 
@@ -126,17 +124,8 @@ def run(out: Path, *, size: str = "small", steps: int = 40, seed: int = 0, bf16:
     w3, reg, p, acct = chain.w3, chain.registry, chain.params, chain.accounts
     record = Deployment.from_receipt(w3, chain.deploy_receipt, p, "embedded").save(out / "deployment.json")
     prover, challenger = acct[1], acct[2]
-    producing = threading.Event()
-
-    def produce_blocks() -> None:
-        while not producing.wait(BLOCK_SECONDS):
-            chain.mine(1)
-
-    producer = threading.Thread(target=produce_blocks, name="block-producer", daemon=True)
-    producer.start()
-    nodes = _start_verifiers(chain, store, record, out)
     t_audit = time.perf_counter()
-    try:
+    with running_network(chain, store, record, out) as nodes:
         _wait("the verifiers to register", lambda: reg.functions.activeVerifierCount().call() >= 3, 120, nodes)
         published = publish_transcript(tdir, store, out / "dataset")
         receipt = RegistryClient(w3, reg, None, sender=prover).transact(
@@ -150,13 +139,6 @@ def run(out: Path, *, size: str = "small", steps: int = 40, seed: int = 0, bf16:
               "the verifier nodes take it from here", flush=True)
         t_audit = time.perf_counter()
         _wait("settlement", lambda: reg.functions.getChallenge(challenge_id).call()[2] != 1, 900, nodes)
-    finally:
-        for node, _ in nodes:
-            node.stop()
-        for _, thread in nodes:
-            thread.join(timeout=60)
-        producing.set()
-        producer.join()
     audit_s = time.perf_counter() - t_audit
     attested = [a for a in reg.events.Attested().get_logs(from_block=0) if a["args"]["challengeId"] == challenge_id]
     reports = [_report_of(store, a["args"]["reportCid"]) for a in attested]
