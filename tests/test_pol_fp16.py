@@ -7,7 +7,6 @@ or options are Invalid; loops the recorder cannot describe are refused with one 
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,18 +16,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 
 from registry.datasets import Dataset, build_builtin
 from registry.models import build_model
-from registry.pol import Recorder, RecorderError, TranscriptError, check_segment, load_manifest
+from registry.pol import Recorder, RecorderError, TranscriptError, load_manifest
 from registry.pol.batches import epoch_batches
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.step import StepSpec, precision_spec
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
 from tests.forgery import read_manifest, reseal_all
 from tests.report_schema import validate
-from verifier.cli import main as verifier_main
+from tests.test_pol_step import report, rhos
 
 MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.2}
 #: Large enough that the first steps' fp16 gradients overflow (skipped, scale backed off), small enough that
@@ -39,18 +37,6 @@ OVERFLOW = {"init_scale": 2.0 ** 20, "growth_interval": 2}
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return build_builtin("digits", tmp_path_factory.mktemp("digits"))
-
-
-def rhos(tdir: Path, ds: Dataset) -> list[float]:
-    m = load_manifest(tdir)
-    return [check_segment(tdir, i, ds, manifest=m).rho for i in range(m["numSegments"])]
-
-
-def report(tdir: Path, ds: Dataset, tmp_path: Path) -> dict[str, Any]:
-    res = CliRunner().invoke(verifier_main, ["check", str(tdir), "--all", "--dataset", str(ds.path),
-                                             "--report", str(tmp_path / "r.json"), "--json"])
-    assert res.exit_code in (0, 1, 3), res.output
-    return dict(json.loads((tmp_path / "r.json").read_text()))
 
 
 def _model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

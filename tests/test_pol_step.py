@@ -34,11 +34,16 @@ def rhos(tdir: Path, ds: Dataset) -> list[float]:
     return [check_segment(tdir, i, ds, manifest=m).rho for i in range(m["numSegments"])]
 
 
-def verdict(tdir: Path, ds: Dataset, tmp_path: Path) -> str:
+def report(tdir: Path, ds: Dataset, tmp_path: Path) -> dict[str, Any]:
+    """The report of `proofreg-verifier check --all` on this transcript."""
     res = CliRunner().invoke(verifier_main, ["check", str(tdir), "--all", "--dataset", str(ds.path),
                                              "--report", str(tmp_path / "r.json"), "--json"])
     assert res.exit_code in (0, 1, 3), res.output
-    return str(json.loads((tmp_path / "r.json").read_text())["verdict"])
+    return dict(json.loads((tmp_path / "r.json").read_text()))
+
+
+def verdict(tdir: Path, ds: Dataset, tmp_path: Path) -> str:
+    return str(report(tdir, ds, tmp_path)["verdict"])
 
 
 def _model(args: dict[str, Any] = MLP) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
