@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from registry.hashing import sha256
 from registry.pol.checkpoint import TranscriptError
+from registry.pol.rng import tagged_seed
 
 __all__ = ["AUGMENT_SCHEME", "augment", "augment_seed", "augment_spec", "augment_step"]
 
@@ -37,11 +37,8 @@ _KEYS = {"hflip": {"type", "p"}, "randomCrop": {"type", "padding"}, "gaussianNoi
 
 
 def augment_seed(rng_seed: int, step: int) -> int:
-    """The 63-bit seed of step `step`'s augmentation generator."""
-    if not 0 <= rng_seed < 1 << 64 or not 0 <= step < 1 << 64:
-        raise ValueError("rng seed and step must be unsigned 64-bit integers")
-    digest = sha256(_TAG + rng_seed.to_bytes(8, "little") + step.to_bytes(8, "little"))
-    return int.from_bytes(digest[:8], "little") >> 1
+    """The 63-bit seed of step `step`'s augmentation generator (`step_seed`'s rule under this module's tag)."""
+    return tagged_seed(_TAG, rng_seed, step)
 
 
 def augment_spec(value: Any) -> list[dict[str, Any]] | None:

@@ -25,19 +25,24 @@ import torch
 from registry.hashing import sha256
 from registry.models import GLOBAL_RNG_LOCK
 
-__all__ = ["GLOBAL_RNG_LOCK", "RNG_SCHEME", "seed_step", "step_seed"]
+__all__ = ["GLOBAL_RNG_LOCK", "RNG_SCHEME", "seed_step", "step_seed", "tagged_seed"]
 
 RNG_SCHEME = "proofreg/pol-rng/1"
 _TAG = RNG_SCHEME.encode()
 _CPU = torch.default_generator
 
 
-def step_seed(rng_seed: int, step: int) -> int:
-    """The 63-bit seed of global step `step` (module docstring)."""
+def tagged_seed(tag: bytes, rng_seed: int, step: int) -> int:
+    """First 8 bytes, little-endian, of sha256(tag ‖ rngSeed ‖ step) >> 1: a 63-bit seed per step and purpose."""
     if not 0 <= rng_seed < 1 << 64 or not 0 <= step < 1 << 64:
         raise ValueError("rng seed and step must be unsigned 64-bit integers")
-    digest = sha256(_TAG + rng_seed.to_bytes(8, "little") + step.to_bytes(8, "little"))
+    digest = sha256(tag + rng_seed.to_bytes(8, "little") + step.to_bytes(8, "little"))
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def step_seed(rng_seed: int, step: int) -> int:
+    """The 63-bit seed of global step `step` (module docstring)."""
+    return tagged_seed(_TAG, rng_seed, step)
 
 
 def seed_step(rng_seed: int, step: int, cuda_index: int | None = None) -> None:
