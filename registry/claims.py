@@ -4,13 +4,10 @@ transcript commits and what a verifier checks the evidence against (protocol sec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from registry.hashing import as_hash, to_hex
 from registry.states import ORIGIN_NAMES
-
-if TYPE_CHECKING:
-    from registry.pol.transcript import TranscriptSummary
 
 __all__ = ["TrainingClaim"]
 
@@ -19,9 +16,10 @@ __all__ = ["TrainingClaim"]
 class TrainingClaim:
     """A training claim: the contract's `TrainingClaim` struct, field for field, in ABI order.
 
-    The one claim type of the project: the prover builds it from its transcript (`from_summary`), the chain
-    client sends `claim_tuple()` to `commitTraining`, verifiers read it back from the `TrainingClaimCommitted`
-    event (`from_event`) or, offline, from a validated manifest (`from_manifest`).
+    The one claim type of the project: a recorded transcript's `TranscriptSummary` is one before it is
+    published (`published_as` gives the claim), the chain client sends `claim_tuple()` to `commitTraining`,
+    verifiers read it back from the `TrainingClaimCommitted` event (`from_event`) or, offline, from a
+    validated manifest (`from_manifest`).
 
     The last three follow the `TrainingClaim` struct's tail (initWeightsHash, parentClaimId, origin); they
     are None/0 for a claim read from a registry that predates them (the config, bound by configHash, still
@@ -62,14 +60,6 @@ class TrainingClaim:
                    as_hash(init["weightsHash"]) if ok and isinstance(init, dict) else None,
                    pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
                    codes.get(str(init.get("origin"))) if ok and isinstance(init, dict) else None)
-
-    @classmethod
-    def from_summary(cls, summary: TranscriptSummary, transcript_cid: str) -> TrainingClaim:
-        """The claim a recorded, published transcript commits."""
-        s = summary
-        return cls(transcript_cid, s.segment_root, s.chain_head, s.final_weights_hash, s.dataset_root,
-                   s.config_hash, s.num_segments, s.steps_per_segment, s.init_weights_hash, s.parent_claim_id,
-                   s.origin)
 
     def claim_tuple(self) -> tuple[Any, ...]:
         """The `TrainingClaim` struct in ABI order (the three init fields zero when unknown)."""

@@ -32,7 +32,7 @@ class Published:
 
     @property
     def claim(self) -> TrainingClaim:
-        return TrainingClaim.from_summary(self.summary, self.transcript_cid)
+        return self.summary.published_as(self.transcript_cid)
 
     def claim_tuple(self) -> tuple[Any, ...]:
         """The `TrainingClaim` struct, in ABI order, for `commitTraining`."""

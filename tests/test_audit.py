@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def fields(published: Any, **overrides: Any) -> TrainingClaim:
-    s = published.summary
-    base = dict(transcript_cid=published.transcript_cid, segment_root=s.segment_root, chain_head=s.chain_head,
-                final_weights_hash=s.final_weights_hash, dataset_root=s.dataset_root, config_hash=s.config_hash,
-                num_segments=s.num_segments, steps_per_segment=s.steps_per_segment)
-    return TrainingClaim(**{**base, **overrides})
+    return replace(published.claim, **overrides)
 
 
 def test_honest_claim_is_valid_and_fetches_only_audited_segments(world: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     published = publish_transcript(run.transcript_dir, store)
     honest = d.commit(published.claim_tuple(), a[1])
     s = published.summary
-    hostile = d.commit((HOSTILE_CID, keccak256(b"r"), keccak256(b"c"), keccak256(b"w"), s.dataset_root,
-                        s.config_hash, 2, 5, keccak256(b"i"), 0, 2), a[7])
+    hostile = d.commit(replace(published.claim, transcript_cid=HOSTILE_CID, segment_root=keccak256(b"r"),
+                               chain_head=keccak256(b"c"), final_weights_hash=keccak256(b"w"), num_segments=2,
+                               steps_per_segment=5, init_weights_hash=keccak256(b"i"), parent_claim_id=0,
+                               origin=2).claim_tuple(), a[7])
     challenge = d.challenge(honest, a[2])
     committee = d.draw(challenge)
     report = audit(DirSource(run.transcript_dir), None, [0, 1], dataset_source=DirSource(run.dataset_dir),

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from registry.claims import TrainingClaim
 from registry.datasets import build_dataset, synthetic_arrays
 from registry.pol.train import train
 from registry.pol.transcript import batches_path, checkpoint_path
@@ -74,11 +73,7 @@ def test_ten_thousand_checkpoints_end_to_end(d: Driver, ipfs_daemon: IpfsDaemon,
     segments = [int(s) for s in d.call("sampledSegments", ch)]
     assert segments == sampled_segments(info["seed"], d.p.samples, STEPS, [9_999])
 
-    s = published.summary
-    claim = TrainingClaim(transcript_cid=published.transcript_cid, segment_root=s.segment_root,
-                                chain_head=s.chain_head, final_weights_hash=s.final_weights_hash,
-                                dataset_root=s.dataset_root, config_hash=s.config_hash,
-                                num_segments=s.num_segments, steps_per_segment=s.steps_per_segment)
+    claim = published.claim
     policy = get_policy(None).with_overrides(top_q=1, extra_samples=0)
     report = audit_training_claim(daemon, claim, segments, seed=info["seed"], samples_drawn=d.p.samples,
                                   policy=policy)

@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import json
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from registry import safejson
-from registry.hashing import as_hash, chain_head, config_hash, to_hex
+from registry.claims import TrainingClaim
+from registry.hashing import as_hash, chain_head, config_hash
 from registry.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree
 from registry.pol.checkpoint import TranscriptError
 
@@ -69,38 +70,27 @@ def batches_path(index: int) -> str:
     return f"batches/{index // GROUP_SIZE:04d}/{index:06d}.npy"
 
 
-@dataclass(frozen=True)
-class TranscriptSummary:
-    """What a training claim commits on-chain, plus where the manifest is."""
+@dataclass(frozen=True, kw_only=True)
+class TranscriptSummary(TrainingClaim):
+    """The training claim a recorded transcript commits, before it is published (so `transcript_cid` is
+    empty), plus where its manifest is and how many steps it records: the claim's fields are declared once,
+    in `TrainingClaim`; `published_as(cid)` is the claim `commitTraining` takes."""
 
-    manifest_path: Path
-    segment_root: bytes
-    chain_head: bytes
-    final_weights_hash: bytes
-    dataset_root: bytes
-    config_hash: bytes
-    num_segments: int
-    steps_per_segment: int
-    num_steps: int
+    transcript_cid: str = ""
     init_weights_hash: bytes = bytes(32)  # canonical weights hash of checkpoint 0 (config init.weightsHash)
     parent_claim_id: int = 0  # the fine-tuning parent, 0 unless origin is "parent"
     origin: int = 2  # the contract's InitOrigin: 0 Seed, 1 Parent, 2 External
+    manifest_path: Path
+    num_steps: int
+
+    def published_as(self, transcript_cid: str) -> TrainingClaim:
+        """The claim this transcript commits once it is stored under `transcript_cid`."""
+        return TrainingClaim(**{f.name: getattr(self, f.name) for f in fields(TrainingClaim)}
+                             | {"transcript_cid": transcript_cid})
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "manifest": str(self.manifest_path),
-            "segmentRoot": to_hex(self.segment_root),
-            "chainHead": to_hex(self.chain_head),
-            "finalWeightsHash": to_hex(self.final_weights_hash),
-            "datasetRoot": to_hex(self.dataset_root),
-            "configHash": to_hex(self.config_hash),
-            "numSegments": self.num_segments,
-            "stepsPerSegment": self.steps_per_segment,
-            "numSteps": self.num_steps,
-            "initWeightsHash": to_hex(self.init_weights_hash),
-            "parentClaimId": self.parent_claim_id,
-            "origin": ["seed", "parent", "external"][self.origin],
-        }
+        claim = {k: v for k, v in super().to_json().items() if k != "transcriptCid"}
+        return {"manifest": str(self.manifest_path), **claim, "numSteps": self.num_steps}
 
 
 def segment_values(manifest: dict[str, Any]) -> list[tuple[int, bytes, bytes, bytes]]:
