@@ -28,7 +28,7 @@ tools/ipfs/node_modules/.installed: tools/ipfs/package.json tools/ipfs/package-l
 
 # Offline Solidity compiler for py-solc-x / ape (native solc when online, npm solc otherwise). Idempotent.
 solc: venv npm
-	$(PY) -m registry.toolchain setup-solc
+	$(PY) -m registry.chain.toolchain setup-solc
 
 # Chromium for the explorer's browser test (tests/test_explorer.py, driven by Playwright with this binary;
 # never `playwright install`). Installs from Debian's packages when missing and running as root; otherwise
@@ -41,7 +41,7 @@ browser:
 
 # Rebuild the contract artifact shipped in the package after editing contracts/.
 artifact: solc
-	$(PY) -m registry.toolchain build-artifact
+	$(PY) -m registry.chain.toolchain build-artifact
 
 # Regenerate tests/vectors after changing a protocol rule (review the diff!).
 vectors: setup

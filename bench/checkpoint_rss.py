@@ -10,7 +10,7 @@ measured step in a FRESH interpreter, so that one step's allocations cannot hide
 
 - ``fetch``: what the verifier does (`verifier.engine.StoreSource.read` + `decode_checkpoint` with the
   manifest hash): the store walk, the hash check, the safetensors parse into tensors;
-- ``publish-check``: what `registry.publish.verify_transcript` does for checkpoints 0 and last (read the local
+- ``publish-check``: what `registry.pol.publish.verify_transcript` does for checkpoints 0 and last (read the local
   file, check its hash, decode it);
 - ``add``: `EmbeddedStore.add_file` of the checkpoint (streamed UnixFS import, CID computation).
 
@@ -48,7 +48,7 @@ def _child(mode: str, store_dir: str, cid: str, path: str, expected: str) -> Non
     """One measured step in this fresh interpreter; prints one JSON line."""
     import torch  # noqa: F401  (imported before the baseline, as every verifier has it loaded)
 
-    from registry.hashing import as_hash
+    from registry.core.hashing import as_hash
     from registry.pol.checkpoint import read_checkpoint
     from registry.store.embedded import EmbeddedStore
     from verifier.engine import StoreSource, decode_checkpoint

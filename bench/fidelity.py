@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.datasets import Dataset, build_builtin, build_dataset
-from registry.models import build_model
 from registry.pol import Recorder
 from registry.pol.batches import epoch_batches
+from registry.spec.datasets import Dataset, build_builtin, build_dataset
+from registry.spec.models import build_model
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy
 

@@ -11,10 +11,10 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from registry.hashing import keccak256
-from registry.localchain import EmbeddedChain
-from registry.params import preset
-from registry.sampling import commitment_of
+from registry.chain.local import EmbeddedChain
+from registry.core.hashing import keccak256
+from registry.core.params import preset
+from registry.core.sampling import commitment_of
 
 GOALS = {"commitTraining": 120_000, "commitInference": 120_000, "openChallenge": 150_000, "commitVerdict": 70_000,
          "revealVerdict": 70_000, "settle": 120_000}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from registry import models
+from registry.spec import models
 
 
 class _Block(nn.Module):

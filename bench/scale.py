@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from registry.datasets import build_dataset, synthetic_arrays
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
-from registry.publish import publish_transcript
+from registry.spec.datasets import build_dataset, synthetic_arrays
 from registry.store.embedded import EmbeddedStore
 from registry.store.unixfs import directory_node, import_bytes
 

@@ -27,11 +27,11 @@ if str(ROOT) not in sys.path:
 
 from web3 import HTTPProvider, Web3  # noqa: E402
 
-from registry.deployment import Deployment  # noqa: E402
-from registry.localchain import deploy_registry  # noqa: E402
-from registry.params import preset  # noqa: E402
+from registry.chain.deployment import Deployment  # noqa: E402
+from registry.chain.local import deploy_registry  # noqa: E402
+from registry.core.params import preset  # noqa: E402
+from registry.pol.publish import publish_transcript  # noqa: E402
 from registry.pol.train import train  # noqa: E402
-from registry.publish import publish_transcript  # noqa: E402
 from tests.ipfs_node import IpfsDaemon  # noqa: E402
 from tests.nodes import start_hardhat_node  # noqa: E402
 from tests.test_verifier_daemon import VerifierProc  # noqa: E402

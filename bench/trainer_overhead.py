@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.datasets import Dataset, build_dataset
-from registry.models import build_model
 from registry.pol.collate import IndexView
 from registry.pol.step import loss_spec, loss_value
 from registry.pol.transcript import load_manifest
+from registry.spec.datasets import Dataset, build_dataset
+from registry.spec.models import build_model
 from scripts.gpt2_trainer import NUM_EXAMPLES, SEQ_LEN, SIZES, TORCH_THREADS, family_args, markov_tokens, trainer_args
 
 

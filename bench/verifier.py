@@ -6,7 +6,7 @@
 - bytes fetched per audited segment, against the transcript's size (embedded store);
 - cost and detection of the default policy: audited segments × replay time over training time, and the
   chance of catching a claim with 10% forged segments, analytic from the contract's sampling rule
-  (`registry.sampling`, preset S) plus the policy's extra draws and top-Q, then measured by auditing a real
+  (`registry.core.sampling`, preset S) plus the policy's extra draws and top-Q, then measured by auditing a real
   transcript with 10% forged segments under many challenge seeds (goal ≤ 5% cost at ≥ 99% detection).
 
 - the official PoL code's task (digits MLP, 280 steps, k = 10; that code took 2.6x the training time to
@@ -30,17 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.claims import TrainingClaim
-from registry.datasets import Dataset, build_builtin
-from registry.hashing import sha256, to_hex
-from registry.params import preset
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import sha256, to_hex
+from registry.core.params import preset
+from registry.core.sampling import detection_probability
 from registry.pol.bench import _run
 from registry.pol.checkpoint import read_checkpoint
 from registry.pol.config import rebuild_model
+from registry.pol.publish import publish_transcript
 from registry.pol.replay import replay_segment
 from registry.pol.transcript import MANIFEST_NAME, load_manifest, read_batches, segment_tree, write_manifest
-from registry.publish import publish_transcript
-from registry.sampling import detection_probability
+from registry.spec.datasets import Dataset, build_builtin
 from registry.store.embedded import EmbeddedStore
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy

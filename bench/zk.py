@@ -124,7 +124,7 @@ def _audit(onnx: str, work: str, srs: str, shape: tuple[int, ...], warm_keys: bo
 
 
 def _onchain(onnx: str, work: str, srs: str, shape: tuple[int, ...], warm_keys: bool) -> dict[str, Any]:
-    from registry.localchain import EmbeddedChain
+    from registry.chain.local import EmbeddedChain
     from registry.zk.bundle import FILES, parse_proof
     from registry.zk.evm import EIP170_LIMIT, compile_verifier, deploy_verifier, render_verifier
     from registry.zk.pipeline import SMALL
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from registry.models import build_model
+    from registry.spec.models import build_model
     from registry.zk.export import export_onnx
     from registry.zk.pipeline import dev_srs
 

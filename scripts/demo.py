@@ -50,17 +50,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from registry.chain import RegistryClient  # noqa: E402
-from registry.datasets import Dataset  # noqa: E402
-from registry.deployment import Deployment  # noqa: E402
-from registry.hashing import sha256  # noqa: E402
-from registry.localchain import EmbeddedChain  # noqa: E402
-from registry.params import preset  # noqa: E402
+from registry.chain.deployment import Deployment  # noqa: E402
+from registry.chain.local import EmbeddedChain  # noqa: E402
+from registry.chain.rpc import RegistryClient  # noqa: E402
+from registry.chain.signer import dev_signer  # noqa: E402
+from registry.core.hashing import sha256  # noqa: E402
+from registry.core.params import preset  # noqa: E402
+from registry.core.states import CLAIM_STATUS  # noqa: E402
+from registry.pol.publish import publish_transcript  # noqa: E402
 from registry.pol.train import train  # noqa: E402
 from registry.pol.transcript import MANIFEST_NAME, load_manifest, segment_tree, write_manifest  # noqa: E402
-from registry.publish import publish_transcript  # noqa: E402
-from registry.signer import dev_signer  # noqa: E402
-from registry.states import CLAIM_STATUS  # noqa: E402
+from registry.spec.datasets import Dataset  # noqa: E402
 from registry.store.embedded import EmbeddedStore  # noqa: E402
 from verifier.daemon import DaemonConfig, JsonLog, VerifierDaemon  # noqa: E402
 from verifier.report import AuditReport, SegmentResult, plot_report  # noqa: E402

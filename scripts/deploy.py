@@ -5,8 +5,8 @@
     ape run deploy --network ethereum:local:test --preset dev --quorum 3  # in-process chain (gone on exit)
     ape run deploy --network ethereum:sepolia:... --account ALIAS --preset default --out deploy.json
 
-Parameters come from `--preset` (registry.params.PRESETS) with one override option per RegistryParams field
-(`--challenge-window 300`, `--training-bond "0.2 ether"`, ...). The record (registry.deployment.Deployment)
+Parameters come from `--preset` (registry.core.params.PRESETS) with one override option per RegistryParams field
+(`--challenge-window 300`, `--training-bond "0.2 ether"`, ...). The record (registry.chain.deployment.Deployment)
 goes to `--out PATH` or `$PROOFREG_HOME/deployments/<chainId>.json`.
 
 Signing keys only come from ape's accounts: `--account ALIAS` (an `ape accounts` keyfile, which ape unlocks
@@ -24,9 +24,9 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from registry.deployment import Deployment
-from registry.errors import decode_revert
-from registry.params import PRESETS, RegistryParams
+from registry.chain.deployment import Deployment
+from registry.core.errors import decode_revert
+from registry.core.params import PRESETS, RegistryParams
 
 CONTRACT = "ProofRegistry"
 UINT256_MAX = 2**256 - 1
@@ -135,7 +135,7 @@ def _compiler_missing() -> bool:
         import solcx
         from packaging.version import Version
 
-        from registry.toolchain import SOLC_VERSION
+        from registry.chain.toolchain import SOLC_VERSION
 
         return Version(SOLC_VERSION) not in solcx.get_installed_solc_versions()
     except Exception:  # noqa: BLE001 - if we cannot tell, assume the compiler is the problem
@@ -156,8 +156,8 @@ def _contract_container(project: Any) -> Any:
 
 def _check_artifact(allow_stale: bool) -> str:
     """source_digest of the shipped artifact; refuses (unless allowed) when contracts/ no longer match it."""
-    from registry.artifact import load_artifact
-    from registry.toolchain import source_digest, source_files
+    from registry.chain.toolchain import source_digest, source_files
+    from registry.core.artifact import load_artifact
 
     shipped = load_artifact().source_digest
     current = source_digest(source_files())

@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.chain import RegistryClient
-from registry.datasets import Dataset, build_dataset
-from registry.deployment import Deployment
-from registry.localchain import EmbeddedChain
-from registry.models import build_model
-from registry.params import preset
+from registry.chain.deployment import Deployment
+from registry.chain.local import EmbeddedChain
+from registry.chain.rpc import RegistryClient
+from registry.core.params import preset
+from registry.core.states import CLAIM_STATUS
+from registry.pol.publish import publish_transcript
 from registry.pol.transcript import load_manifest
-from registry.publish import publish_transcript
-from registry.states import CLAIM_STATUS
+from registry.spec.datasets import Dataset, build_dataset
+from registry.spec.models import build_model
 from registry.store.embedded import EmbeddedStore
 from scripts.demo import OUTCOME, _report_of, _segments, _wait, running_network
 

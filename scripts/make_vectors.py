@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from registry import hashing, sampling  # noqa: E402
-from registry.merkle import EXAMPLE_LEAF_TYPES, SEGMENT_LEAF_TYPES  # noqa: E402
+from registry.core import hashing, sampling  # noqa: E402
+from registry.core.merkle import EXAMPLE_LEAF_TYPES, SEGMENT_LEAF_TYPES  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 

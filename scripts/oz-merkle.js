@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds OpenZeppelin StandardMerkleTrees for the cases given on stdin and prints roots, proofs and dumps.
-// The reference implementation that `registry/merkle.py` must reproduce (tests/vectors/merkle.json).
+// The reference implementation that `registry/core/merkle.py` must reproduce (tests/vectors/merkle.json).
 "use strict";
 const path = require("path");
 const { StandardMerkleTree } = require(path.join(__dirname, "..", "node_modules", "@openzeppelin", "merkle-tree"));

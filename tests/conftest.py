@@ -10,10 +10,10 @@ import pytest
 from eth_tester.exceptions import TransactionFailed
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from registry.errors import decode_revert, revert_data
-from registry.hashing import keccak256
-from registry.localchain import EmbeddedChain
-from registry.params import RegistryParams, preset
+from registry.chain.local import EmbeddedChain
+from registry.core.errors import decode_revert, revert_data
+from registry.core.hashing import keccak256
+from registry.core.params import RegistryParams, preset
 
 pytest_plugins = ["tests.nodes", "tests.ipfs_node"]
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.hashing import as_hash, chain_head, sha256
+from registry.core.hashing import as_hash, chain_head, sha256
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.transcript import MANIFEST_NAME, segment_tree, write_manifest
 
@@ -80,7 +80,7 @@ def reseal(tdir: Path, *, checkpoints: bool = True, batches: bool = True, norms:
 
 def claim_tuple(tdir: Path, transcript_cid: str) -> tuple[Any, ...]:
     """The `TrainingClaim` struct (ABI order) a forger commits for this directory, taken from its manifest."""
-    from registry.claims import TrainingClaim
+    from registry.core.claims import TrainingClaim
 
     return TrainingClaim.from_manifest(read_manifest(tdir), transcript_cid).claim_tuple()
 
@@ -241,7 +241,7 @@ def reseal_all(tdir: Path) -> dict[str, Any]:
     """Everything the prover controls, recomputed from the files: file hashes, update norms (parameters
     only, as the recorder does), finalWeightsHash, config init.weightsHash (from checkpoint 0), configHash,
     chainHead, segmentRoot."""
-    from registry.hashing import config_hash, weights_hash
+    from registry.core.hashing import config_hash, weights_hash
     from registry.pol.recorder import update_norm
     from registry.pol.replay import parameter_names
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.hashing import keccak256
-from registry.localchain import EmbeddedChain
-from registry.params import RegistryParams
-from registry.sampling import commitment_of
+from registry.chain.local import EmbeddedChain
+from registry.core.hashing import keccak256
+from registry.core.params import RegistryParams
+from registry.core.sampling import commitment_of
 
 SALT = b"\x5a" * 32
 

@@ -17,9 +17,9 @@ from typing import Any
 import ape
 import pytest
 
-from registry.errors import decode_revert
-from registry.hashing import keccak256
-from registry.params import preset
+from registry.core.errors import decode_revert
+from registry.core.hashing import keccak256
+from registry.core.params import preset
 
 DEV = preset("dev")
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"

@@ -18,10 +18,10 @@ import pytest
 from eth_typing import HexStr
 from web3 import Web3
 
-from registry.artifact import ARTIFACT_PATH, load_artifact
-from registry.deployment import load_deployment
-from registry.params import RegistryParams, preset
-from registry.toolchain import COMPILER_SETTINGS, SOLC_VERSION
+from registry.chain.deployment import load_deployment
+from registry.chain.toolchain import COMPILER_SETTINGS, SOLC_VERSION
+from registry.core.artifact import ARTIFACT_PATH, load_artifact
+from registry.core.params import RegistryParams, preset
 from tests.nodes import HardhatNode, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_ape_compile_offline_matches_the_shipped_artifact(ape_available: None, t
     ape_type = manifest["contractTypes"]["ProofRegistry"]
     shipped = json.loads(ARTIFACT_PATH.read_text())
 
-    # Same compiler and settings as registry/toolchain.py ...
+    # Same compiler and settings as registry/chain/toolchain.py ...
     (compiler,) = manifest["compilers"]
     assert compiler["version"].startswith(SOLC_VERSION + "+")
     assert compiler["settings"]["optimizer"] == COMPILER_SETTINGS["optimizer"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from registry import toolchain
-from registry.artifact import ARTIFACT_PATH, load_artifact
+from registry.chain.rpc import toolchain
+from registry.core.artifact import ARTIFACT_PATH, load_artifact
 
 
 def test_shipped_artifact_matches_sources() -> None:

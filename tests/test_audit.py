@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from registry.claims import TrainingClaim
+from registry.core.claims import TrainingClaim
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
 from registry.pol.transcript import batches_path, checkpoint_path
-from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from scripts.demo import forge_data_substitution
 from verifier.audit import INVALID, UNAVAILABLE, VALID, audit_training_claim

@@ -7,9 +7,9 @@ import json
 import pytest
 from eth_account import Account
 
-from registry.chain import RegistryClient, TransactionError
-from registry.localchain import EmbeddedChain
-from registry.signer import KEY_ENV, PASSWORD_ENV, SignerError, dev_signer, load_signer
+from registry.chain.local import EmbeddedChain
+from registry.chain.rpc import RegistryClient, TransactionError
+from registry.chain.signer import KEY_ENV, PASSWORD_ENV, SignerError, dev_signer, load_signer
 from tests.conftest import training_claim
 
 KEY = "0x" + "42" * 32

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from web3 import HTTPProvider, Web3
 
-from registry.deployment import Deployment
-from registry.localchain import deploy_registry
-from registry.params import preset
+from registry.chain.deployment import Deployment
+from registry.chain.local import deploy_registry
+from registry.chain.signer import dev_signer
+from registry.core.params import preset
 from registry.pol.transcript import batches_path, checkpoint_path
-from registry.signer import dev_signer
 
 BIN = Path(sys.executable).parent
 DEV = preset("dev")

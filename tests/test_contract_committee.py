@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from registry.localchain import EmbeddedChain, deploy_registry
-from registry.sampling import commitment_of, committee_start
+from registry.chain.local import EmbeddedChain, deploy_registry
+from registry.core.sampling import commitment_of, committee_start
 from tests.conftest import DEV, reverts, training_claim
 from tests.registry_driver import (
     CH_INVALID,

@@ -9,11 +9,11 @@ import pytest
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from registry.hashing import keccak256
-from registry.localchain import deploy_registry
-from registry.params import RegistryParams, preset
-from registry.sampling import open_randao_of
-from registry.toolchain import compile_sources, solc_path
+from registry.chain.local import deploy_registry
+from registry.chain.toolchain import compile_sources, solc_path
+from registry.core.hashing import keccak256
+from registry.core.params import RegistryParams, preset
+from registry.core.sampling import open_randao_of
 from tests.conftest import CID, inference_claim, reverts, training_claim
 from tests.registry_driver import (
     ACTIVE,
@@ -465,7 +465,7 @@ def test_draw_committee(d: Driver) -> None:
     d.to_seed(ch)
     seed = d.call("seedOf", ch)
     seed_block = d.challenge_info(ch)["seedBlock"]
-    from registry.sampling import challenge_seed
+    from registry.core.sampling import challenge_seed
 
     assert seed == challenge_seed(d.w3.eth.get_block(seed_block)["hash"], d.call("openRandaoOf", ch), ch)
     receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
@@ -606,7 +606,7 @@ def test_commit_draws_lazily(d: Driver) -> None:
 
 
 def test_seed_mixes_block_hash_open_randao_and_challenge_id(d: Driver) -> None:
-    from registry.sampling import challenge_seed
+    from registry.core.sampling import challenge_seed
 
     setup_verifiers(d)
     claim_id = d.commit(training_claim(), d.accounts[PROVER])
@@ -739,7 +739,7 @@ def test_settle_before_quorum_reverts(d: Driver) -> None:
 
 
 def test_sampled_segments_match_python_mirror(d: Driver) -> None:
-    from registry.sampling import sampled_segments
+    from registry.core.sampling import sampled_segments
 
     for named in ([], [5, 5, 0]):
         claim_id = d.commit(training_claim(len(named), num_segments=13), d.accounts[PROVER])

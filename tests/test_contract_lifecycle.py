@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry.params import preset
+from registry.core.params import preset
 from tests.conftest import inference_claim, training_claim
 from tests.registry_driver import (
     CH_EXPIRED,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from eth_abi import encode
 
-from registry.hashing import keccak256
-from registry.params import preset
-from registry.toolchain import compile_sources, solc_path
+from registry.chain.toolchain import compile_sources, solc_path
+from registry.core.hashing import keccak256
+from registry.core.params import preset
 from tests.conftest import CID, reverts, training_claim
 from tests.registry_driver import COMMITTED, Driver
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.datasets import MANIFEST_NAME, Dataset, DatasetError, build_builtin
+from registry.spec.datasets import MANIFEST_NAME, Dataset, DatasetError, build_builtin
 from verifier.datacache import DatasetCache
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from registry.datasets import (
+from registry.core.hashing import canonical_json, sha256, to_hex
+from registry.spec.datasets import (
     EXAMPLE_ENCODING,
     EXAMPLE_ENCODING_V2,
     Dataset,
@@ -22,7 +23,6 @@ from registry.datasets import (
     next_token_arrays,
     verify_membership,
 )
-from registry.hashing import canonical_json, sha256, to_hex
 
 RNG = np.random.default_rng(7)
 TOKENS = RNG.integers(0, 100, size=(24, 9), dtype=np.int64)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from registry.localchain import EmbeddedChain, evm_version
-from registry.toolchain import COMPILER_SETTINGS
+from registry.chain.local import EmbeddedChain, evm_version
+from registry.chain.toolchain import COMPILER_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 POST_MERGE = ("paris", "shanghai", "cancun", "prague")

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from registry.explorer import Explorer, serve, url_of, weights_hash_of_upload
-from registry.hashing import keccak256, to_hex
-from registry.localchain import EmbeddedChain
+from registry.chain.local import EmbeddedChain
+from registry.cli.explorer import Explorer, serve, url_of, weights_hash_of_upload
+from registry.core.hashing import keccak256, to_hex
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
-from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from tests.registry_driver import V_VALID, Driver
 

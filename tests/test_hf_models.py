@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from registry import hf, models
-from registry.hashing import canonical_json
-from registry.models import ModelFamilyError, build_model, initial_state
+from registry.core.hashing import canonical_json
+from registry.spec import hf, models
+from registry.spec.models import ModelFamilyError, build_model, initial_state
 
 transformers = pytest.importorskip("transformers")
 

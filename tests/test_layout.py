@@ -59,6 +59,25 @@ def test_the_core_never_imports_the_verifier() -> None:
     assert bad == []
 
 
+
+def test_the_core_imports_only_the_core() -> None:
+    """Hashing, Merkle, sampling, the claim type and the contract's interface are rules everything imports:
+    they must not reach into the prover, the stores, the chain client, ZK or the CLI."""
+    graph = _graph()
+    assert {"registry.core.hashing", "registry.core.merkle", "registry.core.sampling", "registry.core.claims",
+            "registry.core.errors"} <= set(graph)
+    bad = sorted((m, t) for m, ts in graph.items() if m.startswith("registry.core") for t in ts
+                 if not t.startswith("registry.core") and t != "registry")
+    assert bad == []
+
+
+def test_each_role_has_its_own_package() -> None:
+    """The tree reads as the protocol: no protocol module is left loose at the top of `registry`."""
+    loose = sorted(p.name for p in (ROOT / "registry").glob("*.py") if p.name != "__init__.py")
+    assert loose == []
+    for role in ("core", "spec", "pol", "store", "chain", "zk", "cli", "devnet"):
+        assert (ROOT / "registry" / role / "__init__.py").is_file(), role
+
 def _parents(m: str) -> set[str]:
     parts = m.split(".")
     return {".".join(parts[:i]) for i in range(1, len(parts))}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from registry.datasets import Dataset, build_dataset
-from registry.models import build_model
 from registry.pol import RecorderError, load_manifest
+from registry.spec.datasets import Dataset, build_dataset
+from registry.spec.models import build_model
 from tests.test_pol_step import rhos, verdict
 
 pl = pytest.importorskip("pytorch_lightning")

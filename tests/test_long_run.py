@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from registry.datasets import build_dataset, synthetic_arrays
+from registry.core.sampling import sampled_segments
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
 from registry.pol.transcript import batches_path, checkpoint_path
-from registry.publish import publish_transcript
-from registry.sampling import sampled_segments
+from registry.spec.datasets import build_dataset, synthetic_arrays
 from registry.store.daemon import DaemonStore
 from registry.store.embedded import EmbeddedStore
 from tests.ipfs_node import IpfsDaemon

@@ -1,4 +1,4 @@
-"""OpenZeppelin-compatible multiproofs (`registry.merkle.multi_proof` / `process_multi_proof`): every subset of
+"""OpenZeppelin-compatible multiproofs (`registry.core.merkle.multi_proof` / `process_multi_proof`): every subset of
 small trees against single proofs, and hostile inputs (wrong flags, extra or missing proof nodes)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from registry.merkle import (
+from registry.core.merkle import (
     EXAMPLE_LEAF_TYPES,
     StandardMerkleTree,
     multi_proof,

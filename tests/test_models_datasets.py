@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from registry import models
-from registry.datasets import (
+from registry.core.hashing import sha256, sha256_file, to_hex
+from registry.core.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, verify
+from registry.spec import models
+from registry.spec.datasets import (
     Dataset,
     DatasetError,
     build_builtin,
@@ -21,9 +23,7 @@ from registry.datasets import (
     example_hash,
     verify_membership,
 )
-from registry.hashing import sha256, sha256_file, to_hex
-from registry.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, verify
-from registry.models import ModelFamilyError, UnknownFamilyError, build_model, get_family, init_spec
+from registry.spec.models import ModelFamilyError, UnknownFamilyError, build_model, get_family, init_spec
 
 # datasetRoot of the built-in digits set: pins the example encoding and the sklearn data together.
 DIGITS_ROOT = "0xd2c9d26ced5e48ee859bf63455a87b9957dca4a29b984b9906ac9b4020c3ba00"

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from registry import models
-from registry.datasets import build_builtin
 from registry.pol.train import train
 from registry.pol.transcript import MANIFEST_NAME, checkpoint_path
+from registry.spec import models
+from registry.spec.datasets import build_builtin
 from verifier.audit import INVALID, VALID
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy

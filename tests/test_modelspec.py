@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from registry import models, modelspec
-from registry.hashing import canonical_json
-from registry.models import ModelFamilyError, build_model, initial_state
+from registry.core.hashing import canonical_json
+from registry.spec import models, modelspec
+from registry.spec.models import ModelFamilyError, build_model, initial_state
 
 
 class Block(nn.Module):

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from registry.datasets import Dataset, build_builtin, build_dataset
-from registry.models import build_model
 from registry.pol import Recorder, RecorderError, TranscriptError, load_manifest
 from registry.pol.augment import augment, augment_spec, augment_step
 from registry.pol.batches import epoch_batches
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
+from registry.spec.datasets import Dataset, build_builtin, build_dataset
+from registry.spec.models import build_model
 from tests.forgery import read_manifest, reseal_all
 from tests.test_pol_step import rhos, verdict
 

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from registry.datasets import Dataset, build_builtin, load_dataset
-from registry.models import build_model
 from registry.pol import Recorder, RecorderError, check_segment, load_manifest
 from registry.pol.batches import epoch_batches
+from registry.spec.datasets import Dataset, build_builtin, load_dataset
+from registry.spec.models import build_model
 from tests.forgery import read_manifest, reseal_all
 from verifier.cli import main as verifier_main
 

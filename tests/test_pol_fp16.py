@@ -17,13 +17,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from registry.datasets import Dataset, build_builtin
-from registry.models import build_model
 from registry.pol import Recorder, RecorderError, TranscriptError, load_manifest
 from registry.pol.batches import epoch_batches
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
 from registry.pol.step import StepSpec, precision_spec
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
+from registry.spec.datasets import Dataset, build_builtin
+from registry.spec.models import build_model
 from tests.forgery import read_manifest, reseal_all
 from tests.report_schema import validate
 from tests.test_pol_step import report, rhos

@@ -15,10 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from registry.datasets import Dataset, build_builtin
-from registry.hashing import as_hash, chain_head, config_hash, sha256_file, to_hex, weights_hash
-from registry.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree, segment_leaf, verify
-from registry.models import build_model
+from registry.core.hashing import as_hash, chain_head, config_hash, sha256_file, to_hex, weights_hash
+from registry.core.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree, segment_leaf, verify
 from registry.pol import (
     Recorder,
     RecorderError,
@@ -42,6 +40,8 @@ from registry.pol.transcript import (
     validate_manifest,
     write_manifest,
 )
+from registry.spec.datasets import Dataset, build_builtin
+from registry.spec.models import build_model
 
 MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.2}
 
@@ -640,7 +640,7 @@ def test_clip_declarations_are_checked() -> None:
 
 @pytest.mark.parametrize("loss", ["mse", "bce_with_logits"])
 def test_regression_and_multi_label_losses_replay_exactly(loss: str, tmp_path: Path) -> None:
-    from registry.datasets import build_dataset
+    from registry.spec.datasets import build_dataset
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype(np.float32)

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from registry.datasets import Dataset, build_builtin, build_dataset, next_token_arrays
-from registry.models import build_model
 from registry.pol import Recorder, RecorderError, TranscriptError, check_segment, load_manifest
 from registry.pol.batches import epoch_batches
 from registry.pol.step import StepSpec, loss_spec, precision_spec
+from registry.spec.datasets import Dataset, build_builtin, build_dataset, next_token_arrays
+from registry.spec.models import build_model
 from verifier.cli import main as verifier_main
 
 MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.2}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from registry import hashing, merkle, sampling
-from registry.merkle import StandardMerkleTree
+from registry.core import hashing, merkle, sampling
+from registry.core.merkle import StandardMerkleTree
 from tests.conftest import training_claim
 from tests.registry_driver import Driver
 

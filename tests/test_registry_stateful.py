@@ -20,7 +20,7 @@ every step the invariants are read from the chain:
    chain's commitments, committed bits and verdicts equal the model's.
 
 The model also tracks exact stakes, pending payments, committees (recomputed from the seed with
-`registry.sampling`) and statuses, and every step compares it with the chain.
+`registry.core.sampling`) and statuses, and every step compares it with the chain.
 
 Size: `PROOFREG_STATEFUL_STEPS` rule steps in all (default 5,000, the issue's CI minimum), in examples of
 `PROOFREG_STATEFUL_STEP_COUNT` steps (default 50). The test counts the steps that really ran and tops up with
@@ -55,10 +55,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from registry.errors import decode_revert
-from registry.hashing import keccak256
-from registry.localchain import EmbeddedChain
-from registry.sampling import challenge_seed, commitment_of, committee_start, open_randao_of, sampled_segments
+from registry.chain.local import EmbeddedChain
+from registry.core.errors import decode_revert
+from registry.core.hashing import keccak256
+from registry.core.sampling import challenge_seed, commitment_of, committee_start, open_randao_of, sampled_segments
 from tests.conftest import CID, DEV
 from tests.registry_driver import (
     ACTIVE,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from registry.datasets import Dataset
 from registry.pol.replay import check_segment
 from registry.pol.train import train
+from registry.spec.datasets import Dataset
 
 
 def test_concurrent_replays_of_a_dropout_run_reproduce_exactly(tmp_path: Path) -> None:

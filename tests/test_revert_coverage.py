@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from registry.artifact import load_artifact
+from registry.core.artifact import load_artifact
 
 
 def test_every_custom_error_is_tested() -> None:

@@ -1,5 +1,5 @@
 """The challenge seed on a real Hardhat node, whose blocks carry a nonzero `prevrandao` (mixHash): the contract
-stores the opening block's `prevrandao | 1` and its seed equals `registry.sampling.challenge_seed` computed
+stores the opening block's `prevrandao | 1` and its seed equals `registry.core.sampling.challenge_seed` computed
 from the seed block's hash, the opening block's mixHash and the challenge id; a reseed takes the reseed
 block's mixHash instead."""
 
@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from web3 import HTTPProvider, Web3
 
-from registry.localchain import deploy_registry
-from registry.params import preset
-from registry.sampling import challenge_seed, open_randao_of
+from registry.chain.local import deploy_registry
+from registry.core.params import preset
+from registry.core.sampling import challenge_seed, open_randao_of
 from tests.conftest import training_claim
 
 DEV = preset("dev")

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from registry.claims import TrainingClaim
-from registry.datasets import Dataset
-from registry.hashing import as_hash
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import as_hash
+from registry.pol.publish import publish_transcript, verify_transcript
 from registry.pol.train import train
 from registry.pol.transcript import segment_tree, segment_values
-from registry.publish import publish_transcript, verify_transcript
+from registry.spec.datasets import Dataset
 from registry.store.embedded import EmbeddedStore
 from tests.registry_driver import Driver
 
@@ -50,7 +50,7 @@ def test_one_claim_type_from_transcript_manifest_and_chain(d: Driver, tmp_path: 
 def test_commit_hashes_each_transcript_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`proofreg commit` verifies, then publishes what it verified: every checkpoint and batch file goes
     through sha256 once (observed by wrapping the real functions; nothing is faked)."""
-    import registry.publish as publish
+    import registry.pol.publish as publish
 
     result = train(tmp_path / "run", epochs=1, max_steps=25, seed=4)
     seen: list[str] = []

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from registry.pol.checkpoint import decode_checkpoint, encode_checkpoint
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
 from registry.pol.transcript import batches_path
-from registry.publish import publish_transcript
 from registry.store.embedded import EmbeddedStore
 from tests.report_schema import validate
 from tests.test_verifier_engine import reseal

@@ -33,12 +33,12 @@ import pytest
 import requests
 from web3 import HTTPProvider, Web3
 
-from registry.deployment import Deployment
-from registry.localchain import deploy_registry
-from registry.params import preset
+from registry.chain.deployment import Deployment
+from registry.chain.local import deploy_registry
+from registry.chain.signer import dev_signer
+from registry.core.params import preset
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
-from registry.publish import publish_transcript
-from registry.signer import dev_signer
 from registry.store.daemon import DaemonStore
 from tests import forgery
 from tests.procs import free_port, pdeathsig_kill, stop_group, track, untrack

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from web3 import HTTPProvider, Web3
 
-from registry.localchain import deploy_registry
-from registry.params import preset
-from registry.signer import dev_signer
+from registry.chain.local import deploy_registry
+from registry.chain.signer import dev_signer
+from registry.core.params import preset
 from registry.store.embedded import EmbeddedStore
 from verifier.audit import AuditReport
 from verifier.db import StateDB, StateMismatch

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-from registry.claims import TrainingClaim
-from registry.datasets import build_builtin
-from registry.hashing import chain_head, sha256, to_hex, weights_hash
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import chain_head, sha256, to_hex, weights_hash
 from registry.pol.checkpoint import encode_checkpoint, read_checkpoint
+from registry.pol.publish import publish_transcript
 from registry.pol.recorder import update_norm
 from registry.pol.replay import parameter_names
 from registry.pol.train import train
 from registry.pol.transcript import MANIFEST_NAME, batches_path, checkpoint_path, segment_tree, write_manifest
-from registry.publish import publish_transcript
+from registry.spec.datasets import build_builtin
 from registry.store.daemon import DaemonStore
 from registry.store.embedded import EmbeddedStore
 from verifier.audit import INVALID, UNAVAILABLE, VALID, audit_training_claim

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from registry.chain import RegistryClient
-from registry.claims import TrainingClaim
+from registry.chain.local import EmbeddedChain
+from registry.chain.rpc import RegistryClient
 from registry.cli.zk import commit_stored_bundle
-from registry.hashing import keccak256
-from registry.localchain import EmbeddedChain
-from registry.params import preset
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import keccak256
+from registry.core.params import preset
+from registry.core.sampling import commitment_of
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
-from registry.publish import publish_transcript
-from registry.sampling import commitment_of
 from registry.store.embedded import EmbeddedStore
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
 from registry.zk.pipeline import SMALL
@@ -39,7 +39,7 @@ CNN_ARGS = {"image_size": 4, "channels": [2], "hidden": 0, "num_classes": 4}
 
 def _tiny_image_dataset(out: Path) -> Any:
     """4x4 one-channel images (the synthetic blobs reshaped) for the small CNN."""
-    from registry.datasets import build_dataset, synthetic_arrays
+    from registry.spec.datasets import build_dataset, synthetic_arrays
 
     x, y = synthetic_arrays(n=256, features=16, classes=4, seed=5)
     return build_dataset(out, "synthetic-4x4", x.reshape(-1, 1, 4, 4), y, num_classes=4,
@@ -103,7 +103,7 @@ def _copy(world: dict[str, Any], src: Path, name: str) -> Path:
 
 def _reseal(bundle: Path) -> None:
     """Rewrites bundle.json's digests and file hashes after an edit, as a cheating prover would."""
-    from registry.hashing import sha256, to_hex
+    from registry.core.hashing import sha256, to_hex
 
     body = json.loads((bundle / BUNDLE_JSON).read_text())
     digests = Digests.of((bundle / "vk.key").read_bytes(), (bundle / "proof.json").read_bytes())
@@ -258,7 +258,7 @@ def test_missing_bundle_is_unavailable_and_missing_model_claim_too(zk_world: dic
 def test_digest_definitions(zk_world: dict[str, Any]) -> None:
     from eth_abi import encode
 
-    from registry.hashing import keccak256, sha256
+    from registry.core.hashing import keccak256, sha256
 
     bundle = zk_world["mlp_proof"].bundle_dir
     proof_json = json.loads((bundle / "proof.json").read_text())
@@ -307,7 +307,7 @@ def test_cli_prove_commit_verify(zk_world: dict[str, Any], tmp_path: Path, monke
 def test_real_verifier_on_chain_finalizes_and_rejects_a_bad_proof(zk_world: dict[str, Any]) -> None:
     """The ezkl Solidity verifier, compiled with the project's solc, deployed on the embedded chain: the registry
     finalizes an unlinked claim whose vkHash is its code hash, leaves a linked one Valid, and rejects a bad proof."""
-    from registry.chain import TransactionError
+    from registry.chain.rpc import TransactionError
     from registry.zk.evm import EIP170_LIMIT, VERIFIER_BIN, add_evm_verifier
 
     client, w3 = zk_world["client"], zk_world["chain"].w3
@@ -355,9 +355,9 @@ def test_cli_onchain_verification_on_a_hardhat_node(zk_world: dict[str, Any], ha
     locally signed deployment and transactions (the development mnemonic's accounts)."""
     from web3 import HTTPProvider, Web3
 
+    from registry.chain.deployment import Deployment
+    from registry.chain.local import deploy_registry
     from registry.cli import main
-    from registry.deployment import Deployment
-    from registry.localchain import deploy_registry
 
     w3 = Web3(HTTPProvider(hardhat_node.url))
     reg, receipt = deploy_registry(w3, preset("dev"), w3.eth.accounts[0])

@@ -25,13 +25,13 @@ import py_ecc  # noqa: F401
 import pytest
 from click.testing import CliRunner
 
-from registry.claims import TrainingClaim
-from registry.hashing import sha256, to_hex
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import sha256, to_hex
+from registry.core.safejson import JsonError
+from registry.core.safejson import loads as safe_loads
+from registry.pol.publish import publish_transcript
 from registry.pol.train import train
 from registry.pol.transcript import load_manifest
-from registry.publish import publish_transcript
-from registry.safejson import JsonError
-from registry.safejson import loads as safe_loads
 from registry.store.embedded import EmbeddedStore
 from registry.zk.audit import INVALID, VALID, ClaimDigests, DirSource, audit_bundle
 from registry.zk.bundle import BUNDLE_JSON, Digests, parse_proof
@@ -172,7 +172,7 @@ def test_fixed_params_circuit_over_other_weights_is_invalid(world: dict[str, Any
     """A real proof of a circuit with OTHER weights baked in as fixed columns (no params-hash instance), shipped
     with the honest model.onnx and bundle.json's model statement: ezkl verify accepts it; the audit must not."""
     import registry.zk.pipeline as pipeline
-    from registry.models import build_model
+    from registry.spec.models import build_model
     from registry.zk.export import export_onnx
 
     other = world["out"] / "other.onnx"
@@ -359,9 +359,9 @@ def test_local_verify_with_a_claim_runs_the_linked_audit(world: dict[str, Any],
     """`zk verify --claim ID`: digests and training claim from the chain (an embedded chain wired in place of an
     RPC node), the manifest from the store: Valid for the honest bundle, Invalid for a resealed forgery."""
     import registry.cli.zk as zk_cli
-    from registry.chain import RegistryClient
-    from registry.localchain import EmbeddedChain
-    from registry.params import preset
+    from registry.chain.local import EmbeddedChain
+    from registry.chain.rpc import RegistryClient
+    from registry.core.params import preset
 
     chain = EmbeddedChain(preset("dev"))
     client = RegistryClient(chain.w3, chain.registry, None, sender=chain.accounts[1])

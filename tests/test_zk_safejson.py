@@ -1,4 +1,4 @@
-"""`registry.safejson`: untrusted JSON with bounded size and depth, safe in a process that has py-evm/py_ecc
+"""`registry.core.safejson`: untrusted JSON with bounded size and depth, safe in a process that has py-evm/py_ecc
 loaded (they raise the recursion limit to 100,000, and a deep `json.loads` then overflows the C stack), and
 bounded reads of regular files only."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.safejson import JsonError, load_file, loads, nesting_depth, read_bounded
+from registry.core.safejson import JsonError, load_file, loads, nesting_depth, read_bounded
 
 DEEP = 200_000
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def test_deep_json_kills_a_py_ecc_process_with_plain_json_but_not_with_safejson(
         import sys
         import eth, py_ecc  # noqa: F401
         assert sys.getrecursionlimit() >= 100_000
-        from registry.safejson import JsonError, loads
+        from registry.core.safejson import JsonError, loads
         for doc in ("[" * {DEEP} + "]" * {DEEP}, '{{"a":' * {DEEP} + "1" + "}}" * {DEEP}):
             try:
                 loads(doc.encode(), what="bundle.json")

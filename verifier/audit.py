@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.claims import TrainingClaim
-from registry.datasets import Dataset
+from registry.core.claims import TrainingClaim
+from registry.spec.datasets import Dataset
 from registry.store.base import ContentStore
 from verifier.engine import Limits, ParentLookup, StoreSource
 from verifier.engine import audit as run_audit

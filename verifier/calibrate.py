@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.datasets import Dataset
-from registry.hashing import as_hash
+from registry.core.hashing import as_hash
 from registry.pol.checkpoint import Checkpoint, read_checkpoint
 from registry.pol.replay import parameter_names, replay_segment, replay_segment_state, segment_distance, state_distances
 from registry.pol.transcript import load_manifest, read_batches
+from registry.spec.datasets import Dataset
 from verifier.engine import resolve_device
 from verifier.policy import POLICIES, TolerancePolicy
 
@@ -247,7 +247,7 @@ def train_runs(out: Path, count: int, *, max_steps: int = 60, k: int = 5, device
 def plot_calibration(result: dict[str, Any], path: str | Path) -> Path:
     """PNG: ρ of honest replays and of each forgery (log scale; exact zeros and infinities in their own
     labelled bands), with each policy's δ as a labelled line; legend outside the data."""
-    from registry.plots import DELTA_COLOR, FAIL_COLOR, PASS_COLOR, LogBands, figure
+    from registry.cli.plots import DELTA_COLOR, FAIL_COLOR, PASS_COLOR, LogBands, figure
 
     groups = [(f"honest, threads={k}", v) for k, v in result["samples"]["honest"].items()]
     groups += [(f"forged: {k}", v) for k, v in result["samples"]["forged"].items() if v]
@@ -292,8 +292,8 @@ def liar_detection(manifest: dict[str, Any], forged: Sequence[int], *, trials: i
     norms (the prover's words: a liar makes the forged ones look smallest). A forged segment that is
     re-executed is Invalid (the soundness suite shows it for each forgery class), so this is the detection
     rate. Compared with the bound 1 − (1 − f)^(S + extra) that ignores first/last and top-Q."""
-    from registry.hashing import keccak256
-    from registry.sampling import sampled_segments
+    from registry.core.hashing import keccak256
+    from registry.core.sampling import sampled_segments
     from verifier.engine import plan_segments
     from verifier.policy import get_policy
 

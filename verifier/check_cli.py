@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from registry.cli.common import CliError, emit, handle_errors, json_option, progress_bar, with_store_options
-from registry.params import preset
+from registry.core.params import preset
 
 EXIT_CODE = {"Valid": 0, "Invalid": 3, "Unavailable": 4}
 
@@ -180,8 +180,8 @@ def calibrate(transcripts: tuple[Path, ...], dataset_dir: Path | None, train_cou
               mix: bool, threads: str, max_segments: int | None, device: str, out_path: Path | None,
               as_json: bool) -> None:
     """Replay honest transcripts on this hardware: ρ distribution and each policy's false-reject/accept rates."""
-    from registry.datasets import DatasetError
     from registry.pol.checkpoint import TranscriptError
+    from registry.spec.datasets import DatasetError
     from verifier.calibrate import Run, plot_calibration, train_runs
     from verifier.calibrate import calibrate as run_calibration
 

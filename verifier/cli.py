@@ -9,8 +9,8 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 
 from registry import __version__
 from registry.cli.common import connect, emit, fail, json_option
-from registry.cliconfig import config_option, deployment_option, optional_rpc_option
-from registry.errors import describe_revert
+from registry.cli.config import config_option, deployment_option, optional_rpc_option
+from registry.core.errors import describe_revert
 
 
 @click.group()

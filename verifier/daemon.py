@@ -62,15 +62,15 @@ from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 
 from registry import __version__
-from registry.artifact import load_artifact
-from registry.chain import TransactionError, _is_revert
-from registry.deployment import DeploymentError, load_deployment
-from registry.errors import describe_exception
-from registry.hashing import as_hash, keccak256, to_hex
-from registry.params import RegistryParams
-from registry.sampling import commitment_of
-from registry.signer import Signer
-from registry.states import CHALLENGE_STATUS
+from registry.chain.deployment import DeploymentError, load_deployment
+from registry.chain.rpc import TransactionError, _is_revert
+from registry.chain.signer import Signer
+from registry.core.artifact import load_artifact
+from registry.core.errors import describe_exception
+from registry.core.hashing import as_hash, keccak256, to_hex
+from registry.core.params import RegistryParams
+from registry.core.sampling import commitment_of
+from registry.core.states import CHALLENGE_STATUS
 from registry.store.base import ContentStore, StoreError
 from verifier.audit import (
     DEFAULT_RHO_THRESHOLD,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
+from registry.chain.deployment import proofreg_home
 from registry.cli.common import fail, signer_options, with_store_options
-from registry.cliconfig import deployment_option, rpc_option
-from registry.deployment import proofreg_home
+from registry.cli.config import deployment_option, rpc_option
 
 
 @click.command("run")
@@ -59,7 +59,7 @@ def run(rpc_url: str, deployment_path: Path | None, account: str | None, keystor
     """Run the verifier node: register, follow challenges, audit, attest and settle (until SIGTERM)."""
     from web3 import HTTPProvider, Web3
 
-    from registry.signer import SignerError, load_signer
+    from registry.chain.signer import SignerError, load_signer
     from registry.store.base import ContentStore
     from verifier.audit import DEFAULT_RHO_THRESHOLD
     from verifier.daemon import DaemonConfig, JsonLog, VerifierDaemon
@@ -108,7 +108,7 @@ def run(rpc_url: str, deployment_path: Path | None, account: str | None, keystor
     except OSError as exc:  # the metrics port is taken, the state file's folder is not writable, ...
         fail(f"cannot start the verifier node: {exc}")
     except Exception as exc:
-        from registry.deployment import DeploymentError
+        from registry.chain.deployment import DeploymentError
 
         if isinstance(exc, DeploymentError):
             fail(str(exc))

@@ -26,9 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.datasets import dataset_tree
-from registry.hashing import as_hash, sha256, to_hex
-from registry.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, hash_pair
+from registry.core.hashing import as_hash, sha256, to_hex
+from registry.core.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, hash_pair
+from registry.spec.datasets import dataset_tree
 
 Key = tuple[bytes, bytes]
 

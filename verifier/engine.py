@@ -13,7 +13,7 @@ Given a transcript (a CID in a content store, or a local directory) and segment 
    rests on the draws alone (docs/threat-model.md), and the norm of every segment whose two checkpoints were
    fetched is recomputed (a lie is Invalid);
 4. verifies each audited segment's leaf against the claim's `segmentRoot` with its Merkle proof
-   (`registry.merkle`, the one implementation);
+   (`registry.core.merkle`, the one implementation);
 5. checks initialization (`check_init_origin`): checkpoint 0 is step 0 with no optimizer state and hashes to
    the committed init weights hash, and by its committed origin is re-initialized bit-exactly from the
    committed seed (Seed), equals the final weights of a registered, not rejected parent claim (Parent), or is
@@ -49,13 +49,12 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from registry import safejson
-from registry.claims import TrainingClaim
-from registry.datasets import MANIFEST_NAME as DATASET_MANIFEST
-from registry.datasets import Dataset, DatasetError
-from registry.hashing import as_hash, sha256, to_hex, weights_hash
-from registry.merkle import segment_leaf, verify
-from registry.models import ModelFamilyError, UnknownFamilyError
+from registry.core import safejson
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import as_hash, sha256, to_hex, weights_hash
+from registry.core.merkle import segment_leaf, verify
+from registry.core.sampling import segment_at
+from registry.core.states import ORIGIN_NAMES
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint, read_buffer
 from registry.pol.config import init_spec_of, init_state, learning_rates, rebuild_model
 from registry.pol.recorder import update_norm
@@ -68,8 +67,9 @@ from registry.pol.replay import (
     state_distances,
 )
 from registry.pol.transcript import MANIFEST_NAME, parse_batches, segment_tree, validate_manifest
-from registry.sampling import segment_at
-from registry.states import ORIGIN_NAMES
+from registry.spec.datasets import MANIFEST_NAME as DATASET_MANIFEST
+from registry.spec.datasets import Dataset, DatasetError
+from registry.spec.models import ModelFamilyError, UnknownFamilyError
 from registry.store.base import ContentStore, InvalidPath, StoreError, split_path
 from verifier.datacache import DatasetCache, shared_cache
 from verifier.policy import TolerancePolicy, get_policy
@@ -230,7 +230,7 @@ def top_q_segments(manifest: dict[str, Any], q: int) -> list[int]:
 
 
 def extra_draws(seed: bytes | None, first: int, count: int, num_segments: int) -> list[int]:
-    """The contract's draw rule continued: j = first .. first+count−1 (SPEC 5, `registry.sampling`)."""
+    """The contract's draw rule continued: j = first .. first+count−1 (SPEC 5, `registry.core.sampling`)."""
     if seed is None or count <= 0:
         return []
     return [segment_at(seed, j, num_segments) for j in range(first, first + count)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from registry import __version__
-from registry.claims import TrainingClaim
+from registry.core.claims import TrainingClaim
 from registry.store.base import ContentStore
 from verifier.audit import (
     DEFAULT_RHO_THRESHOLD,

@@ -104,9 +104,9 @@ class AuditReport:
 
 
 def plot_report(report: AuditReport, path: str | Path, title: str = "") -> Path:
-    """PNG of per-segment ρ against the policy's δ (`registry.plots.rho_plot`: exact zeros and infinities in
+    """PNG of per-segment ρ against the policy's δ (`registry.cli.plots.rho_plot`: exact zeros and infinities in
     their own labelled bands, δ as a line, legend outside the data)."""
-    from registry.plots import RhoPoint, rho_plot
+    from registry.cli.plots import RhoPoint, rho_plot
 
     points = [RhoPoint(s.index, s.rho, s.passed) for s in report.segments]
     rho_plot(points, report.threshold, path, title or f"{report.verdict}: {report.reason}")

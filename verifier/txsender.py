@@ -11,9 +11,9 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import TransactionNotFound
 
-from registry.chain import TransactionError, _is_revert, estimate_gas
-from registry.errors import describe_exception
-from registry.signer import Signer
+from registry.chain.rpc import TransactionError, _is_revert, estimate_gas
+from registry.chain.signer import Signer
+from registry.core.errors import describe_exception
 from verifier.db import StateDB
 from verifier.jsonlog import JsonLog
 from verifier.metrics import Metrics

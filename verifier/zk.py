@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.claims import TrainingClaim
-from registry.hashing import as_hash, to_hex
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import as_hash, to_hex
 from registry.store.base import ContentStore, StoreError
 from registry.zk.audit import (
     DEFAULT_MAX_LOGROWS,
@@ -75,14 +75,14 @@ class InferenceClaimFields:
 
 
 def default_srs_dir() -> Path:
-    from registry.deployment import proofreg_home
+    from registry.chain.deployment import proofreg_home
 
     env = os.environ.get("PROOFREG_SRS_DIR")
     return Path(env) if env else proofreg_home() / "srs"
 
 
 def default_cache_dir() -> Path:
-    from registry.deployment import proofreg_home
+    from registry.chain.deployment import proofreg_home
 
     return proofreg_home() / "zk-cache" / "verifier"
 

@@ -1,5 +1,5 @@
 """What every `proofreg` and `proofreg-verifier` command shares: one-line errors, output, chain, signer and
-store resolution (`registry.cliconfig`), so that every command resolves them the same way."""
+store resolution (`registry.cli.config`), so that every command resolves them the same way."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from registry.chain import ChainError, RegistryClient, RegistryHandle, connect_rpc
-from registry.cliconfig import (
+from registry.chain.deployment import proofreg_home
+from registry.chain.rpc import ChainError, RegistryClient, RegistryHandle, connect_rpc
+from registry.chain.signer import SignerError, load_signer
+from registry.cli.config import (
     ConfigError,
     ipfs_option,
     store_dir_option,
 )
-from registry.cliconfig import (
+from registry.cli.config import (
     rpc_option as rpc_option,  # re-exported: `proofreg-verifier run` needs a real chain
 )
-from registry.deployment import proofreg_home
-from registry.errors import PublishError
-from registry.signer import SignerError, load_signer
+from registry.core.errors import PublishError
 from registry.store.base import StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,7 +116,7 @@ def connect(rpc_url: str | None, deployment_path: Path | None) -> RegistryHandle
 
 def embedded_chain() -> Any:
     """The in-process chain of a command run without a resolved RPC URL (it ends with the command)."""
-    from registry.localchain import EmbeddedChain
+    from registry.chain.local import EmbeddedChain
 
     click.echo("note: no --rpc, PROOFREG_RPC or rpc in proofreg.toml: using an embedded in-process chain that "
                "ends with this command", err=True)

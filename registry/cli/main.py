@@ -1,6 +1,6 @@
 """`proofreg`: the command line of provers, challengers and anyone reading the registry.
 
-Chain, deployment and store are resolved the same way by every command (`registry.cliconfig`): flag, then
+Chain, deployment and store are resolved the same way by every command (`registry.cli.config`): flag, then
 environment variable, then the project config file (`--config FILE` or ./proofreg.toml), then the embedded
 default: an in-process chain that lives only as long as the command (useful for `train`, dry runs and the
 demo; a claim committed there is gone when the command ends, and the CLI says so) and the embedded store in
@@ -19,7 +19,8 @@ import click
 from web3 import Web3
 
 from registry import __version__
-from registry.chain import RegistryClient, RegistryHandle
+from registry.chain.deployment import proofreg_home
+from registry.chain.rpc import RegistryClient, RegistryHandle
 from registry.cli.common import (  # noqa: F401  (re-exported names)
     CliError,
     connect,
@@ -39,20 +40,19 @@ from registry.cli.common import (  # noqa: F401  (re-exported names)
     wei,
     with_store_options,
 )
-from registry.cli.zk import zk
-from registry.cliconfig import (
+from registry.cli.config import (
     config_option,
     deployment_option,
     optional_rpc_option,
     resolved_report,
 )
-from registry.cliconfig import (
+from registry.cli.config import (
     rpc_option as rpc_option,  # re-exported: `proofreg-verifier run` needs a real chain
 )
-from registry.deployment import proofreg_home
-from registry.hashing import as_hash, to_hex
-from registry.params import PRESETS, preset
-from registry.states import CHALLENGE_STATUS, CLAIM_STATUS, KIND
+from registry.cli.zk import zk
+from registry.core.hashing import as_hash, to_hex
+from registry.core.params import PRESETS, preset
+from registry.core.states import CHALLENGE_STATUS, CLAIM_STATUS, KIND
 
 # ------------------------------------------------------------------------------------------------------------
 # commands
@@ -155,7 +155,7 @@ def commit(transcript: Path, dataset_dir: Path | None, ipfs: str | None, store_d
 
     The transcript CID is that of `ipfs add -r --hidden --cid-version=1 --raw-leaves TRANSCRIPT` (dot-files
     count; docs/cids.md)."""
-    from registry.publish import publish_transcript, verify_transcript
+    from registry.pol.publish import publish_transcript, verify_transcript
 
     with progress_bar("verifying transcript files", not as_json) as update:
         verified = verify_transcript(transcript, update)  # fail fast, before touching the chain or the store
@@ -271,7 +271,7 @@ def ownerof(weights: str | None, transcript: Path | None, rpc_url: str | None, d
     if (weights is None) == (transcript is None):
         raise CliError("give either a finalWeightsHash (0x...) or --transcript DIR")
     if transcript is not None:
-        from registry.publish import verify_transcript
+        from registry.pol.publish import verify_transcript
 
         weights_hash = verify_transcript(transcript)[1].final_weights_hash
     else:
@@ -357,7 +357,7 @@ def explorer(rpc_url: str | None, deployment_path: Path | None, ipfs: str | None
     """Serve a read-only web page of the registry: claims, challenges, committees, reports, ownerOf."""
     import time
 
-    from registry.explorer import Explorer, serve, url_of
+    from registry.cli.explorer import Explorer, serve, url_of
 
     handle = connect(rpc_url, deployment_path)
     start = handle.deployment.block_number if handle.deployment else 0

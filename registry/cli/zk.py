@@ -25,6 +25,7 @@ from typing import Any  # noqa: E402
 
 from web3 import Web3  # noqa: E402
 
+from registry.chain.deployment import proofreg_home  # noqa: E402
 from registry.cli.common import (  # noqa: E402
     CliError,
     emit,
@@ -37,8 +38,7 @@ from registry.cli.common import (  # noqa: E402
     signer_options,
     with_store_options,
 )
-from registry.cliconfig import deployment_option, optional_rpc_option  # noqa: E402
-from registry.deployment import proofreg_home  # noqa: E402
+from registry.cli.config import deployment_option, optional_rpc_option  # noqa: E402
 
 DEV_WARNING = ("warning: DEVELOPMENT-ONLY proof: made with a locally generated SRS, whose maker can forge proofs; "
                "the bundle and the claim are marked developmentOnly")
@@ -237,7 +237,7 @@ def verify_local_bundle(bundle: Path, *, claim_id: int | None = None, srs_dir: P
                         rpc_url: str | None = None, deployment_path: Path | None = None) -> dict[str, Any]:
     """`zk verify`: the audit of `registry.zk.audit` on a local directory. Offline (`claim_id` None) the claim is
     what bundle.json says, unlinked; with a claim, its digests and training claim come from the chain."""
-    from registry.hashing import as_hash
+    from registry.core.hashing import as_hash
     from registry.zk.audit import UNAVAILABLE, ClaimDigests, DirSource, ModelLink, audit_bundle, unavailable
     from registry.zk.bundle import MAX_JSON_BYTES, BundleError, load_local_bundle
 

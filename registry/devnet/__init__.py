@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.deployment import Deployment, default_record_path
-from registry.params import RegistryParams
+from registry.chain.deployment import Deployment, default_record_path
+from registry.core.params import RegistryParams
 
 DEFAULT_RPC_PORT = 8545
 DEFAULT_IPFS_PORT = 5001
@@ -55,9 +55,9 @@ class Devnet:
         """Starts both processes, deploys, registers verifiers; returns what `devnet.json` holds."""
         from web3 import HTTPProvider, Web3
 
+        from registry.chain.local import deploy_registry
         from registry.devnet.hardhat import NodeStartError, start_hardhat_node
         from registry.devnet.ipfs import IpfsStartError, start_ipfs_daemon
-        from registry.localchain import deploy_registry
 
         self.base_dir.mkdir(parents=True, exist_ok=True)
         (self.base_dir / DEVNET_FILE).unlink(missing_ok=True)

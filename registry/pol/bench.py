@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from registry.datasets import Dataset, build_builtin
-from registry.models import build_model
 from registry.pol.batches import epoch_batches
 from registry.pol.recorder import Recorder
+from registry.spec.datasets import Dataset, build_builtin
+from registry.spec.models import build_model
 
 FAMILY_ARGS: dict[str, dict[str, Any]] = {
     "mlp": {"in_features": 64, "hidden": [128], "out_features": 10, "dropout": 0.1},

@@ -44,8 +44,8 @@ from typing import Any
 import torch
 from safetensors.torch import load as st_load
 
-from registry import safejson
-from registry.hashing import as_hash, canonical_json, to_hex
+from registry.core import safejson
+from registry.core.hashing import as_hash, canonical_json, to_hex
 from registry.pol.rng import RNG_SCHEME
 
 CKPT_FORMAT = "proofreg-ckpt/1"

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from registry.datasets import Dataset
+from registry.spec.datasets import Dataset
 
 __all__ = ["CollatedBatches", "IndexView"]
 

@@ -1,7 +1,7 @@
 """The training configuration of a transcript (what `configHash` commits to) and rebuilding from it.
 
 Everything a verifier needs to re-execute a segment comes from here or from the checkpoint, never from code
-in the transcript: the model family and its normalized arguments (`registry.models`), the parameter dtype,
+in the transcript: the model family and its normalized arguments (`registry.spec.models`), the parameter dtype,
 the optimizer class (from a fixed allow-list) with its defaults and param groups (parameters by name), the
 loss (from a fixed allow-list), batch size, steps per segment, the dataset root and the tolerance policy.
 
@@ -59,8 +59,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from registry.hashing import to_hex, weights_hash
-from registry.models import GLOBAL_RNG_LOCK, build_model, get_family, initial_state
+from registry.core.hashing import to_hex, weights_hash
 from registry.pol.augment import augment_spec
 from registry.pol.checkpoint import TranscriptError, from_json_group_value, json_scalar
 from registry.pol.rng import RNG_SCHEME
@@ -74,6 +73,7 @@ from registry.pol.step import (
     world_size_of,
 )
 from registry.pol.transcript import CONFIG_FORMAT
+from registry.spec.models import GLOBAL_RNG_LOCK, build_model, get_family, initial_state
 
 DEFAULT_TOLERANCE_POLICY = "pol-tolerance/1"
 
@@ -421,7 +421,7 @@ def group_mismatches(config: Mapping[str, Any], groups: list[dict[str, Any]]) ->
 
 
 def init_state(config: Mapping[str, Any], seed: int) -> dict[str, torch.Tensor]:
-    """The family's fresh state_dict from `seed` (`registry.models.initial_state`: built on the CPU right after
+    """The family's fresh state_dict from `seed` (`registry.spec.models.initial_state`: built on the CPU right after
     seeding torch's generator, the committed generator), cast to the config's dtype. Bit-exact on any machine
     with the same torch build."""
     try:

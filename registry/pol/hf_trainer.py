@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from registry.datasets import Dataset
 from registry.pol.collate import CollatedBatches, IndexView
 from registry.pol.recorder import Recorder, RecorderError
 from registry.pol.step import LossSpec, loss_value
 from registry.pol.transcript import TranscriptSummary
+from registry.spec.datasets import Dataset
 
 
 class PoLCallback(TrainerCallback):

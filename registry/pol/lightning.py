@@ -37,11 +37,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from registry.datasets import Dataset
 from registry.pol.collate import CollatedBatches, IndexView
 from registry.pol.recorder import Recorder, RecorderError
 from registry.pol.step import LossSpec, loss_spec, loss_value
 from registry.pol.transcript import TranscriptSummary
+from registry.spec.datasets import Dataset
 
 #: Lightning precision settings the committed step can replay, and the autocast each commits.
 PRECISIONS: dict[str, str | None] = {"32-true": None, "32": None, "bf16-mixed": "bfloat16"}

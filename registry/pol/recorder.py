@@ -69,8 +69,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from registry.datasets import Dataset
-from registry.hashing import chain_head, config_hash, to_hex, weights_hash
+from registry.core.hashing import chain_head, config_hash, to_hex, weights_hash
 from registry.pol.augment import augment_spec, augment_step
 from registry.pol.checkpoint import TranscriptError, checkpoint_chunks
 from registry.pol.config import (
@@ -109,6 +108,7 @@ from registry.pol.transcript import (
     summary_of,
     write_manifest,
 )
+from registry.spec.datasets import Dataset
 
 
 class RecorderError(RuntimeError):

@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry.datasets import Dataset
-from registry.hashing import as_hash, to_hex
+from registry.core.hashing import as_hash, to_hex
 from registry.pol.augment import augment_spec, augment_step
 from registry.pol.checkpoint import (
     SCALER_STATE,
@@ -50,6 +49,7 @@ from registry.pol.config import (
 from registry.pol.rng import GLOBAL_RNG_LOCK, seed_step
 from registry.pol.step import StepSpec, make_grad_scaler, precision_flags, precision_spec, scaler_state, train_step
 from registry.pol.transcript import load_manifest, read_batches
+from registry.spec.datasets import Dataset
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from registry.hashing import sha256
-from registry.models import GLOBAL_RNG_LOCK
+from registry.core.hashing import sha256
+from registry.spec.models import GLOBAL_RNG_LOCK
 
 __all__ = ["GLOBAL_RNG_LOCK", "RNG_SCHEME", "seed_step", "step_seed", "tagged_seed"]
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from registry.datasets import Dataset
 from registry.pol.config import rebuild_model
 from registry.pol.replay import (
     load_segment_checkpoint,
@@ -20,6 +19,7 @@ from registry.pol.replay import (
     segment_distance,
     state_distances,
 )
+from registry.spec.datasets import Dataset
 
 #: The largest reproduction error a self-check accepts, for the weights (ρ) and every other state group:
 #: the δ and δ_state of the default tolerance policy (pol-tolerance/1). Replay on the recording machine and

@@ -26,7 +26,7 @@ A transcript directory holds::
                         "updateNorm": ‖W_{i+1} − W_i‖₂ over the model's parameters, "epoch": epoch of startStep}]
     segmentRoot       StandardMerkleTree root over (i, ckptHash_i, ckptHash_{i+1}, batchesHash_i), SEGMENT_LEAF_TYPES
     chainHead         h_0 = ckptHash_0, h_i = keccak256(h_{i-1} ‖ ckptHash_i)
-    finalWeightsHash  registry.hashing.weights_hash of the final model state_dict (= the `model.*` tensors of the
+    finalWeightsHash  registry.core.hashing.weights_hash of the final model state_dict (= the `model.*` tensors of the
                       last checkpoint, names without the prefix)
     environment       where it was recorded (torch/numpy/python versions, device, threads): informational,
                       not committed anywhere
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from registry import safejson
-from registry.claims import TrainingClaim
-from registry.hashing import as_hash, chain_head, config_hash
-from registry.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree
+from registry.core import safejson
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import as_hash, chain_head, config_hash
+from registry.core.merkle import SEGMENT_LEAF_TYPES, StandardMerkleTree
 from registry.pol.checkpoint import TranscriptError
 
 TRANSCRIPT_FORMAT = "proofreg-pol-transcript/1"
@@ -223,7 +223,7 @@ def read_batches(path: str | Path, expected_hash: bytes | str | None = None,
 def parse_batches(data: bytes, expected_hash: bytes | str | None = None, shape: tuple[int, int] | None = None,
                   *, where: str = "") -> np.ndarray:
     """`read_batches` on bytes already in memory (a verifier's fetched file): same checks, no pickle."""
-    from registry.hashing import sha256
+    from registry.core.hashing import sha256
 
     path = where or "(in memory)"
     if expected_hash is not None and sha256(data) != as_hash(expected_hash):

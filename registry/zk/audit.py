@@ -5,7 +5,7 @@ A cheating prover controls every byte of the bundle and can reseal every digest 
 bundle says is taken on trust; every number that decides what the claim means is either recomputed here or
 required to equal what this verifier derives itself:
 
-1. `bundle.json`, `settings.json`, `proof.json`, `input.json` are parsed with `registry.safejson` (bounded size
+1. `bundle.json`, `settings.json`, `proof.json`, `input.json` are parsed with `registry.core.safejson` (bounded size
    and depth), every file is read bounded, names are plain file names (no paths, no `..`; locally no symlinks),
    and every file read must match its sha256 in `bundle.json`.
 2. The SRS policy: the verifier's own trusted `kzg<logrows>.srs`; a development bundle only where allowed.
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from registry.hashing import as_hash, sha256, to_hex
-from registry.safejson import JsonError, loads, read_bounded
+from registry.core.hashing import as_hash, sha256, to_hex
+from registry.core.safejson import JsonError, loads, read_bounded
 from registry.zk.bundle import MAX_FILE_BYTES, MAX_JSON_BYTES  # bounds of a file / of a JSON file of a bundle
 
 VALID, INVALID, UNAVAILABLE = "Valid", "Invalid", "Unavailable"  # the contract's verdicts (verifier.report)
@@ -578,7 +578,7 @@ def _own_vk_hash(tmp: Path, srs_path: Path, settings_path: Path, onnx_path: Path
     """sha256 of the vk that `setup` gives for the verifier's own circuit, cached by (ONNX, settings, SRS)."""
     import ezkl
 
-    from registry.hashing import sha256_file
+    from registry.core.hashing import sha256_file
     from registry.zk.pipeline import ZkError, call_ezkl
 
     key = hashlib.sha256(b"proofreg-zk-verifier-vk/1\0" + sha256_file(onnx_path) + sha256_file(settings_path)

@@ -35,8 +35,8 @@ from typing import Any
 
 from eth_abi import encode as abi_encode
 
-from registry.hashing import as_hash, keccak256, sha256, to_hex
-from registry.safejson import JsonError, loads, read_bounded
+from registry.core.hashing import as_hash, keccak256, sha256, to_hex
+from registry.core.safejson import JsonError, loads, read_bounded
 
 BUNDLE_FORMAT = "proofreg-zk-bundle/1"
 BUNDLE_JSON = "bundle.json"

@@ -3,7 +3,7 @@
 `ezkl.create_evm_verifier` (async in ezkl 23) writes a `Halo2Verifier` contract with
 `verifyProof(bytes proof, uint256[] instances) returns (bool)`, then tries to download a solc release list for
 its ABI step, which fails offline; the written source is what we need, so that failure is ignored when the
-file is complete. The source is compiled with `registry.toolchain`'s solc (native, or npm solc offline), with
+file is complete. The source is compiled with `registry.chain.toolchain`'s solc (native, or npm solc offline), with
 the optimizer tuned for size (runs = 1), because verifiers are large: EIP-170 caps deployed code at 24,576 bytes.
 
 The verifying key is baked into the contract (`reusable=False`), so one deployed verifier serves exactly one
@@ -71,11 +71,11 @@ class CompiledVerifier:
 
 def compile_verifier(sol_path: str | Path, timeout: float = 900.0) -> CompiledVerifier:
     """Compiles the verifier with the project's solc (`make solc` installs it; offline it runs npm solc)."""
-    from registry.toolchain import REPO_ROOT, solc_path
+    from registry.chain.toolchain import REPO_ROOT, solc_path
 
     binary = solc_path()
     if not binary.exists():
-        raise ZkError("no Solidity compiler: run `make solc` (python -m registry.toolchain setup-solc)")
+        raise ZkError("no Solidity compiler: run `make solc` (python -m registry.chain.toolchain setup-solc)")
     request = {"language": "Solidity", "sources": {"Verifier.sol": {"content": Path(sol_path).read_text()}},
                "settings": VERIFIER_SETTINGS}
     try:
@@ -115,7 +115,7 @@ VERIFIER_SOL, VERIFIER_BIN = "Verifier.sol", "verifier.bin"
 
 def code_hash(runtime: bytes) -> bytes:
     """EXTCODEHASH of a contract with this runtime code: the vkHash of an on-chain-verifiable claim."""
-    from registry.hashing import keccak256
+    from registry.core.hashing import keccak256
 
     return keccak256(runtime)
 
@@ -130,7 +130,7 @@ def verifier_for(vk_path: str | Path, settings_path: str | Path, srs_path: str |
 def add_evm_verifier(bundle_dir: str | Path, srs_path: str | Path | None = None) -> dict[str, Any]:
     """Adds `Verifier.sol` and `verifier.bin` (creation code) to a bundle and records the verifier's code hash in
     bundle.json (`evm.codeHash`), which an on-chain-verifiable claim commits as its vkHash. Returns `evm`."""
-    from registry.hashing import sha256, to_hex
+    from registry.core.hashing import sha256, to_hex
     from registry.zk.bundle import BUNDLE_JSON, DEV_SRS_FILE, FILES, load_local_bundle
 
     b = Path(bundle_dir)

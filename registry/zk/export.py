@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from registry.hashing import as_hash, weights_hash
+from registry.core.hashing import as_hash, weights_hash
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,7 +38,7 @@ class ExportError(ValueError):
 
 def family_input_shape(family: str, args: Mapping[str, Any]) -> tuple[int, ...]:
     """The single-example input shape of a built-in family (batch dimension 1)."""
-    from registry.models import normalize_args
+    from registry.spec.models import normalize_args
 
     a = normalize_args(family, args)
     if family == "mlp":
@@ -83,7 +83,7 @@ def model_from_weights(family: str, args: Mapping[str, Any], weights: Mapping[st
     """A family model (rebuilt from the project's registry, never from transcript code) holding `weights`."""
     import torch
 
-    from registry.models import GLOBAL_RNG_LOCK, build_model
+    from registry.spec.models import GLOBAL_RNG_LOCK, build_model
 
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         model = build_model(family, args)
@@ -128,7 +128,7 @@ def load_onnx(path: str | Path) -> Any:
     """Parses an ONNX file as data; refuses oversized files and external-data references anywhere in it."""
     import onnx
 
-    from registry.safejson import JsonError, read_bounded
+    from registry.core.safejson import JsonError, read_bounded
 
     p = Path(path)
     try:
@@ -227,7 +227,7 @@ def family_layout(family: str, args: Mapping[str, Any]) -> dict[str, tuple[tuple
     """{state_dict name: (shape, dtype)} of a family model in float32, the layout its ONNX must carry."""
     import torch
 
-    from registry.models import GLOBAL_RNG_LOCK, build_model
+    from registry.spec.models import GLOBAL_RNG_LOCK, build_model
 
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         model = build_model(family, args)
@@ -253,7 +253,7 @@ def input_json(values: Any, shape: tuple[int, ...]) -> dict[str, Any]:
 
 def read_input(path: str | Path) -> Any:
     """An input file: `.npy` (never unpickled), or JSON — ezkl's {"input_data": [...]} or a (nested) list."""
-    from registry.safejson import JsonError, load_file
+    from registry.core.safejson import JsonError, load_file
 
     p = Path(path)
     try:

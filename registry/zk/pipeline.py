@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from registry.hashing import canonical_json, sha256_file
+from registry.core.hashing import canonical_json, sha256_file
 
 T = TypeVar("T")
 
@@ -302,7 +302,7 @@ class Circuit:
 
     @property
     def settings(self) -> dict[str, Any]:
-        from registry.safejson import load_file
+        from registry.core.safejson import load_file
 
         data: dict[str, Any] = load_file(self.settings_path)
         return data
@@ -343,7 +343,7 @@ def build_circuit(onnx_path: str | Path, calibration_input: Path, cache_dir: str
         call_ezkl("calibrate_settings", ezkl.calibrate_settings, str(calibration_input), str(onnx_copy),
                   str(settings), options.calibration_target, capture_stdout=tmp / "calibration-report.txt", **kwargs)
         t["calibrate"] = time.perf_counter() - start
-        from registry.safejson import load_file
+        from registry.core.safejson import load_file
 
         check_visibility(load_file(settings))
         start = time.perf_counter()

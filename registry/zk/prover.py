@@ -42,7 +42,7 @@ def is_transcript(path: str | Path) -> bool:
 
 
 def _rescaled_outputs(witness_path: Path) -> list[float] | None:
-    from registry.safejson import load_file
+    from registry.core.safejson import load_file
 
     try:
         pretty = load_file(witness_path, max_bytes=512 << 20)["pretty_elements"]["rescaled_outputs"]

@@ -3,7 +3,7 @@
 Every transcript here is a real torch run published to a real embedded content store; each attack is what a
 forger would do to the files, resealing the manifest wherever that makes the forgery self-consistent. The
 audit is the verifier's own (`verifier.audit.audit_training_claim`) at the default tolerance policy, with the
-segments the contract's sampling rule assigns for a challenge seed (`registry.sampling`), so the detection
+segments the contract's sampling rule assigns for a challenge seed (`registry.core.sampling`), so the detection
 rates below are those of the deployed protocol:
 
 - interpolation spoof, checkpoint splice from another run, data substitution (a run trained on other data,
@@ -33,18 +33,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from registry.claims import TrainingClaim
-from registry.datasets import Dataset, build_builtin, build_dataset
-from registry.hashing import as_hash, config_hash, keccak256, to_hex
-from registry.localchain import EmbeddedChain
-from registry.models import build_model
-from registry.params import preset
+from registry.chain.local import EmbeddedChain
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import as_hash, config_hash, keccak256, to_hex
+from registry.core.params import preset
+from registry.core.sampling import sampled_segments
 from registry.pol.batches import epoch_batches
+from registry.pol.publish import publish_transcript
 from registry.pol.recorder import Recorder
 from registry.pol.train import DEFAULT_MLP_ARGS, train
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
-from registry.publish import publish_transcript
-from registry.sampling import sampled_segments
+from registry.spec.datasets import Dataset, build_builtin, build_dataset
+from registry.spec.models import build_model
 from registry.store.embedded import EmbeddedStore
 from tests.forgery import claim_tuple, forge_interpolated, forge_spliced, read_manifest, reseal
 from verifier.audit import INVALID, VALID, audit_training_claim

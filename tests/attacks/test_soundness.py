@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 import torch
 
-from registry.claims import TrainingClaim
-from registry.datasets import build_builtin
-from registry.hashing import config_hash, keccak256, to_hex, weights_hash
-from registry.params import preset
+from registry.core.claims import TrainingClaim
+from registry.core.hashing import config_hash, keccak256, to_hex, weights_hash
+from registry.core.params import preset
+from registry.core.sampling import sampled_segments
 from registry.pol.checkpoint import decode_checkpoint
 from registry.pol.train import train
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
-from registry.sampling import sampled_segments
+from registry.spec.datasets import build_builtin
 from tests.forgery import prover_continue, read_manifest, reseal_all, write_checkpoint
 from verifier.engine import DirSource, audit
 from verifier.policy import get_policy
@@ -379,7 +379,7 @@ def test_detection_against_a_prover_who_lies_in_every_declared_field(lab: dict[s
 def test_parent_lookup_on_the_real_contract(lab: dict[str, Any], d: Any, tmp_path: Path) -> None:
     """The parent claim's final weights, status and taint come from the embedded chain's registry; the child
     is committed with origin Parent and audited Valid against it."""
-    from registry.publish import publish_transcript
+    from registry.pol.publish import publish_transcript
     from registry.store.embedded import EmbeddedStore
     from verifier.audit import chain_parent_lookup
 

@@ -9,8 +9,8 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 
-from registry.artifact import load_artifact
-from registry.hashing import keccak256
+from registry.core.artifact import load_artifact
+from registry.core.hashing import keccak256
 
 
 class PublishError(RuntimeError):

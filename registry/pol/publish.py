@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.claims import TrainingClaim
-from registry.datasets import Dataset, DatasetError
-from registry.errors import PublishError
-from registry.hashing import as_hash, sha256_file, weights_hash
+from registry.core.claims import TrainingClaim
+from registry.core.errors import PublishError
+from registry.core.hashing import as_hash, sha256_file, weights_hash
 from registry.pol.checkpoint import Checkpoint, TranscriptError, decode_checkpoint, read_buffer
 from registry.pol.transcript import MANIFEST_NAME, TranscriptSummary, load_manifest, summary_of, write_manifest
+from registry.spec.datasets import Dataset, DatasetError
 from registry.store.base import ContentStore, StoreError
 
 __all__ = ["PublishError", "Published", "publish_transcript", "verify_transcript"]

@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from registry.hashing import as_hash, to_hex, weights_hash
-from registry.states import CHALLENGE_STATUS, CLAIM_STATUS, KIND
+from registry.core.hashing import as_hash, to_hex, weights_hash
+from registry.core.states import CHALLENGE_STATUS, CLAIM_STATUS, KIND
 
 VERDICT = {0: "none", 1: "Valid", 2: "Invalid", 3: "Unavailable"}
 MAX_REPORT_BYTES = 4 << 20
@@ -276,7 +276,7 @@ def report_page(ex: Explorer, challenge_id: int, member: int) -> str:
 
 
 def plot_png(ex: Explorer, challenge_id: int, member: int) -> bytes:
-    from registry.plots import RhoPoint, png_bytes, rho_plot
+    from registry.cli.plots import RhoPoint, png_bytes, rho_plot
 
     _cid, doc = ex.report(challenge_id, member)
     audit = _audit(doc)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from eth_abi import encode as abi_encode
 
-from registry.hashing import as_hash, keccak256
+from registry.core.hashing import as_hash, keccak256
 
 
 def _draw(seed: bytes, tag: str, j: int, n: int) -> int:

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import click
 
-from registry.deployment import proofreg_home
+from registry.chain.deployment import proofreg_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONFIG_FILE = "proofreg.toml"

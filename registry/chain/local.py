@@ -14,8 +14,8 @@ from typing import Any
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from registry.artifact import ARTIFACT_PATH, load_artifact
-from registry.params import RegistryParams, preset
+from registry.core.artifact import ARTIFACT_PATH, load_artifact
+from registry.core.params import RegistryParams, preset
 
 
 def evm_version() -> str:

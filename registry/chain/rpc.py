@@ -13,11 +13,11 @@ from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import Web3Exception
 
-from registry.artifact import load_artifact
-from registry.deployment import Deployment, DeploymentError, load_deployment
-from registry.errors import describe_exception
-from registry.params import RegistryParams
-from registry.signer import Signer
+from registry.chain.deployment import Deployment, DeploymentError, load_deployment
+from registry.chain.signer import Signer
+from registry.core.artifact import load_artifact
+from registry.core.errors import describe_exception
+from registry.core.params import RegistryParams
 
 
 class ChainError(RuntimeError):

@@ -5,9 +5,9 @@ internet we install the native binary there; without it we install a small launc
 `solc` package (WebAssembly) through `scripts/solcjs-shim.js`. Both produce the same bytecode for the same
 compiler version and settings, so the shipped artifact does not depend on which one built it.
 
-    python -m registry.toolchain setup-solc       # idempotent
-    python -m registry.toolchain build-artifact   # rewrites registry/artifacts/ProofRegistry.json
-    python -m registry.toolchain check-artifact   # exit 1 when the artifact is stale
+    python -m registry.chain.toolchain setup-solc       # idempotent
+    python -m registry.chain.toolchain build-artifact   # rewrites registry/artifacts/ProofRegistry.json
+    python -m registry.chain.toolchain check-artifact   # exit 1 when the artifact is stale
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from registry.artifact import ARTIFACT_PATH, CONTRACT_NAME
+from registry.core.artifact import ARTIFACT_PATH, CONTRACT_NAME
 
 SOLC_VERSION = "0.8.28"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = REPO_ROOT / "contracts"
 SHIM = REPO_ROOT / "scripts" / "solcjs-shim.js"
 
@@ -123,7 +123,7 @@ def source_digest(sources: dict[str, str]) -> str:
 def compile_sources(sources: dict[str, str]) -> dict[str, Any]:
     binary = solc_path()
     if not binary.exists():
-        raise ToolchainError("no Solidity compiler: run `make solc` (python -m registry.toolchain setup-solc)")
+        raise ToolchainError("no Solidity compiler: run `make solc` (python -m registry.chain.toolchain setup-solc)")
     request = {
         "language": "Solidity",
         "sources": {name: {"content": text} for name, text in sources.items()},
@@ -165,7 +165,7 @@ def write_artifact(data: dict[str, Any], path: Path = ARTIFACT_PATH) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m registry.toolchain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m registry.chain.toolchain", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     setup = sub.add_parser("setup-solc", help="install solc for py-solc-x/ape (native if online, else npm solc)")
     setup.add_argument("--offline", action="store_true", help="do not try to download the native compiler")

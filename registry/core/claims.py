@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registry.hashing import as_hash, to_hex
-from registry.states import ORIGIN_NAMES
+from registry.core.hashing import as_hash, to_hex
+from registry.core.states import ORIGIN_NAMES
 
 __all__ = ["TrainingClaim"]
 

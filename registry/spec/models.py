@@ -2,8 +2,8 @@
 
 A transcript names a family and its arguments; a verifier calls `build_model(family, args)` and never runs
 code that came with the transcript. Built in: `mlp`, `cnn`, `resnet20`; `spec` (a tree of standard torch.nn
-modules as data, `registry.modelspec`); and `hf-causal-lm`, `hf-masked-lm`, `hf-sequence-classification`,
-`hf-image-classification` (Hugging Face models from their config, `registry.hf`). See docs/models.md.
+modules as data, `registry.spec.modelspec`); and `hf-causal-lm`, `hf-masked-lm`, `hf-sequence-classification`,
+`hf-image-classification` (Hugging Face models from their config, `registry.spec.hf`). See docs/models.md.
 
 Plugins are Python entry points in the group `proofreg.models`, loaded only when the verifier's operator
 lists their names, in the environment variable `PROOFREG_MODEL_PLUGINS` (comma-separated) or through
@@ -473,7 +473,7 @@ def _no_declared_init(family: str) -> Callable[[nn.Module, dict[str, Any]], dict
 
 
 def _spec_normalize(args: Mapping[str, Any] | None) -> dict[str, Any]:
-    from registry import modelspec
+    from registry.spec import modelspec
 
     given = dict(args or {})
     unknown = sorted(set(given) - {"format", "tree"})
@@ -491,7 +491,7 @@ def _spec_normalize(args: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _spec_build(args: dict[str, Any]) -> nn.Module:
-    from registry import modelspec
+    from registry.spec import modelspec
 
     try:
         return modelspec.build_normalized(args["tree"])  # `build` receives normalized arguments
@@ -504,14 +504,14 @@ SPEC_FAMILY = ModelFamily(
     args={},
     build=_spec_build,
     init_spec=_no_declared_init("spec"),
-    description="a tree of standard torch.nn modules given as data (registry.modelspec, docs/models.md)",
+    description="a tree of standard torch.nn modules given as data (registry.spec.modelspec, docs/models.md)",
     normalizer=_spec_normalize,
 )
 
 
 def spec_args(module: nn.Module, example_input: torch.Tensor) -> dict[str, Any]:
     """`spec` family arguments for a user's model built from standard layers (refuses with one line)."""
-    from registry import modelspec
+    from registry.spec import modelspec
 
     try:
         return {"format": modelspec.SPEC_FORMAT, "tree": modelspec.module_to_tree(module, example_input)}
@@ -524,7 +524,7 @@ def spec_args(module: nn.Module, example_input: torch.Tensor) -> dict[str, Any]:
 
 def _hf_family(name: str, description: str) -> ModelFamily:
     def normalize(args: Mapping[str, Any] | None) -> dict[str, Any]:
-        from registry import hf
+        from registry.spec import hf
 
         try:
             return hf.normalize(name, args)
@@ -534,7 +534,7 @@ def _hf_family(name: str, description: str) -> ModelFamily:
             raise ModelFamilyError(str(exc)) from None
 
     def build(args: dict[str, Any]) -> nn.Module:
-        from registry import hf
+        from registry.spec import hf
 
         try:
             return hf.build(name, args)
@@ -546,7 +546,7 @@ def _hf_family(name: str, description: str) -> ModelFamily:
 
 
 def _hf_families() -> list[ModelFamily]:
-    from registry.hf import TASKS  # no transformers import here
+    from registry.spec.hf import TASKS  # no transformers import here
 
     return [_hf_family(t.family, t.description) for t in TASKS.values()]
 

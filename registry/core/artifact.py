@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 CONTRACT_NAME = "ProofRegistry"
-ARTIFACT_PATH = Path(__file__).resolve().parent / "artifacts" / f"{CONTRACT_NAME}.json"
+ARTIFACT_PATH = Path(__file__).resolve().parents[1] / "artifacts" / f"{CONTRACT_NAME}.json"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from eth_abi import encode as abi_encode
 
-from registry.hashing import as_hash, keccak256, to_hex
+from registry.core.hashing import as_hash, keccak256, to_hex
 
 SEGMENT_LEAF_TYPES = ("uint256", "bytes32", "bytes32", "bytes32")
 EXAMPLE_LEAF_TYPES = ("uint256", "bytes32")

@@ -11,7 +11,7 @@ A model is built with `AutoModelFor<Task>.from_config(config)` only: never `from
 never `trust_remote_code`. `model_type` must be on this module's allow-list for the task and shipped by the
 installed release; keys that load code or files (`auto_map`, `trust_remote_code`, `quantization_config`, ...)
 and keys the config class does not define are refused. Initialization is the model's own `post_init`
-under torch's global RNG (seed it first), so `registry.models.initial_state` re-creates checkpoint 0.
+under torch's global RNG (seed it first), so `registry.spec.models.initial_state` re-creates checkpoint 0.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ another dtype) uses **"proofreg-example/2"**, which encodes the target as a tens
     tensor(x) tensor(y)       where tensor(t) = dtype name 0x00, ndim uint64 LE, dims uint64 LE, C-order LE data
 
 `exampleHash = sha256(canonical bytes)` and `datasetRoot` is the OpenZeppelin StandardMerkleTree root over
-the leaves `(uint256 index, bytes32 exampleHash)` for index 0..n-1 in dataset order (`registry.merkle`,
+the leaves `(uint256 index, bytes32 exampleHash)` for index 0..n-1 in dataset order (`registry.core.merkle`,
 `EXAMPLE_LEAF_TYPES`), so the contract's `verifyExample` accepts the proofs made here.
 
 **Manifest** (`dataset.json`): `format`, `name`, `source` (how the data was made: builder and its arguments),
@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from registry import safejson
-from registry.hashing import as_hash, canonical_json, sha256, sha256_file, to_hex
-from registry.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, verify
+from registry.core import safejson
+from registry.core.hashing import as_hash, canonical_json, sha256, sha256_file, to_hex
+from registry.core.merkle import EXAMPLE_LEAF_TYPES, StandardMerkleTree, example_leaf, verify
 
 DATASET_FORMAT = "proofreg-dataset/1"
 EXAMPLE_ENCODING = "proofreg-example/1"

@@ -20,7 +20,7 @@ Limits: depth `MAX_DEPTH`, `MAX_NODES` nodes, every integer argument at most `MA
 one-line `ModelSpecError` naming the path in the tree (`root.children[2:blocks].args.in_features`).
 
 Initialization is each module's own (`reset_parameters` in its constructor), drawn from torch's global RNG
-in tree order: seeding it and building gives bit-identical parameters on CPU (`registry.models.initial_state`).
+in tree order: seeding it and building gives bit-identical parameters on CPU (`registry.spec.models.initial_state`).
 
 `module_to_tree(module, example_input)` converts a user's model built from standard layers: allow-listed
 modules become leaves, `nn.Sequential`/`nn.ModuleList` become `Sequential`, and any other module must compute

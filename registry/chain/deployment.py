@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.params import RegistryParams
+from registry.core.params import RegistryParams
 
 
 class DeploymentError(RuntimeError):
