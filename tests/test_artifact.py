@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from registry.chain.rpc import toolchain
+from registry.chain import toolchain
 from registry.core.artifact import ARTIFACT_PATH, load_artifact
 
 
