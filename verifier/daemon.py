@@ -2,9 +2,10 @@
 
 One loop, one thread for the chain, a small pool of audit workers. The node's data flow is
 follow -> schedule -> audit -> attest, and the code follows it: `verifier.follower` (events, cursor,
-reorgs), this module (jobs brought forward from the contract's view, the worker pool, commit-reveal and
-settlement), `verifier.handlers` (claim kind -> audit), `verifier.txsender` (signed, persisted, re-broadcast
-transactions) and `verifier.jsonlog` (the log).
+reorgs), `verifier.schedule` (jobs brought forward from the contract's view), `verifier.work` (the worker
+pool; `verifier.handlers`: claim kind -> audit), `verifier.attest` (commit-reveal, reports, settlement) and
+`verifier.txsender` (signed, persisted, re-broadcast transactions), over the state in `verifier.node`. This
+module composes them: configuration, start-up, the main loop, events and health.
 
 - **Registration.** At start, registers the account with the stake (`--stake`, default the registry's
   minimum) unless it is already registered.
@@ -47,15 +48,10 @@ transactions) and `verifier.jsonlog` (the log).
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from web3 import HTTPProvider, Web3
@@ -63,101 +59,37 @@ from web3.contract import Contract
 
 from registry import __version__
 from registry.chain.deployment import DeploymentError, load_deployment
-from registry.chain.rpc import TransactionError, _is_revert
+from registry.chain.rpc import TransactionError
 from registry.chain.signer import Signer
 from registry.core.artifact import load_artifact
-from registry.core.errors import describe_exception
-from registry.core.hashing import as_hash, keccak256, to_hex
 from registry.core.params import RegistryParams
-from registry.core.sampling import commitment_of
 from registry.core.states import CHALLENGE_STATUS
-from registry.store.base import ContentStore, StoreError
+from verifier.attest import Attester
 from verifier.audit import (
-    DEFAULT_RHO_THRESHOLD,
-    UNAVAILABLE,
-    VERDICT_CODE,
-    AuditReport,
     chain_parent_lookup,
 )
-from verifier.db import Job, StateDB, StateMismatch
+from verifier.db import StateDB, StateMismatch
 from verifier.engine import InitUnavailable, ParentClaim
 from verifier.follower import Event, Follower
 from verifier.handlers import (
-    Assignment,
     AuditContext,
-    environment,
-    run_handler,
-    warm_up,
 )
 from verifier.jsonlog import JsonLog, short_error
 from verifier.metrics import HealthServer, Metrics
+from verifier.node import (
+    V_STAKE,
+    V_STATUS,
+    DaemonConfig,
+    event_json,
+)
+from verifier.schedule import Scheduler
 from verifier.txsender import TxSender
-
-REPORT_FORMAT = "proofreg-verifier-report/1"
-BLOCKHASH_WINDOW = 256
-#: getChallenge tuple positions (the contract's Challenge struct). CH_DEADLINE is the reveal (settlement)
-#: deadline.
-CH_STATUS, CH_SIZE, CH_DRAWN, CH_SEED_BLOCK, CH_DEADLINE, CH_COMMIT_DEADLINE, CH_COMMITTED = 2, 3, 5, 6, 7, 8, 10
-#: getVerifier tuple positions.
-V_STAKE, V_STATUS = 0, 2
+from verifier.work import AuditWorkers
 
 
-# ------------------------------------------------------------------------------------------------------------
+class VerifierDaemon(Scheduler, AuditWorkers, Attester):
+    """The node: the stages of `verifier.schedule`, `verifier.work` and `verifier.attest` over one state."""
 
-
-def event_json(value: Any) -> Any:
-    """Event arguments as JSON: bytes become 0x-hex, tuples lists, attribute dicts plain dicts."""
-    if isinstance(value, bytes | bytearray):
-        return to_hex(bytes(value))
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): event_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [event_json(v) for v in value]
-    return value
-
-
-# ------------------------------------------------------------------------------------------------------------
-# configuration
-# ------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DaemonConfig:
-    rpc_url: str
-    state_path: Path
-    store: ContentStore
-    workdir: Path
-    deployment_path: Path | None = None
-    confirmations: int = 2
-    poll_interval: float = 1.0
-    workers: int = 1
-    device: str = "cpu"
-    threshold: float = DEFAULT_RHO_THRESHOLD
-    policy: str | None = None
-    stake: int | None = None
-    register: bool = True
-    metrics_port: int | None = None
-    from_block: int | None = None
-    unavailable_after: float = 120.0
-    deadline_margin: int = 5
-    retry_base: float = 2.0
-    rpc_timeout: float = 10.0
-    receipt_timeout: float = 30.0
-    resend_after: float = 30.0
-    grace: float = 30.0
-    settle_stagger: float = 2.0
-    chunk: int = 2000
-    #: Builds the node connection instead of an HTTP provider for `rpc_url` (the main job runs its verifier
-    #: nodes as threads over the embedded in-process chain this way).
-    web3_factory: Callable[[], Web3] | None = None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the daemon
-# ------------------------------------------------------------------------------------------------------------
-
-
-class VerifierDaemon:
     def __init__(self, config: DaemonConfig, signer: Signer, log: JsonLog | None = None) -> None:
         self.config = config
         self.signer = signer
@@ -406,268 +338,6 @@ class VerifierDaemon:
                 self.db.put_claim(claim_id, kind, event_json(logs[0]["args"]["claim"]), int(logs[0]["blockNumber"]))
                 return kind, event_json(dict(logs[0]["args"]["claim"]))
         return None
-
-    # ---- jobs -------------------------------------------------------------------------------------------
-
-    def _step(self, job: Job) -> None:
-        """Moves one challenge forward from the contract's current state."""
-        assert self.contract is not None and self.sender is not None and self.params is not None
-        f = self.contract.functions
-        cid = job.challenge_id
-        try:
-            ch = f.getChallenge(cid).call()
-        except Exception as exc:
-            if not _is_revert(exc):
-                raise
-            # UnknownChallenge: it existed only on a fork that a reorg removed
-            self.db.update_job(cid, state="done", outcome="unknown")
-            self.log("challenge_unknown", level="warning", challenge=cid, error=describe_exception(exc))
-            return
-        status = int(ch[CH_STATUS])
-        if status != 1:
-            self.db.update_job(cid, state="done", outcome=CHALLENGE_STATUS.get(status))
-            self.log("challenge_closed", challenge=cid, outcome=CHALLENGE_STATUS.get(status))
-            self._quorum_seen.pop(cid, None)
-            return
-        if self.sender.pending_for(cid):
-            return  # a draw, reseed, attestation or settlement of ours is in flight: recover() follows it up
-        seed_block, deadline = int(ch[CH_SEED_BLOCK]), int(ch[CH_DEADLINE])
-        if not ch[CH_DRAWN]:
-            self._draw_or_reseed(cid, seed_block)
-            return
-        if job.state == "new":
-            members = [Web3.to_checksum_address(a) for a in f.committee(cid).call()]
-            if self.address not in members:
-                self.db.update_job(cid, state="observer")
-                self.log("not_on_committee", challenge=cid)
-                return
-            segments = [int(s) for s in f.sampledSegments(cid).call()]
-            self.db.update_job(cid, state="member", position=members.index(self.address), segments=segments)
-            self.log("assigned", challenge=cid, position=members.index(self.address), segments=segments)
-            job = self.db.job(cid) or job
-        if job.state == "observer":
-            if self.head > deadline:
-                self._settle(cid, "deadline")
-            return
-        assert job.position is not None
-        verdicts = [int(v) for v in f.verdicts(cid).call()]
-        mine = verdicts[job.position] if job.position < len(verdicts) else 0
-        if mine != 0 and job.state != "attested":
-            self.db.update_job(cid, state="attested")
-            self.log("attestation_on_chain", challenge=cid, verdict=mine)
-            job.state = "attested"
-        if job.state == "member":
-            self._queue_audit(job)
-        elif job.state == "audited" and self._commit(job, ch):
-            job = self.db.job(cid) or job
-            ch = f.getChallenge(cid).call()  # our commitment may have opened the reveal
-        if job.state == "committed" and self._reveal(job, ch):
-            job.state = "attested"
-            verdicts = [int(v) for v in f.verdicts(cid).call()]
-        if job.state == "attested":
-            self._maybe_settle(cid, job.position, verdicts, deadline)
-        elif self.head > deadline:
-            self._settle(cid, "deadline")
-
-    def _draw_or_reseed(self, cid: int, seed_block: int) -> None:
-        assert self.sender is not None
-        if self.head > seed_block + BLOCKHASH_WINDOW:
-            self._tx("reseed", cid, "reseed")
-        elif self.head > seed_block:
-            self._tx("draw", cid, "drawCommittee")
-
-    def _tx(self, purpose: str, cid: int, fn_name: str, *args: Any) -> bool:
-        """Sends a transaction; a revert at estimation (someone was faster, the deadline passed) is logged
-        and the job re-reads the chain next tick."""
-        assert self.sender is not None
-        try:
-            receipt = self.sender.send(purpose, cid, fn_name, cid, *args)
-        except TransactionError as exc:
-            self.log(f"{purpose}_skipped", challenge=cid, reason=str(exc))
-            return False
-        return receipt is not None and int(receipt["status"]) == 1
-
-    def _queue_audit(self, job: Job) -> None:
-        if time.time() < job.next_try:
-            return
-        with self._running_lock:
-            if job.challenge_id in self.running:
-                return
-            self.running.add(job.challenge_id)
-        if job.first_try is None:
-            self.db.update_job(job.challenge_id, first_try=time.time())
-        self.queue.put(job.challenge_id)
-
-    def _worker(self) -> None:
-        if threading.current_thread().name == "audit-0":
-            warm_up(self.config.device, self.log)
-        while True:
-            cid = self.queue.get()
-            if cid < 0:
-                return
-            try:
-                self._audit(cid)
-            except Exception as exc:  # noqa: BLE001 - the job is retried, the worker lives on
-                self.log("audit_crashed", level="error", challenge=cid, error=short_error(exc))
-                self.db.update_job(cid, next_try=time.time() + self.config.retry_base)
-            finally:
-                with self._running_lock:
-                    self.running.discard(cid)
-
-    def _audit(self, cid: int) -> None:
-        job = self.db.job(cid)
-        if job is None or job.state != "member" or self.stop_event.is_set():
-            return
-        found = self._claim(job.claim_id)
-        started = time.perf_counter()
-        if found is None:
-            report = AuditReport(UNAVAILABLE, f"claim {job.claim_id}: commit event not found", 0.0)
-            kind, claim = 0, dict[str, Any]()
-        else:
-            kind, claim = found
-            self.log("audit_started", challenge=cid, claim=job.claim_id, kind=kind, segments=job.segments,
-                     attempt=job.attempts + 1)
-            report = run_handler(self.ctx, kind, claim, Assignment(cid, job.segments or [], self._seed(cid),
-                                                                    self.params.samples if self.params else None))
-        seconds = time.perf_counter() - started
-        self.metrics.inc("audit_seconds_total", seconds)
-        self.metrics.inc("audits_total", verdict=report.verdict)
-        if report.verdict == UNAVAILABLE and not self._give_up(job):
-            delay = min(self.config.retry_base * 2 ** job.attempts, 60.0)
-            self.db.update_job(cid, attempts=job.attempts + 1, next_try=time.time() + delay, reason=report.reason)
-            self.metrics.inc("audit_retries_total")
-            self.log("audit_unavailable_retry", level="warning", challenge=cid, reason=report.reason, retry_in=delay)
-            return
-        doc = {"format": REPORT_FORMAT, "challengeId": cid, "claimId": job.claim_id, "claimKind": kind,
-               "verifier": self.address, "assignedSegments": job.segments or [], "attempts": job.attempts + 1,
-               "audit": report.to_json(), "resultsHash": to_hex(keccak256(report.results_bytes())),
-               "environment": environment(), "finishedAt": int(time.time())}
-        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        report_cid, published = self._publish(data)
-        self.db.update_job(cid, state="audited", verdict=report.verdict, reason=report.reason,
-                           results_hash=doc["resultsHash"], report_cid=report_cid, report=doc, published=published,
-                           attempts=job.attempts + 1)
-        self.log("audited", challenge=cid, verdict=report.verdict, reason=report.reason, seconds=round(seconds, 3),
-                 report=report_cid, published=published)
-
-    def _seed(self, cid: int) -> bytes | None:
-        """The drawn challenge's seed (None if the chain cannot be read now: the policy then adds no draws)."""
-        assert self.contract is not None
-        try:
-            return bytes(self.contract.functions.seedOf(cid).call())
-        except Exception:  # noqa: BLE001
-            return None
-
-    def _give_up(self, job: Job) -> bool:
-        """Whether an Unavailable result is final: retried long enough, or the deadline is near."""
-        assert self.contract is not None
-        first = job.first_try or time.time()
-        if time.time() - first >= self.config.unavailable_after:
-            return True
-        try:
-            deadline = int(self.contract.functions.getChallenge(job.challenge_id).call()[CH_COMMIT_DEADLINE])
-        except Exception:  # noqa: BLE001 - no chain now: keep retrying, the main loop backs off
-            return False
-        return self.head >= deadline - self.config.deadline_margin  # the verdict must be committed by then
-
-    def _publish(self, data: bytes) -> tuple[str, bool]:
-        """The report's CID: from the store, or computed locally (same importer, same CID) when the store
-        is down, to be published later."""
-        try:
-            return self.config.store.add_bytes(data), True
-        except StoreError as exc:
-            from registry.store.unixfs import import_bytes
-
-            self.metrics.inc("publish_failures_total")
-            self.log("report_publish_failed", level="warning", error=str(exc))
-            return str(import_bytes(data).cid), False
-
-    def _retry_publish(self) -> None:
-        for job in self.db.jobs(("audited", "attested", "done")):
-            if job.published or job.report is None:
-                continue
-            data = json.dumps(job.report, sort_keys=True, separators=(",", ":")).encode()
-            try:
-                stored = self.config.store.add_bytes(data)
-            except StoreError:
-                return  # still down; next tick
-            self.db.update_job(job.challenge_id, published=True)
-            self.log("report_published", challenge=job.challenge_id, report=stored)
-
-    def _commitment(self, job: Job) -> bytes:
-        assert job.salt is not None
-        return commitment_of(VERDICT_CODE[job.verdict or UNAVAILABLE], as_hash(job.results_hash or ""),
-                             job.report_cid or "", as_hash(job.salt), self.address)
-
-    def _commit(self, job: Job, ch: Any) -> bool:
-        """Sends our one commitment (salt persisted first); True once it is on-chain."""
-        assert self.contract is not None and job.position is not None
-        cid = job.challenge_id
-        # exactly once: re-read our position's commitment right before signing (recover() already ran)
-        on_chain = bytes(self.contract.functions.commitments(cid).call()[job.position])
-        if on_chain != bytes(32):
-            if job.salt is None or on_chain != self._commitment(job):
-                self.log("commitment_unknown", level="error", challenge=cid, commitment=to_hex(on_chain))
-            self.db.update_job(cid, state="committed")
-            return True
-        commit_deadline = int(ch[CH_COMMIT_DEADLINE])
-        if self.head >= commit_deadline:
-            if cid not in self._late_logged:  # once per challenge, not on every tick until the deadline
-                self._late_logged.add(cid)
-                self.log("commit_too_late", level="warning", challenge=cid, commit_deadline=commit_deadline,
-                         head=self.head)
-            return False
-        if job.salt is None:
-            job.salt = to_hex(os.urandom(32))
-            self.db.update_job(cid, salt=job.salt)  # on disk before the commitment leaves the process
-        if self._tx("commit", cid, "commitVerdict", self._commitment(job)):
-            self.db.update_job(cid, state="committed")
-            self.log("committed", challenge=cid, verdict=job.verdict)
-            return True
-        return False
-
-    def _reveal(self, job: Job, ch: Any) -> bool:
-        """Reveals our committed verdict once the reveal is open; True once it is on-chain."""
-        assert self.contract is not None and job.position is not None
-        cid = job.challenge_id
-        deadline, commit_deadline = int(ch[CH_DEADLINE]), int(ch[CH_COMMIT_DEADLINE])
-        everyone = int(ch[CH_COMMITTED]) == (1 << int(ch[CH_SIZE])) - 1
-        if self.head >= deadline:
-            self.log("reveal_too_late", level="warning", challenge=cid, deadline=deadline, head=self.head)
-            return False
-        if self.head < commit_deadline and not everyone:
-            return False  # the next block is still in the commit phase
-        verdicts = self.contract.functions.verdicts(cid).call()
-        if int(verdicts[job.position]) != 0:
-            self.db.update_job(cid, state="attested")
-            return True
-        if job.salt is None:
-            self.log("salt_missing", level="error", challenge=cid)
-            return False
-        verdict = job.verdict or UNAVAILABLE
-        ok = self._tx("reveal", cid, "revealVerdict", VERDICT_CODE[verdict], as_hash(job.results_hash or ""),
-                      job.report_cid or "", as_hash(job.salt))
-        if ok:
-            self.db.update_job(cid, state="attested")
-            self.metrics.inc("attestations_total", verdict=verdict)
-            self.log("attested", challenge=cid, verdict=verdict, report=job.report_cid)
-        return ok
-
-    def _maybe_settle(self, cid: int, position: int | None, verdicts: list[int], deadline: int) -> None:
-        assert self.params is not None
-        counts = [verdicts.count(v) for v in (1, 2, 3)]
-        if self.head > deadline:
-            self._settle(cid, "deadline")
-            return
-        if max(counts) < self.params.quorum:
-            return
-        seen = self._quorum_seen.setdefault(cid, time.monotonic())
-        if time.monotonic() - seen >= (position or 0) * self.config.settle_stagger:
-            self._settle(cid, "quorum")
-
-    def _settle(self, cid: int, why: str) -> None:
-        if self._tx("settle", cid, "settle"):
-            self.log("settled", challenge=cid, why=why)
 
     # ---- health -----------------------------------------------------------------------------------------
 
