@@ -224,7 +224,8 @@ def run(out: Path, epochs: int, seed: int = 0, stages: Stages | None = None) -> 
     print(f"trained {result.summary.num_steps} steps ({result.summary.num_segments} segments of {k}), "
           f"accuracy {result.accuracy:.3f}, in {seconds['train']:.1f} s", flush=True)
 
-    params = replace(preset("dev"), commit_period=600, reveal_period=300)  # ZK audits re-run setup: give them time
+    # ZK audits re-run setup: give them time (an exit must outlast commit + reveal)
+    params = replace(preset("dev"), commit_period=600, reveal_period=300, exit_delay=1000)
     chain = EmbeddedChain(params)
     store = EmbeddedStore(out / "store")
     w3, reg, p, acct = chain.w3, chain.registry, chain.params, chain.accounts

@@ -119,7 +119,7 @@ def run(out: Path, *, size: str = "small", steps: int = 40, seed: int = 0, bf16:
           f"of {k}) in {train_s:.1f} s, last logged loss {loss:.3f} (uniform: {np.log(SIZES[size]['vocab_size']):.3f})",
           flush=True)
 
-    chain = EmbeddedChain(replace(preset("dev"), commit_period=600, reveal_period=300))
+    chain = EmbeddedChain(replace(preset("dev"), commit_period=600, reveal_period=300, exit_delay=1000))
     store = EmbeddedStore(out / "store")
     w3, reg, p, acct = chain.w3, chain.registry, chain.params, chain.accounts
     record = Deployment.from_receipt(w3, chain.deploy_receipt, p, "embedded").save(out / "deployment.json")

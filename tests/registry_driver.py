@@ -143,7 +143,7 @@ class Driver:
 
     def verifier_info(self, account: str) -> dict[str, Any]:
         v = self.call("getVerifier", account)
-        return dict(zip(("stake", "id", "status", "since", "openDuties", "activeIndex"), v, strict=True))
+        return dict(zip(("stake", "id", "status", "since", "activeIndex"), v, strict=True))
 
     def pending(self, account: str) -> int:
         return int(self.call("pendingWithdrawal", account))

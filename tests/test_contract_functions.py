@@ -67,6 +67,7 @@ BAD_PARAMS = [
     ("commitPeriod", {"commit_period": 0}),
     ("revealPeriod", {"reveal_period": 0}),
     ("exitDelay", {"exit_delay": 0}),
+    ("exitDelay", {"exit_delay": 60}),  # must exceed commitPeriod + revealPeriod (40 + 20 in dev)
     ("committeeSize", {"committee_size": 0}),
     ("committeeSize", {"committee_size": 9, "quorum": 9}),
     ("quorum", {"quorum": 1}),
@@ -372,17 +373,49 @@ def test_exit_flow(d: Driver) -> None:
     assert d.verifier_info(v)["id"] == 1
 
 
-def test_exit_blocked_by_open_duties(d: Driver) -> None:
+def test_exit_outlasts_every_committee_it_sits_on(d: Driver) -> None:
+    """A member that asks to leave right after its draw can take its stake out only after the committee's reveal
+    deadline: a silent member stays slashable until then, and for `exitDelay - commitPeriod - revealPeriod`
+    blocks after it (the settlement grace); the draw itself writes nothing per member."""
     _, ch, committee = drawn_challenge(d)
-    member = committee[0]
-    d.send(d.reg.functions.requestExit(), member)
-    d.attest(ch, member, V_VALID)  # an exiting member still serves on its committee
-    d.flush(ch)
-    d.chain.mine(DEV.exit_delay)
-    with reverts("OpenDuties", count=1):
-        d.send(d.reg.functions.completeExit(), member)
+    silent, leaver = committee[0], committee[1]
+    receipt = d.send(d.reg.functions.requestExit(), silent)
+    exit_block = receipt.blockNumber + DEV.exit_delay
+    deadline = d.challenge_info(ch)["deadline"]
+    assert exit_block > deadline
+    d.send(d.reg.functions.requestExit(), leaver)
+    d.attest(ch, leaver, V_VALID)  # an exiting member still serves on its committee
+    d.attest(ch, committee[2], V_VALID)
+    d.past_deadline(ch)
+    with reverts("ExitNotReady", exitBlock=exit_block):  # past the deadline, still inside the grace
+        d.send(d.reg.functions.completeExit(), silent)
     d.settle(ch)
-    d.send(d.reg.functions.completeExit(), member)
+    assert d.stake(silent) == DEV.verifier_stake - DEV.verifier_stake * DEV.silent_slash_bps // 10_000
+    d.chain.mine(exit_block - d.chain.block_number - 1)
+    d.send(d.reg.functions.completeExit(), silent)
+    assert d.pending(silent) == DEV.verifier_stake * (10_000 - DEV.silent_slash_bps) // 10_000
+
+
+def test_settling_after_a_member_exited_credits_its_reward(d: Driver) -> None:
+    """Nobody settled inside the grace: the member that completed its exit has no stake left to slash or to
+    add to, so its reward is credited to its pending balance and nothing stays in the contract."""
+    _, ch, committee = drawn_challenge(d)
+    leaver = committee[0]
+    d.send(d.reg.functions.requestExit(), leaver)
+    d.attest(ch, leaver, V_VALID)
+    d.attest(ch, committee[1], V_VALID)
+    d.past_deadline(ch)
+    d.chain.mine(DEV.exit_delay)
+    receipt = d.send(d.reg.functions.completeExit(), leaver)
+    assert d.events("VerifierExited", receipt)[0].args.amount == DEV.verifier_stake
+    assert d.verifier_info(leaver)["status"] == 0
+    receipt = d.settle(ch)
+    slashed = DEV.verifier_stake * DEV.silent_slash_bps // 10_000  # committee[2], silent
+    each = (DEV.challenge_bond * DEV.verifier_reward_bps // 10_000 + slashed) // 2
+    assert d.pending(leaver) == DEV.verifier_stake + each
+    assert d.stake(committee[1]) == DEV.verifier_stake + each
+    assert d.verifier_info(leaver)["stake"] == 0  # nothing left in the deleted record
+    assert [e.args.verifier for e in d.events("VerifierRewarded", receipt)] == [committee[1]]
 
 
 def test_active_list_swap_and_pop(d: Driver) -> None:
@@ -473,7 +506,6 @@ def test_draw_committee(d: Driver) -> None:
     committee = d.call("committee", ch)
     assert ev.seed == seed and list(ev.committee) == committee
     assert len(committee) == 3 and len(set(committee)) == 3
-    assert all(d.verifier_info(v)["openDuties"] == 1 for v in committee)
     assert d.call("verdicts", ch) == [0, 0, 0]
     # idempotent: a second draw changes nothing and emits nothing
     receipt = d.send(d.reg.functions.drawCommittee(ch), d.accounts[8])
@@ -533,10 +565,26 @@ def test_committee_excludes_prover_challenger_and_late_verifiers(d: Driver) -> N
     d.register(d.accounts[3])
     claim_id = d.commit(training_claim(), prover)
     ch = d.challenge(claim_id, challenger)
+    d.register(d.accounts[4])  # registered after the opening block, before the seed block: ineligible
+    assert d.chain.block_number < d.challenge_info(ch)["seedBlock"]
     d.to_seed(ch)
-    d.register(d.accounts[4])  # registered after the seed block: ineligible
+    d.register(d.accounts[5])  # registered after the seed block: ineligible
     d.send(d.reg.functions.drawCommittee(ch), d.accounts[0])
     assert d.call("committee", ch) == [d.accounts[3]]
+
+
+def test_prover_registered_after_open_is_excluded_after_a_reseed(d: Driver) -> None:
+    """The draw excludes the prover by the verifier id noted at open; a prover that registers later is too new
+    for that seed, and a reseed (which makes it old enough) notes its id again."""
+    prover, challenger = d.accounts[PROVER], d.accounts[CHALLENGER]
+    d.register(d.accounts[3])
+    claim_id = d.commit(training_claim(), prover)
+    ch = d.challenge(claim_id, challenger)
+    d.register(prover)
+    d.to_seed(ch)
+    d.chain.mine(256)
+    d.send(d.reg.functions.reseed(ch), d.accounts[0])
+    assert d.draw(ch) == [d.accounts[3]]
 
 
 def test_committee_skips_underfunded_verifiers(d: Driver) -> None:

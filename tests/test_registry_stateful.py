@@ -13,8 +13,9 @@ every step the invariants are read from the chain:
 2. no claim moves backwards (Committed < Valid < Invalid/Finalized, the last two terminal) and no challenge
    leaves a settled status;
 3. `ownerOf(h)` is the prover of the earliest claim with final weights `h` that is not Invalid;
-4. each claim's `openChallenges` counts its Open challenges, each verifier's `openDuties` the Open drawn
-   challenges whose committee holds it;
+4. each claim's `openChallenges` counts its Open challenges; no member of an Open drawn committee can take its
+   stake out before that challenge's reveal deadline (an Exiting member's exit block is past it, and a member
+   whose exit completed did so after it), so silent and outvoted members stay slashable;
 5. commit-reveal: a position's verdict is set only by a reveal that opens its own commitment (no reveal without a
    commitment, none after the deadline, none before the reveal opens, no second commitment or reveal), and the
    chain's commitments, committed bits and verdicts equal the model's.
@@ -247,6 +248,7 @@ class MChallenge:
     verdicts: list[int] = field(default_factory=list)  # revealed, by committee position, 0 = silent
     commitments: list[bytes] = field(default_factory=list)  # by committee position, zero = none
     openings: list[tuple[int, str, bytes] | None] = field(default_factory=list)  # what each member committed
+    member_ids: list[int] = field(default_factory=list)  # the members' verifier ids when drawn
 
     def committed_mask(self) -> int:
         return sum(1 << p for p, c in enumerate(self.commitments) if c != bytes(32))
@@ -262,7 +264,7 @@ class MVerifier:
     stake: int
     status: int
     since: int
-    duties: int = 0
+    duties: int = 0  # Open drawn committees this record sits on (the model's, to steer exits; not on chain)
 
 
 Expect = tuple[str, dict[str, Any]] | None  # None: must succeed; else (custom error, some of its arguments)
@@ -504,10 +506,9 @@ class RegistryMachine(RuleBasedStateMachine):
             expect = err("NotExiting", account=account)
         elif block < v.since:
             expect = err("ExitNotReady", exitBlock=v.since)
-        elif v.duties:
-            expect = err("OpenDuties", count=v.duties)
         if self._tx("completeExit", (), account, 0, expect) is not None:
             assert v is not None
+            STATS[f"exit-completed-with-duties:{min(v.duties, 1)}"] += 1
             del self.verifiers[account]
             self._credit(account, v.stake)
 
@@ -575,7 +576,9 @@ class RegistryMachine(RuleBasedStateMachine):
                 account = self.active[pos]
                 if account not in picked:
                     v = self.verifiers[account]
-                    if account not in (prover, ch.challenger) and v.since < ch.seed_block and v.stake >= MIN_STAKE:
+                    # registered before the block that opened (or last reseeded) the challenge
+                    old_enough = v.since + DEV.seed_delay < ch.seed_block
+                    if account not in (prover, ch.challenger) and old_enough and v.stake >= MIN_STAKE:
                         picked.append(account)
                         found = True
                         break
@@ -597,6 +600,7 @@ class RegistryMachine(RuleBasedStateMachine):
         ch.verdicts = [0] * len(committee)
         ch.commitments = [bytes(32)] * len(committee)
         ch.openings = [None] * len(committee)
+        ch.member_ids = [self.verifiers[account].id for account in committee]
         for account in committee:
             self.verifiers[account].duties += 1
         STATS[f"committee-size:{len(committee)}"] += 1
@@ -765,9 +769,15 @@ class RegistryMachine(RuleBasedStateMachine):
         winning = 0 if outcome == CH_EXPIRED else outcome - 1
         slashed = 0
         rewarded: list[str] = []
-        for account, vote in zip(ch.committee, ch.verdicts, strict=True):
-            v = self.verifiers[account]
-            v.duties -= 1
+        exited: set[str] = set()  # members whose exit completed since the draw: nothing to slash, rewards credited
+        for account, vote, vid in zip(ch.committee, ch.verdicts, ch.member_ids, strict=True):
+            v = self.verifiers.get(account)
+            if v is not None and v.id == vid:
+                v.duties -= 1
+            if v is None:
+                exited.add(account)
+                STATS["settled-after-member-exited"] += 1
+                v = MVerifier(id=vid, stake=0, status=0, since=0)  # the deleted record the contract reads
             bps = 0
             if vote == 0:
                 bps = DEV.silent_slash_bps if after_deadline else 0
@@ -782,7 +792,11 @@ class RegistryMachine(RuleBasedStateMachine):
                 STATS["slashed-silent" if vote == 0 else "slashed-minority"] += 1
         each = (pool * DEV.verifier_reward_bps // BPS + slashed) // len(rewarded) if rewarded else 0
         for account in rewarded:
-            self.verifiers[account].stake += each
+            if account in exited:
+                if each:
+                    self._credit(account, each)
+            else:
+                self.verifiers[account].stake += each
         to_winner = pool + slashed - each * len(rewarded)
         assert to_winner >= 0
         if to_winner:
@@ -903,7 +917,8 @@ class RegistryMachine(RuleBasedStateMachine):
         STATS[f"lc:{step}"] += 1
 
     def _advance_verifiers(self, c: int, block: int) -> None:
-        """The verifier side of `advance_lifecycle`: complete a due exit (reverts while on a committee), mine
+        """The verifier side of `advance_lifecycle`: complete a due exit (also with a committee unsettled past its
+        deadline, which then settles without the leaver's stake), mine
         to the next exit block, leave while sitting on an open committee, or join."""
         due = [a for a in self.actors if a in self.verifiers and self.verifiers[a].status == EXITING
                and block >= self.verifiers[a].since]
@@ -1239,23 +1254,23 @@ class RegistryMachine(RuleBasedStateMachine):
             got = to_checksum_address(read("ownerOf", w, state=state))
             assert got == to_checksum_address(expected), f"ownerOf({w.hex()[:10]}) = {got}, expected {expected}"
 
-        # (4) open challenges per claim, open duties per verifier
+        # (4) open challenges per claim; no member's stake can leave before its committee's reveal deadline
         open_per_claim: Counter[int] = Counter()
-        duties: Counter[str] = Counter()
+        block = self.evm.pending_block()
         for ch in challenges:
             if ch[2] != CH_OPEN:
                 continue
             open_per_claim[ch[1]] += 1
             if ch[5]:  # drawn
                 for p in range(ch[3]):
-                    duties[self.verifier_ids[(ch[12] >> (32 * p)) & 0xFFFFFFFF]] += 1
+                    vid = (ch[12] >> (32 * p)) & 0xFFFFFFFF
+                    v = verifiers[self.verifier_ids[vid]]
+                    if v[2] == EXITING and v[1] == vid:
+                        assert v[3] > ch[7], f"challenge: member {vid} may exit at {v[3]}, deadline {ch[7]}"
+                    elif v[2] == NONE_STATUS or v[1] != vid:  # exited (and maybe registered again)
+                        assert block > ch[7] + 1, f"member {vid} exited before the deadline {ch[7]}"
         for m, c in zip(self.claims, claims, strict=True):
             assert c[4] == open_per_claim[m.id], f"claim {m.id}: openChallenges {c[4]} != {open_per_claim[m.id]}"
-        for a, v in verifiers.items():
-            if v[2] != NONE_STATUS:
-                assert v[4] == duties[a], f"verifier {a}: openDuties {v[4]} != {duties[a]}"
-            else:
-                assert duties[a] == 0, f"{a} is on open committees but not a verifier"
 
         # the model agrees with the chain
         for m, c in zip(self.claims, claims, strict=True):
@@ -1278,10 +1293,10 @@ class RegistryMachine(RuleBasedStateMachine):
             if mv is None:
                 assert v[2] == NONE_STATUS, f"verifier {a} should not exist"
                 continue
-            got = (v[0], v[1], v[2], v[3], v[4])
-            assert got == (mv.stake, mv.id, mv.status, mv.since, mv.duties), f"verifier {a}: chain {got}, model {mv}"
+            got = (v[0], v[1], v[2], v[3])
+            assert got == (mv.stake, mv.id, mv.status, mv.since), f"verifier {a}: chain {got}, model {mv}"
             if mv.status == ACTIVE:
-                assert v[5] == self.active.index(a), f"verifier {a}: activeIndex"
+                assert v[4] == self.active.index(a), f"verifier {a}: activeIndex"
         assert pending == self.pending, f"pending: chain {pending}, model {self.pending}"
 
 

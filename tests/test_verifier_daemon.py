@@ -50,7 +50,7 @@ DEV = preset("dev")
 #: The world's registry: the dev preset with longer commit and reveal phases, since the daemons here share two busy
 #: cores with each other and the tests, and every transaction of theirs mines a block (a longer challenge
 #: window too: the tests mine past hundreds of deadline blocks and still challenge the module's honest claim).
-WORLD = replace(DEV, challenge_window=5000, commit_period=200, reveal_period=200)
+WORLD = replace(DEV, challenge_window=5000, commit_period=200, reveal_period=200, exit_delay=500)
 PROVER, CHALLENGER = 1, 2
 #: Blocks before a commit deadline at which a retrying daemon gives up and commits Unavailable. Above the default
 #: of 5 here: every transaction mines a block, and the other members' commits and reveals of a sibling challenge

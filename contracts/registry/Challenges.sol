@@ -37,7 +37,7 @@ abstract contract Challenges is RegistryStorage {
         ch.status = ChallengeStatus.Open;
         ch.namedCount = uint8(namedSegments.length);
         if (packed != 0) ch.named = packed;
-        (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) = _scheduleSeed(ch);
+        (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) = _scheduleSeed(ch, claim.prover);
         emit ChallengeOpened(challengeId, claimId, msg.sender, seedBlock, commitDeadline, deadline, namedSegments);
     }
 
@@ -46,7 +46,8 @@ abstract contract Challenges is RegistryStorage {
         ChallengeRecord storage ch = _openChallenge(challengeId);
         if (ch.drawn) revert CommitteeAlreadyDrawn(challengeId);
         if (block.number <= uint256(ch.seedBlock) + _BLOCKHASH_WINDOW) revert SeedStillAvailable(ch.seedBlock);
-        (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) = _scheduleSeed(ch);
+        (uint256 seedBlock, uint256 commitDeadline, uint256 deadline) =
+            _scheduleSeed(ch, _claims[ch.claimId].prover);
         emit ChallengeReseeded(challengeId, seedBlock, commitDeadline, deadline);
     }
 
@@ -188,14 +189,18 @@ abstract contract Challenges is RegistryStorage {
 
     /// @dev Seed block `seedDelay` blocks ahead; commitments close `commitPeriod` blocks after it, reveals
     /// `revealPeriod` blocks after that (both derived from the stored seed block, see `_commitDeadlineOf`).
-    function _scheduleSeed(ChallengeRecord storage ch)
+    /// Also notes the prover's verifier id (+1, 0 if none) for the draw, which then needs no claim read: a
+    /// verifier registered later is not eligible for this seed (`_draw`), so the id cannot go stale.
+    function _scheduleSeed(ChallengeRecord storage ch, address prover)
         internal
         returns (uint256 seedBlock, uint256 commitDeadline, uint256 deadline)
     {
         seedBlock = block.number + _seedDelay;
         commitDeadline = seedBlock + _commitPeriod;
         deadline = commitDeadline + _revealPeriod;
-        ch.seedBlock = uint64(seedBlock);
+        Verifier storage pv = _verifiers[prover];
+        ch.proverKey = pv.status == VerifierStatus.None ? 0 : uint40(pv.id) + 1;
+        ch.seedBlock = uint40(seedBlock);
         // openRandao: this block's prevrandao, fixed before the seed block exists; `| 1` keeps the slot nonzero
         // (so the draw overwrites it for 2,900 gas, not 20,000) and tells a stored value from an empty slot.
         ch.seed = bytes32(block.prevrandao | 1);
@@ -227,12 +232,14 @@ abstract contract Challenges is RegistryStorage {
 
     /// @dev Picks C distinct eligible verifiers: the j-th pick starts at `committeeStart(seed, j, n)` in the
     /// active list and probes forward to the first eligible verifier not yet picked. Eligible: registered
-    /// before the seed block, stake at least `verifierStake`, neither the prover nor the challenger.
+    /// before the block that opened (or last reseeded) the challenge, i.e. before `seedBlock - seedDelay`,
+    /// stake at least `verifierStake`, neither the prover (by the verifier id `_scheduleSeed` noted, which
+    /// is the prover's only record that can be eligible) nor the challenger. Writes nothing per member.
     function _draw(ChallengeRecord storage ch, uint256 challengeId) internal {
         bytes32 seed = _readSeed(ch, challengeId);
-        address prover = _claims[ch.claimId].prover;
+        uint256 proverKey = ch.proverKey;
         address challenger = ch.challenger;
-        uint256 seedBlock = ch.seedBlock;
+        uint256 openBlock = uint256(ch.seedBlock) - _seedDelay;
         uint256 n = _active.length;
         uint256 packed;
         uint256 size;
@@ -242,15 +249,13 @@ abstract contract Challenges is RegistryStorage {
             bool found;
             for (uint256 probes; probes < n; ++probes) {
                 uint256 id = _activeAt(pos);
-                if (!_isPicked(packed, size, id)) {
+                if (id + 1 != proverKey && !_isPicked(packed, size, id)) {
                     address account = _verifierAddressAt(id);
                     Verifier storage v = _verifiers[account];
-                    if (account != prover && account != challenger && v.since < seedBlock && v.stake >= _verifierStake)
-                    {
+                    if (account != challenger && v.since < openBlock && v.stake >= _verifierStake) {
                         packed |= id << (32 * size);
                         members[size] = account;
                         ++size;
-                        v.openDuties += 1;
                         found = true;
                         break;
                     }
@@ -284,13 +289,16 @@ abstract contract Challenges is RegistryStorage {
         }
     }
 
+    /// @dev Searches positions 0..3 (slot 1, read anyway) before it reads slot 3, so that at C > 4 a member in
+    /// the first four positions pays no cold read of positions 4..7.
     function _positionOf(ChallengeRecord storage ch, uint256 challengeId, address account) internal view returns (uint256) {
         Verifier storage v = _verifiers[account];
         if (v.status != VerifierStatus.None) {
             uint256 id = v.id;
-            uint256 packed = _committeeOf(ch);
+            uint256 packed = ch.committeeLow;
             uint256 size = ch.committeeSize;
             for (uint256 p; p < size; ++p) {
+                if (p == 4) packed = uint256(ch.committeeHigh) << 128;
                 if ((packed >> (32 * p)) & 0xffffffff == id) return p;
             }
         }

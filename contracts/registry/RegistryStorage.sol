@@ -66,7 +66,7 @@ abstract contract RegistryStorage {
         uint64 seedDelay; // blocks between opening a challenge and its seed block
         uint64 commitPeriod; // blocks after the seed block during which committee members commit their verdicts
         uint64 revealPeriod; // blocks after the commit deadline during which commitments are revealed
-        uint64 exitDelay; // blocks between requestExit and completeExit
+        uint64 exitDelay; // blocks between requestExit and completeExit; more than commitPeriod + revealPeriod
         uint8 committeeSize; // C, at most 8
         uint8 quorum; // equal verdicts that settle before the deadline; C/2 < quorum <= C
         uint8 samples; // S sampled segments per challenge
@@ -134,19 +134,21 @@ abstract contract RegistryStorage {
 
     /// @dev A challenge in storage, packed so that the commit phase touches as few slots as it can: slot 0 holds
     /// what is fixed at open, slot 1 everything a commit, a reveal or a draw of up to 4 members reads and writes
-    /// (so the draw adds no fresh slot), slot 3 only members 4..7. The deadlines are not stored: they follow from
-    /// the seed block and the immutable periods (`_commitDeadlineOf`, `_deadlineOf`).
+    /// (so the draw adds no fresh slot, and reads no claim: the prover's verifier id is here), slot 3 only
+    /// members 4..7. The deadlines are not stored: they follow from the seed block and the immutable periods
+    /// (`_commitDeadlineOf`, `_deadlineOf`).
     struct ChallengeRecord {
         address challenger; // slot 0
         uint64 claimId;
         uint8 namedCount;
-        uint64 seedBlock; // slot 1
+        uint40 seedBlock; // slot 1
         ChallengeStatus status;
         uint16 verdicts; // 2 bits per committee position (a revealed Verdict)
         uint8 committed; // bit p set once position p has committed
         bool drawn;
         uint8 committeeSize; // drawn size, may be below C when few verifiers are eligible
         uint128 committeeLow; // packed uint32 verifier ids of positions 0..3, position p at bits [32p, 32p+32)
+        uint40 proverKey; // the prover's verifier id + 1 at open (or the last reseed), 0 if it was no verifier
         bytes32 seed; // slot 2: openRandao (`block.prevrandao | 1` at open/reseed) until drawn, then the seed
         uint128 committeeHigh; // slot 3: packed uint32 verifier ids of positions 4..7; written only when C > 4
         uint256 named; // slot 4: packed uint32 segment indices named by the challenger
@@ -157,7 +159,6 @@ abstract contract RegistryStorage {
         uint32 id;
         VerifierStatus status;
         uint40 since; // Active: registration block; Exiting: first block at which completeExit succeeds
-        uint16 openDuties; // unsettled committees this verifier sits on
         uint32 activeIndex; // position in the active list while Active
     }
 
@@ -264,7 +265,6 @@ abstract contract RegistryStorage {
     error StakeTooLarge();
     error ZeroAmount();
     error ExitNotReady(uint256 exitBlock);
-    error OpenDuties(uint256 count);
     error NothingToWithdraw();
     error TransferFailed();
 
@@ -317,7 +317,9 @@ abstract contract RegistryStorage {
         if (p.seedDelay == 0) revert InvalidParameter("seedDelay");
         if (p.commitPeriod == 0) revert InvalidParameter("commitPeriod");
         if (p.revealPeriod == 0) revert InvalidParameter("revealPeriod");
-        if (p.exitDelay == 0) revert InvalidParameter("exitDelay");
+        // An exit must outlast every committee the verifier was drawn for before it left the pool (their reveal
+        // deadlines are at most commitPeriod + revealPeriod - 1 blocks after the request), plus time to settle.
+        if (uint256(p.exitDelay) <= uint256(p.commitPeriod) + p.revealPeriod) revert InvalidParameter("exitDelay");
         if (p.committeeSize == 0 || p.committeeSize > MAX_COMMITTEE) revert InvalidParameter("committeeSize");
         if (p.quorum <= p.committeeSize / 2 || p.quorum > p.committeeSize) revert InvalidParameter("quorum");
         if (p.samples == 0) revert InvalidParameter("samples");

@@ -115,9 +115,10 @@ abstract contract Settlement is RegistryStorage {
         return ChallengeStatus(best + 1);
     }
 
-    /// @dev Releases every member's duty and slashes: outvoted members always, silent members after the
-    /// deadline. Returns what was slashed and which positions share the reward (the majority, or on Expired
-    /// the members who attested).
+    /// @dev Slashes outvoted members always, silent members after the deadline; a member whose exit completed
+    /// since has no stake left to slash (`requestExit` says how long settling has to reach it first). Returns
+    /// what was slashed and which positions share the reward (the majority, or on Expired the members who
+    /// attested).
     function _slashCommittee(ChallengeRecord storage ch, uint256 challengeId, ChallengeStatus outcome, bool afterDeadline)
         internal
         returns (uint256 slashed, uint256 rewardedMask, uint256 rewarded)
@@ -129,7 +130,6 @@ abstract contract Settlement is RegistryStorage {
         for (uint256 p; p < size; ++p) {
             address account = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
             Verifier storage v = _verifiers[account];
-            v.openDuties -= 1;
             uint256 vote = (verdictBits >> (2 * p)) & 3;
             uint256 bps;
             if (vote == 0) {
@@ -151,7 +151,8 @@ abstract contract Settlement is RegistryStorage {
         }
     }
 
-    /// @dev Rewards compound into stake (the record is written anyway); stake past uint96 is credited instead.
+    /// @dev Rewards compound into stake (the record is written anyway); they are credited instead where the
+    /// stake would pass uint96 or the member has completed its exit (its record is deleted).
     function _rewardCommittee(ChallengeRecord storage ch, uint256 challengeId, uint256 mask, uint256 each) internal {
         uint256 size = ch.committeeSize;
         uint256 packed = _committeeOf(ch);
@@ -160,7 +161,7 @@ abstract contract Settlement is RegistryStorage {
             address account = _verifierAddressAt((packed >> (32 * p)) & 0xffffffff);
             Verifier storage v = _verifiers[account];
             uint256 stake = uint256(v.stake) + each;
-            if (stake > type(uint96).max) {
+            if (stake > type(uint96).max || v.status == VerifierStatus.None) {
                 _credit(account, each);
             } else {
                 v.stake = uint96(stake);

@@ -46,7 +46,10 @@ abstract contract Verifiers is RegistryStorage {
         _credit(msg.sender, amount);
     }
 
-    /// @notice Leaves the pool committees are drawn from; the stake stays slashable until `completeExit`.
+    /// @notice Leaves the pool committees are drawn from at once; the stake stays slashable until `completeExit`,
+    /// `exitDelay` blocks later. The constructor makes `exitDelay` exceed `commitPeriod + revealPeriod`, so every
+    /// committee the caller was drawn for (all before this block) is past its reveal deadline, and settleable by
+    /// anyone, at least `exitDelay - commitPeriod - revealPeriod` blocks before the stake can leave.
     function requestExit() external {
         Verifier storage v = _activeVerifier(msg.sender);
         _removeActive(v.activeIndex);
@@ -57,12 +60,12 @@ abstract contract Verifiers is RegistryStorage {
         emit VerifierExitRequested(msg.sender, exitBlock);
     }
 
-    /// @notice After the exit delay, and once every committee it sat on has settled, credits the stake back.
+    /// @notice After the exit delay, credits the stake back. Rewards of a committee settled later are credited to
+    /// the account's pending balance (`_rewardCommittee`); nothing is left in the deleted record.
     function completeExit() external {
         Verifier storage v = _verifiers[msg.sender];
         if (v.status != VerifierStatus.Exiting) revert NotExiting(msg.sender);
         if (block.number < v.since) revert ExitNotReady(v.since);
-        if (v.openDuties != 0) revert OpenDuties(v.openDuties);
         uint256 amount = v.stake;
         delete _verifiers[msg.sender];
         emit VerifierExited(msg.sender, amount);
