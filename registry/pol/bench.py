@@ -9,6 +9,7 @@ warm-up of each, so drift in machine load hits both sides alike.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from registry.pol.batches import epoch_batches
 from registry.pol.recorder import Recorder
+from registry.pol.transcript import checkpoint_path
 from registry.spec.datasets import Dataset, build_builtin
 from registry.spec.models import build_model
 
@@ -30,17 +32,18 @@ FAMILY_ARGS: dict[str, dict[str, Any]] = {
 
 
 def _run(ds: Dataset, family: str, steps: int, k: int, out: Path | None, seed: int = 0,
-         device: str = "cpu") -> tuple[float, float]:
+         device: str = "cpu", family_args: dict[str, Any] | None = None) -> tuple[float, float]:
     """(loop seconds, seconds including `finish()`) of one training run, recorded into `out` unless None."""
     torch.manual_seed(seed)
-    model = build_model(family, FAMILY_ARGS[family]).to(device)
+    args = FAMILY_ARGS[family] if family_args is None else family_args
+    model = build_model(family, args).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     epochs = -(-steps * 32 // len(ds)) + 1
     batches = [idx for _, idx in epoch_batches(len(ds), 32, epochs, seed)][:steps]
     rec = None
     t0 = time.perf_counter()
     if out is not None:
-        rec = Recorder(out, model, opt, family=family, family_args=FAMILY_ARGS[family], dataset=ds,
+        rec = Recorder(out, model, opt, family=family, family_args=args, dataset=ds,
                        steps_per_segment=k)
     model.train()
     for idx in batches:
@@ -61,7 +64,8 @@ def _run(ds: Dataset, family: str, steps: int, k: int, out: Path | None, seed: i
 
 
 def measure_overhead(*, steps: int = 560, repeats: int = 5, k: int = 10, family: str = "mlp",
-                     device: str = "cpu", workdir: str | Path | None = None) -> dict[str, Any]:
+                     device: str = "cpu", workdir: str | Path | None = None,
+                     family_args: dict[str, Any] | None = None) -> dict[str, Any]:
     """Median times of plain and recorded runs and the ratios (loop only, and including `finish()`)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         root = Path(tmp)
@@ -69,17 +73,20 @@ def measure_overhead(*, steps: int = 560, repeats: int = 5, k: int = 10, family:
         plain: list[float] = []
         rec_loop: list[float] = []
         rec_total: list[float] = []
-        _run(ds, family, steps, k, None, device=device)
-        _run(ds, family, steps, k, root / "warmup", device=device)
+        fa = family_args
+        _run(ds, family, steps, k, None, device=device, family_args=fa)
+        _run(ds, family, steps, k, root / "warmup", device=device, family_args=fa)
+        ckpt_bytes = (root / "warmup" / checkpoint_path(1)).stat().st_size
         for r in range(repeats):
-            plain.append(_run(ds, family, steps, k, None, device=device)[0])
-            loop, total = _run(ds, family, steps, k, root / f"rec{r}", device=device)
+            plain.append(_run(ds, family, steps, k, None, device=device, family_args=fa)[0])
+            loop, total = _run(ds, family, steps, k, root / f"rec{r}", device=device, family_args=fa)
             rec_loop.append(loop)
             rec_total.append(total)
+            shutil.rmtree(root / f"rec{r}")  # big models: keep one transcript on disk at a time
     p, rl, rt = statistics.median(plain), statistics.median(rec_loop), statistics.median(rec_total)
     return {"family": family, "device": device, "steps": steps, "k": k, "threads": torch.get_num_threads(),
             "plain_s": p, "recorded_loop_s": rl,
-            "recorded_total_s": rt, "ratio_loop": rl / p, "ratio_total": rt / p}
+            "recorded_total_s": rt, "ratio_loop": rl / p, "ratio_total": rt / p, "checkpoint_bytes": ckpt_bytes}
 
 
 def main(argv: list[str] | None = None) -> None:
