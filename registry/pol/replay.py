@@ -75,19 +75,17 @@ class SegmentDistance:
 def segment_distance(replayed: dict[str, torch.Tensor], claimed_next: dict[str, torch.Tensor],
                      start: dict[str, torch.Tensor], names: list[str]) -> SegmentDistance:
     """Distances between the replayed weights W' and checkpoint i+1's W_{i+1}, relative to W_i (float64)."""
-    err2 = upd2 = rep2 = dot = 0.0
-    linf = 0.0
-    for n in names:
-        w_new = replayed[n].detach().to("cpu", torch.float64).reshape(-1)
-        w_next = claimed_next[n].detach().to("cpu", torch.float64).reshape(-1)
-        w_0 = start[n].detach().to("cpu", torch.float64).reshape(-1)
+    if not names:
+        err2 = upd2 = rep2 = dot = linf = 0.0
+    else:
+        # one flat float64 vector per state, one read-back of the five sums (no per-tensor syncs)
+        def flat(sd: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.cat([sd[n].detach().to("cpu", torch.float64).reshape(-1) for n in names])
+
+        w_new, w_next, w_0 = flat(replayed), flat(claimed_next), flat(start)
         e, u, r = w_new - w_next, w_next - w_0, w_new - w_0
-        err2 += float(e @ e)
-        upd2 += float(u @ u)
-        rep2 += float(r @ r)
-        dot += float(r @ u)
-        if e.numel():
-            linf = max(linf, float(e.abs().max()))
+        m = e.abs().max() if e.numel() else torch.zeros((), dtype=torch.float64)
+        err2, upd2, rep2, dot, linf = torch.stack([e @ e, u @ u, r @ r, r @ u, m]).tolist()
     err, upd = err2 ** 0.5, upd2 ** 0.5
     rho = err / upd if upd > 0 else (0.0 if err == 0 else float("inf"))
     denom = (rep2 ** 0.5) * upd
