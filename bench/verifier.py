@@ -59,9 +59,11 @@ def replay_all(tdir: Path, ds: Dataset, device: str) -> float:
     for i, seg in enumerate(m["segments"]):
         entry = m["checkpoints"][i]
         loaded.append((read_checkpoint(tdir / entry["path"]), read_batches(tdir / seg["batches"])))
+    # built once and loaded from each checkpoint, as the engine does; outside the timer, as the training
+    # baseline (`registry.pol.bench._run`) builds its model and optimizer before its timer starts
+    model = rebuild_model(m["config"], device)
     _sync(device)
     t0 = time.perf_counter()
-    model = rebuild_model(m["config"], device)  # as the engine does: built once, loaded from each checkpoint
     for i, (ckpt, batches) in enumerate(loaded):
         replay_segment(tdir, i, ds, device=device, manifest=m, checkpoint=ckpt, batches=batches, model=model)
     _sync(device)

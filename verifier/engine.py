@@ -548,7 +548,9 @@ class Engine:
                 raise TranscriptError(f"initialization: {report.init['detail']}")
 
         dataset = self._open_dataset(manifest, claim, tmp / "dataset")
-        names = parameter_names(manifest["config"])
+        # the replay model, built once; the parameter names (what ρ is taken over) are its own
+        self._model = rebuild_model(manifest["config"], self.device)
+        names = [n for n, _ in self._model.named_parameters()]
         self._names = names
         results: list[SegmentResult] = []
         report.segments = results

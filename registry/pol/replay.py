@@ -20,7 +20,9 @@ afterwards
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,19 +75,17 @@ class SegmentDistance:
 def segment_distance(replayed: dict[str, torch.Tensor], claimed_next: dict[str, torch.Tensor],
                      start: dict[str, torch.Tensor], names: list[str]) -> SegmentDistance:
     """Distances between the replayed weights W' and checkpoint i+1's W_{i+1}, relative to W_i (float64)."""
-    err2 = upd2 = rep2 = dot = 0.0
-    linf = 0.0
-    for n in names:
-        w_new = replayed[n].detach().to("cpu", torch.float64).reshape(-1)
-        w_next = claimed_next[n].detach().to("cpu", torch.float64).reshape(-1)
-        w_0 = start[n].detach().to("cpu", torch.float64).reshape(-1)
+    if not names:
+        err2 = upd2 = rep2 = dot = linf = 0.0
+    else:
+        # one flat float64 vector per state, one read-back of the five sums (no per-tensor syncs)
+        def flat(sd: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.cat([sd[n].detach().to("cpu", torch.float64).reshape(-1) for n in names])
+
+        w_new, w_next, w_0 = flat(replayed), flat(claimed_next), flat(start)
         e, u, r = w_new - w_next, w_next - w_0, w_new - w_0
-        err2 += float(e @ e)
-        upd2 += float(u @ u)
-        rep2 += float(r @ r)
-        dot += float(r @ u)
-        if e.numel():
-            linf = max(linf, float(e.abs().max()))
+        m = e.abs().max() if e.numel() else torch.zeros((), dtype=torch.float64)
+        err2, upd2, rep2, dot, linf = torch.stack([e @ e, u @ u, r @ r, r @ u, m]).tolist()
     err, upd = err2 ** 0.5, upd2 ** 0.5
     rho = err / upd if upd > 0 else (0.0 if err == 0 else float("inf"))
     denom = (rep2 ** 0.5) * upd
@@ -151,6 +151,29 @@ def check_segment_declarations(config: dict[str, Any], seg: dict[str, Any], lrs:
                               f"{epoch}")
 
 
+#: model -> (the config's optimizer spec, an optimizer over that model built from it, its param groups as built):
+#: contiguous segments replayed on one model re-use one optimizer, its state and groups reloaded every segment
+_OPTIMIZERS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[dict[str, Any], torch.optim.Optimizer,
+                                                              list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
+
+
+def _optimizer_for(config: dict[str, Any], model: torch.nn.Module,
+                   reuse: bool) -> tuple[torch.optim.Optimizer, list[dict[str, Any]]]:
+    """The config's optimizer over `model` and a copy of its param groups as `rebuild_optimizer` built them.
+
+    With `reuse` (a caller's model, re-used across segments) the optimizer is kept with the model and handed
+    back while the config's optimizer spec is unchanged: `load_state_dict` replaces all of its state and every
+    param group (with the rebuilt groups copied here), so it then holds exactly what a fresh one would."""
+    cached = _OPTIMIZERS.get(model) if reuse else None
+    if cached is not None and cached[0] == config["optimizer"]:
+        return cached[1], copy.deepcopy(cached[2])
+    optimizer = rebuild_optimizer(config, model)
+    groups = optimizer.state_dict()["param_groups"]
+    if reuse:
+        _OPTIMIZERS[model] = (copy.deepcopy(config["optimizer"]), optimizer, copy.deepcopy(groups))
+    return optimizer, groups
+
+
 def replay_segment(transcript_dir: str | Path, index: int, dataset: Dataset, *,
                    device: torch.device | str = "cpu", manifest: dict[str, Any] | None = None,
                    checkpoint: Checkpoint | None = None,
@@ -176,7 +199,8 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
     passed when already loaded (the checkpoint is not modified, so it can be re-used), and `batches` when the
     caller already read and hash-checked the segment's batch file (a verifier holding fetched bytes). `model`:
     one built by `rebuild_model` from this config on this device, re-used across segments (every parameter and
-    buffer is overwritten from the checkpoint; rebuilding costs as much as a step of a small model). `lrs`: the
+    buffer is overwritten from the checkpoint; rebuilding costs as much as a step of a small model); the
+    optimizer built for it is kept with it and re-used likewise (`_optimizer_for`). `lrs`: the
     config's `learning_rates` for at least steps 0 .. endStep (computed here when not given). `inputs`: each
     step's (x, y) on the CPU, exactly `dataset.batch(batches[j])`, when the caller gathered them ahead."""
     tdir = Path(transcript_dir)
@@ -213,16 +237,17 @@ def replay_segment_state(transcript_dir: str | Path, index: int, dataset: Datase
     cuda = _cuda_index(dev)
     with (GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[cuda] if cuda is not None else []),
           precision_flags(spec.precision)):
+        reuse = model is not None
         if model is None:
             model = rebuild_model(config, dev)
         try:
             model.load_state_dict(ckpt.model, strict=True)
         except RuntimeError as exc:
             raise TranscriptError(f"checkpoint {index} does not fit the config's model: {exc}") from exc
-        optimizer = rebuild_optimizer(config, model)
+        optimizer, groups = _optimizer_for(config, model, reuse)
         # only the state tensors: the param groups (hyperparameters) are the config's, never the checkpoint's
         state = copy_optimizer_state(ckpt.optimizer)
-        state["param_groups"] = optimizer.state_dict()["param_groups"]
+        state["param_groups"] = groups
         try:
             optimizer.load_state_dict(state)
         except (ValueError, KeyError, RuntimeError) as exc:
