@@ -62,3 +62,15 @@ def test_fp16_is_refused(tokens: Dataset, tmp_path: Path) -> None:
     with pytest.raises(RecorderError, match="cannot be recorded: fp16") as e:
         _run(tmp_path, tokens, bf16=False, fp16=True)
     assert "\n" not in str(e.value)
+
+
+def test_replay_builds_the_model_the_trainer_ran(tokens: Dataset, tmp_path: Path) -> None:
+    """The Trainer sets model.config.use_cache = False (args.use_cache); replay must build that model too: with
+    the KV cache on, bf16 backward kernels on a CPU without bf16 instructions round differently (the 1.9M GPT-2
+    example was refused by the self-check, segment distance 0.0138 with oneDNN/ATen held to AVX2; 0 with this)."""
+    from registry.pol.config import rebuild_model
+
+    _run(tmp_path, tokens, max_steps=4)
+    cfg = load_manifest(tmp_path / "t")["config"]
+    assert cfg["model"]["args"]["config"]["use_cache"] is False
+    assert rebuild_model(cfg, "cpu").config.use_cache is False
