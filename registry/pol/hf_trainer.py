@@ -15,8 +15,18 @@
 
 The model must be the raw `hf-causal-lm` model built with `output: "model_output"`. AdamW (or any optimizer the
 Recorder accepts), HF warmup schedules, `max_grad_norm` (norm clipping), `gradient_accumulation_steps` and
-`bf16` (autocast) are committed; fp16, DeepSpeed/FSDP, several devices, label smoothing, `group_by_length` and
-epochs that do not split into whole optimizer steps are refused at `on_train_begin` with one line.
+`bf16` (autocast) are committed; fp16, DeepSpeed/FSDP, several GPUs in one process (DataParallel), tensor /
+context parallelism, label smoothing, `group_by_length` and epochs that do not split into whole optimizer steps
+are refused at `on_train_begin` with one line.
+
+A multi-process run (`torchrun` / `accelerate launch`, one process per rank: DDP, gloo on CPU) records through
+the Recorder's DDP path: every rank's callback matches its own shard of the Trainer's batches and calls
+`rec.step(local_indices)`; the ranks' indices are gathered in rank order and rank 0 alone writes one transcript
+with `distributed: {worldSize: W}` and W * gradient_accumulation_steps micro-batches, replayed in one process.
+The Trainer multiplies a custom loss by W when it averages token counts across devices
+(`average_tokens_across_devices`, the default) so that DDP's mean becomes a sum; the committed loss divides that
+factor back out, so each rank's micro-batch loss is 1/(W * n) of the step's as replay computes it. The DDP
+refusals hold (dropout or other random draws in the forward, BatchNorm running statistics, unequal local batches).
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ class PoLCallback(TrainerCallback):
         self._batches = CollatedBatches(dataset)
         self._losses = 0
         self._micro = 1
+        self._world = 1
+        self._avg_tokens = False
         self._error: str | None = None
         self._handles: list[Any] = []
         self._amp: Any = None
@@ -64,7 +76,10 @@ class PoLCallback(TrainerCallback):
     def compute_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         self._losses += 1
         loss = loss_value(self._loss, outputs, labels)
-        return loss / self._micro if self._micro > 1 else loss
+        div = self._micro
+        if self._world > 1 and self._avg_tokens and num_items_in_batch is not None:
+            div *= self._world  # Trainer.compute_loss multiplies the loss by the number of processes next
+        return loss / div if div > 1 else loss
 
     # --- hooks ------------------------------------------------------------------------------------------------
     def _pre_forward(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
@@ -92,8 +107,14 @@ class PoLCallback(TrainerCallback):
                             "hand-written fp16 loop records with Recorder(scaler=...)); use bf16=True or neither")
         if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
             problems.append("DeepSpeed / FSDP runs cannot be replayed on one device")
-        if args.world_size > 1 or args.n_gpu > 1:
-            problems.append("a run on several devices cannot be replayed")
+        if args.n_gpu > 1:
+            problems.append("several GPUs in one process (DataParallel) cannot be replayed; launch one process per "
+                            "device (torchrun / accelerate launch) instead")
+        if getattr(args, "parallelism_config", None) is not None:
+            problems.append("tensor / context / sequence parallelism (parallelism_config) cannot be replayed")
+        world = int(args.world_size)
+        if world > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            problems.append(f"world_size is {world} but torch.distributed is not initialized")
         if getattr(args, "label_smoothing_factor", 0):
             problems.append("label_smoothing_factor is not the committed causal_lm loss")
         if getattr(args, "group_by_length", False):
@@ -102,12 +123,15 @@ class PoLCallback(TrainerCallback):
             problems.append("batches must have a constant size: set dataloader_drop_last=True")
         gas = int(args.gradient_accumulation_steps)
         per_epoch = len(self.dataset) // int(args.per_device_train_batch_size)
-        if per_epoch % gas:
-            problems.append(f"an epoch of {per_epoch} batches does not split into optimizer steps of {gas}")
+        if per_epoch % (gas * world):
+            problems.append(f"an epoch of {per_epoch} batches does not split into optimizer steps of {gas}"
+                            + (f" micro-batches on each of {world} processes (the sharded loader would pad or drop)"
+                               if world > 1 else ""))
         inner = getattr(optimizer, "optimizer", optimizer)
         if problems:
             raise RecorderError(f"this Trainer run cannot be recorded: {problems[0]}")
-        self._micro = gas
+        self._micro, self._world = gas, world
+        self._avg_tokens = bool(getattr(args, "average_tokens_across_devices", False))
         clip = {"type": "norm", "maxNorm": float(args.max_grad_norm)} if args.max_grad_norm > 0 else None
         autocast = "bfloat16" if args.bf16 else None
         device = next(model.parameters()).device
@@ -125,7 +149,7 @@ class PoLCallback(TrainerCallback):
         self.rec = Recorder(self.out_dir, model, inner, family=self.family, family_args=family_args,
                             dataset=self.dataset, steps_per_segment=self.k, scheduler=lr_scheduler,
                             loss="causal_lm", clip=clip, accumulation=gas, autocast=autocast,
-                            config={"seed": int(args.seed)}, **self.recorder_kw)
+                            config={"seed": int(args.seed)}, distributed=world > 1, **self.recorder_kw)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         assert self.rec is not None
