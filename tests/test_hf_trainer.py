@@ -74,3 +74,31 @@ def test_replay_builds_the_model_the_trainer_ran(tokens: Dataset, tmp_path: Path
     cfg = load_manifest(tmp_path / "t")["config"]
     assert cfg["model"]["args"]["config"]["use_cache"] is False
     assert rebuild_model(cfg, "cpu").config.use_cache is False
+
+
+@pytest.mark.parametrize(("over", "reason"), [
+    ({"n_gpu": 2}, "several GPUs in one process (DataParallel) cannot be replayed"),
+    ({"fsdp": "full_shard"}, "DeepSpeed / FSDP runs cannot be replayed"),
+    ({"parallelism_config": object()}, "parallelism (parallelism_config) cannot be replayed"),
+    ({"world_size": 2}, "world_size is 2 but torch.distributed is not initialized"),
+    ({"world_size": 3}, "does not split into optimizer steps of 2 micro-batches on each of 3 processes"),
+])
+def test_what_a_multi_device_run_cannot_replay_is_refused(tokens: Dataset, tmp_path: Path, over: dict[str, Any],
+                                                           reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusals of on_train_begin, on the arguments alone (a DataParallel or FSDP run needs devices this test
+    does not have; a real two-process run is tests/test_hf_trainer_ddp.py)."""
+    from types import SimpleNamespace
+
+    from registry.pol.hf_trainer import PoLCallback
+
+    if over.get("world_size") == 3:  # the epoch check, past the process-group check
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    args = SimpleNamespace(**{"fp16": False, "deepspeed": None, "fsdp": "", "n_gpu": 1, "parallelism_config": None,
+                              "world_size": 1, "label_smoothing_factor": 0.0, "group_by_length": False,
+                              "dataloader_drop_last": True, "gradient_accumulation_steps": 2,
+                              "per_device_train_batch_size": 4, **over})
+    cb = PoLCallback(tmp_path / "t", dataset=tokens, family_args=ARGS, steps_per_segment=4)
+    model = build_model("hf-causal-lm", ARGS)
+    with pytest.raises(RecorderError, match="cannot be recorded") as e:
+        cb.on_train_begin(args, None, None, model=model, optimizer=torch.optim.AdamW(model.parameters()))
+    assert reason in str(e.value) and "\n" not in str(e.value)
