@@ -298,6 +298,7 @@ def test_honest_claim_is_valid_and_the_challenger_bond_is_paid_out(world: World)
         assert h is not None and h["status"] == "ok" and h["registered"]
         text = v.metrics()
         assert "proofreg_verifier_head_block" in text and 'proofreg_verifier_jobs{state="done"}' in text
+        assert "proofreg_verifier_audit_queue_depth 0" in text and h["auditQueueDepth"] == 0
         logs = v.log_path.read_text()
         assert dev_signer(v.index).account.key.hex()[2:] not in logs and "private" not in logs.lower()
     print(f"\nchallenge -> settlement: {elapsed:.1f} s")

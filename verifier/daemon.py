@@ -134,7 +134,9 @@ class VerifierDaemon(Scheduler, AuditWorkers, Attester):
         for name, kind, text in [
             ("head_block", "gauge", "Latest block seen"), ("cursor_block", "gauge", "Last block scanned for events"),
             ("lag_blocks", "gauge", "Blocks between head and cursor"), ("jobs", "gauge", "Jobs by state"),
-            ("audits_running", "gauge", "Audits in progress"), ("audits_total", "counter", "Audits by verdict"),
+            ("audits_running", "gauge", "Audits in progress"),
+            ("audit_queue_depth", "gauge", "Audits queued for a free worker"),
+            ("audits_total", "counter", "Audits by verdict"),
             ("audit_seconds_total", "counter", "Time spent auditing"),
             ("attestations_total", "counter", "Attestations revealed by verdict"),
             ("tx_sent_total", "counter", "Transactions sent by purpose"),
@@ -298,6 +300,7 @@ class VerifierDaemon(Scheduler, AuditWorkers, Attester):
         for state, n in self.db.job_counts().items():
             m.set("jobs", n, state=state)
         m.set("audits_running", len(self._running_now()))
+        m.set("audit_queue_depth", self.queue.qsize())
         return scanned >= self.follower.chunk
 
     # ---- events -----------------------------------------------------------------------------------------
@@ -353,5 +356,6 @@ class VerifierDaemon(Scheduler, AuditWorkers, Attester):
                 "cursor": self.follower.cursor if self.follower else None,
                 "lag": self.follower.lag if self.follower else None,
                 "lastTickAgeSeconds": None if age is None else round(age, 3),
-                "auditsRunning": self._running_now(), "jobs": self.db.job_counts()}
+                "auditsRunning": self._running_now(), "auditQueueDepth": self.queue.qsize(),
+                "jobs": self.db.job_counts()}
         return (503 if stale and not self.stop_event.is_set() else 200), data
