@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,19 @@ def forge_batches(honest: Path, out: Path, segment: int = 1, num_examples: int |
     np.save(path, arr, allow_pickle=False)
     reseal(tdir, checkpoints=False)
     return Forgery("batches", tdir, [segment], "Invalid", "does not reproduce")
+
+
+def edit_batches(honest: Path, out: Path, edit: Callable[[np.ndarray], None], segment: int = 1) -> Path:
+    """A copy of `honest` whose `segment` batch indices `edit` changed in place, everything resealed
+    (`reseal_all`): the forger who rewrites who trained on what and recomputes every hash and root."""
+    tdir = _copy(honest, out)
+    m = read_manifest(tdir)
+    path = tdir / m["segments"][segment]["batches"]
+    arr = np.load(path, allow_pickle=False)
+    edit(arr)
+    np.save(path, arr, allow_pickle=False)
+    reseal_all(tdir)
+    return tdir
 
 
 def forge_bad_hash(honest: Path, out: Path, index: int = 2) -> Forgery:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,8 @@ import torch.multiprocessing as mp
 
 from registry.pol import check_segment, load_manifest
 from registry.spec.datasets import Dataset, build_dataset, load_dataset
-from tests.forgery import read_manifest, reseal_all
+from tests.forgery import edit_batches
+from tests.procs import free_port
 from tests.test_pol_step import verdict
 
 pytest.importorskip("accelerate")
@@ -30,11 +29,6 @@ CONFIG = {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2, "vocab_
 ARGS = {"config": CONFIG, "output": "model_output"}
 WORLD, LOCAL, MICRO, STEPS, K = 2, 4, 2, 8, 4
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _train(out: Path, ds: Dataset, family_args: dict[str, Any]) -> Any:
@@ -82,21 +76,11 @@ def tokens(tmp_path: Path) -> Dataset:
     return build_dataset(tmp_path / "ds", "tokens", t, t)
 
 
-def _forge(honest: Path, out: Path, edit: Any) -> Path:
-    shutil.copytree(honest, out)
-    m = read_manifest(out)
-    path = out / m["segments"][1]["batches"]
-    arr = np.load(path, allow_pickle=False)
-    edit(arr)
-    np.save(path, arr, allow_pickle=False)
-    reseal_all(out)
-    return out
-
 
 def test_two_process_trainer_run_is_one_transcript_replayed_in_one_process(tokens: Dataset, tmp_path: Path) -> None:
     base = tmp_path / "run"
     base.mkdir()
-    mp.start_processes(_rank_main, args=(_free_port(), str(base), str(tokens.path)), nprocs=WORLD,
+    mp.start_processes(_rank_main, args=(free_port(), str(base), str(tokens.path)), nprocs=WORLD,
                        start_method="spawn")
     results = [json.loads((base / f"result{r}.json").read_text()) for r in range(WORLD)]
     tdir = Path(results[0]["manifest"]).parent
@@ -119,7 +103,7 @@ def test_two_process_trainer_run_is_one_transcript_replayed_in_one_process(token
     def drop(arr: np.ndarray) -> None:  # rank 1's share of the segment's second step replaced by rank 0's
         arr[1, half:] = arr[1, :half]
 
-    forged = _forge(tdir, tmp_path / "drop", drop)
+    forged = edit_batches(tdir, tmp_path / "drop", drop)
     assert verdict(forged, tokens, tmp_path) == "Invalid"
 
     for r in results:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from registry.pol import Recorder, RecorderError, check_segment, load_manifest
 from registry.pol.batches import epoch_batches
 from registry.spec.datasets import Dataset, build_builtin, load_dataset
 from registry.spec.models import build_model
-from tests.forgery import read_manifest, reseal_all
+from tests.forgery import edit_batches
+from tests.procs import free_port
 from verifier.cli import main as verifier_main
 
 MLP = {"in_features": 64, "hidden": [32], "out_features": 10, "dropout": 0.0}
@@ -34,11 +34,6 @@ LOCAL = 8  # examples per rank per step
 STEPS = 10
 K = 4
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _model(args: dict[str, Any] = MLP) -> nn.Module:
@@ -122,7 +117,7 @@ def _rank_main(rank: int, world: int, port: int, base: str, ds_path: str, mode: 
 
 def _spawn(base: Path, ds: Dataset, mode: str, world: int = 2, micro: int = 1) -> list[dict[str, Any]]:
     base.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_rank_main, args=(world, _free_port(), str(base), str(ds.path), mode, micro), nprocs=world,
+    mp.start_processes(_rank_main, args=(world, free_port(), str(base), str(ds.path), mode, micro), nprocs=world,
                        start_method="spawn")
     return [json.loads((base / f"result{r}.json").read_text()) for r in range(world)]
 
@@ -138,18 +133,6 @@ def _report(tdir: Path, ds: Dataset, tmp_path: Path) -> dict[str, Any]:
     assert res.exit_code in (0, 1, 3), res.output
     return dict(json.loads((tmp_path / "r.json").read_text()))
 
-
-def _forge(honest: Path, out: Path, edit: Any) -> Path:
-    import shutil
-
-    shutil.copytree(honest, out)
-    m = read_manifest(out)
-    path = out / m["segments"][1]["batches"]
-    arr = np.load(path, allow_pickle=False)
-    edit(arr)
-    np.save(path, arr, allow_pickle=False)
-    reseal_all(out)
-    return out
 
 
 @pytest.mark.parametrize(("world", "micro"), [(2, 1), pytest.param(3, 1, marks=pytest.mark.slow),
@@ -186,11 +169,11 @@ def test_ddp_run_is_one_transcript_replayed_in_one_process(digits: Dataset, tmp_
         arr[[1, 2], half:] = arr[[2, 1], half:]
 
     for name, edit in (("drop", drop), ("other_step", other_step)):
-        forged = _forge(tdir, tmp_path / name, edit)
+        forged = edit_batches(tdir, tmp_path / name, edit)
         assert _report(forged, digits, tmp_path)["verdict"] == "Invalid", name
     # Swapping the two ranks' shares within a step is the same gradient (the sum over ranks commutes, bit for
     # bit with two micro-batches): not a forgery, and the verifier rightly finds nothing.
-    swapped = _forge(tdir, tmp_path / "swap", lambda arr: arr.__setitem__(
+    swapped = edit_batches(tdir, tmp_path / "swap", lambda arr: arr.__setitem__(
         1, np.concatenate([arr[1, half:], arr[1, :half]])))
     assert _report(swapped, digits, tmp_path)["verdict"] == "Valid"
 
@@ -219,7 +202,7 @@ def test_train_step_augment_and_uninitialized_distributed_are_refused(digits: Da
                           "distributed": True}
     with pytest.raises(RecorderError, match=r"needs torch\.distributed initialized"):
         Recorder(tmp_path / "t", model, opt, **kw)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         rec = Recorder(tmp_path / "t", model, opt, **kw)
         with pytest.raises(RecorderError, match=r"under DDP step the DistributedDataParallel wrapper"):
