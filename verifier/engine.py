@@ -459,7 +459,7 @@ class Engine:
         self._proved: set[int] = set()
         self.dataset_cache = dataset_cache if dataset_cache is not None else shared_cache()
         self._ckpts: dict[int, Checkpoint] = {}
-        self._model: torch.nn.Module | None = None  # rebuilt once, re-used by every segment's replay
+        self._model: torch.nn.Module | None = None  # built once by _run, re-used by every segment's replay
         self._ckpt_lock = threading.Lock()
         self._ds_source: Source | None = None
         self.parent_lookup = parent_lookup
@@ -736,10 +736,9 @@ class Engine:
     def _replay(self, manifest: dict[str, Any], dataset: Dataset, got: _Fetched, names: list[str],
                 result: SegmentResult, claim: TrainingClaim) -> None:
         assert got.start is not None and got.end is not None and got.batches is not None
+        assert self._model is not None  # built once by _run, before the first segment
         s = got.index
         try:
-            if self._model is None:
-                self._model = rebuild_model(manifest["config"], self.device)
             check_checkpoint_config(manifest["config"], got.end, self._lrs)
             replayed, optim_state = replay_segment_state("", s, dataset, device=self.device, manifest=manifest,
                                                          checkpoint=got.start, batches=got.batches,
