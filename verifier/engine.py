@@ -582,7 +582,7 @@ class Engine:
                 result.seconds = time.perf_counter() - t0
                 if self.on_segment is not None:
                     self.on_segment(result)
-                self._check_held_norms()
+                self._check_held_norms(s)
                 with self._ckpt_lock:  # the prefetch thread only adds later checkpoints
                     for old in [i for i in list(self._ckpts) if i <= s]:
                         del self._ckpts[old]
@@ -781,9 +781,11 @@ class Engine:
             return
         result.passed = True
 
-    def _check_held_norms(self) -> None:
-        """The declared update norm of every segment whose two checkpoints this audit holds (fetched for
-        neighbouring segments) is recomputed; a lie is Invalid."""
+    def _check_held_norms(self, upto: int) -> None:
+        """The declared update norm of every segment up to `upto` whose two checkpoints this audit holds
+        (fetched for neighbouring segments) is recomputed; a lie is Invalid. Checkpoints the prefetch thread
+        already brought for a later segment wait for that segment: checking them now would make the reason
+        depend on how far the prefetch had got."""
         m = self._manifest
         if m is None:
             return
@@ -791,7 +793,7 @@ class Engine:
             held = dict(self._ckpts)
         rtol = self.policy.update_norm_rtol
         for i in sorted(held):
-            if i in self._norms_checked or i + 1 not in held or i >= len(m["segments"]):
+            if i > upto or i in self._norms_checked or i + 1 not in held or i >= len(m["segments"]):
                 continue
             got = update_norm(held[i].model, held[i + 1].model, self._names)
             claimed = float(m["segments"][i]["updateNorm"])

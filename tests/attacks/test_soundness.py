@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from registry.pol.train import train
 from registry.pol.transcript import MANIFEST_NAME, write_manifest
 from registry.spec.datasets import build_builtin
 from tests.forgery import prover_continue, read_manifest, reseal_all, write_checkpoint
-from verifier.engine import DirSource, audit
+from verifier.engine import DirSource, Engine, audit
 from verifier.policy import get_policy
 from verifier.report import INVALID, UNAVAILABLE, VALID, AuditReport, ParentClaim
 
@@ -302,6 +303,23 @@ def test_lying_update_norms_steering_top_q_are_invalid(lab: dict[str, Any]) -> N
     report = audit(DirSource(tdir), claim_of(tdir), [1, 3], dataset=lab["ds"],
                    policy=POLICY.with_overrides(top_q=0, extra_samples=0))
     assert report.verdict == INVALID and "segment 2 records updateNorm" in report.reason, report.reason
+    # the reason does not depend on how far the prefetch got: held here until segment 4's checkpoints are in
+    # (a delay induced on purpose), segment 2's lie is still the one reported, never 4's from the prefetch
+    engine_replay = Engine._replay
+
+    def late_replay(self: Engine, manifest: dict[str, Any], dataset: Any, got: Any, *args: Any) -> None:
+        deadline = time.monotonic() + 30
+        while got.index == 2 and 5 not in self._ckpts and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got.index != 2 or 5 in self._ckpts, "the prefetch of segment 4 never arrived"
+        engine_replay(self, manifest, dataset, got, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Engine, "_replay", late_replay)
+        report = audit(DirSource(tdir), claim_of(tdir), [2, 4], dataset=lab["ds"],
+                       policy=POLICY.with_overrides(top_q=0, extra_samples=0))
+    assert report.verdict == INVALID and report.reason.startswith("segment 2 "), report.reason
+    assert {r.index for r in report.segments} >= {2, 4}
 
 
 # Chain head -------------------------------------------------------------------------------------------------------
