@@ -20,13 +20,13 @@ ARGS = {"config": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2
                    "n_positions": 16}, "output": "model_output"}
 
 
-def _run(tmp_path: Path, ds: Dataset, **over: Any) -> Any:
+def _run(tmp_path: Path, ds: Dataset, model: Any = None, **over: Any) -> Any:
     from transformers import Trainer, TrainingArguments
 
     from registry.pol.hf_trainer import PoLCallback
 
     torch.manual_seed(0)
-    model = build_model("hf-causal-lm", ARGS)
+    model = model if model is not None else build_model("hf-causal-lm", ARGS)
     kw: dict[str, Any] = dict(output_dir=str(tmp_path / "hf"), use_cpu=True, per_device_train_batch_size=4,
                               gradient_accumulation_steps=2, max_steps=8, learning_rate=1e-3,
                               lr_scheduler_type="linear", warmup_steps=3, max_grad_norm=1.0, bf16=True,
@@ -74,6 +74,50 @@ def test_replay_builds_the_model_the_trainer_ran(tokens: Dataset, tmp_path: Path
     cfg = load_manifest(tmp_path / "t")["config"]
     assert cfg["model"]["args"]["config"]["use_cache"] is False
     assert rebuild_model(cfg, "cpu").config.use_cache is False
+
+
+def _from_config() -> Any:
+    """A model the way a user builds one with transformers alone: `from_config` picks sdpa attention."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    cfg = {k: v for k, v in ARGS["config"].items() if k != "model_type"}
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(GPT2Config(**cfg))
+
+
+def test_the_trainer_callback_commits_what_the_model_runs_with(tokens: Dataset, tmp_path: Path) -> None:
+    """family_args say eager attention (the default) while the model runs sdpa: the callback commits sdpa, and
+    the run verifies."""
+    model = _from_config()
+    assert model.config._attn_implementation == "sdpa"
+    _run(tmp_path, tokens, model=model, max_steps=4)
+    args = load_manifest(tmp_path / "t")["config"]["model"]["args"]
+    assert args["attn_implementation"] == "sdpa" and args["config"]["use_cache"] is False
+    assert verdict(tmp_path / "t", tokens, tmp_path) == "Valid"
+
+
+def test_a_hand_written_loop_on_a_model_running_another_config_is_refused(tokens: Dataset, tmp_path: Path) -> None:
+    """The Recorder holds the live model to the family arguments it is given, beyond the state_dict layout:
+    a config key or the attention implementation that differs is refused in one line, before any step."""
+    from registry.pol import Recorder
+
+    def record(model: Any, args: dict[str, Any], name: str = "refused") -> Any:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return Recorder(tmp_path / name, model, opt, family="hf-causal-lm", family_args=args, dataset=tokens,
+                        steps_per_segment=4, loss="causal_lm")
+
+    model = build_model("hf-causal-lm", ARGS)
+    model.config.use_cache = False
+    with pytest.raises(RecorderError, match=r"runs with config.use_cache = False but the family arguments give "
+                                            r"True; pass it in family_args") as e:
+        record(model, ARGS)
+    assert "\n" not in str(e.value)
+    record(model, {**ARGS, "config": {**ARGS["config"], "use_cache": False}}, "cache").close()
+    with pytest.raises(RecorderError, match="runs with attn_implementation = 'sdpa' but the family arguments "
+                                            "give 'eager'"):
+        record(_from_config(), ARGS)
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").rglob("*"))
+    record(_from_config(), {**ARGS, "attn_implementation": "sdpa"}, "sdpa").close()
 
 
 @pytest.mark.parametrize(("over", "reason"), [

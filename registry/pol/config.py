@@ -178,6 +178,15 @@ def check_model_matches_family(model: nn.Module, family: str, args: Mapping[str,
         diff = sorted(set(got) ^ set(want)) or sorted(k for k in got if got[k] != want[k])
         raise TranscriptError(f"model does not match family {family!r} with these arguments (differs at "
                               f"{diff[:5]}); verifiers rebuild it from the family")
+    if family.startswith("hf-"):
+        from registry.spec import hf
+
+        running = hf.running_differences(model, normalized)
+        if running:
+            key, (live, committed) = next(iter(running.items()))
+            more = f" (and {len(running) - 1} more)" if len(running) > 1 else ""
+            raise TranscriptError(f"the model runs with {key} = {live!r} but the family arguments give {committed!r}"
+                                  f"{more}; pass it in family_args: verifiers build the model from them")
     return normalized
 
 

@@ -43,6 +43,7 @@ from registry.pol.recorder import Recorder, RecorderError
 from registry.pol.step import LossSpec, loss_value
 from registry.pol.transcript import TranscriptSummary
 from registry.spec.datasets import Dataset
+from registry.spec.hf import HFModelError, adopt_running
 
 
 class PoLCallback(TrainerCallback):
@@ -138,14 +139,13 @@ class PoLCallback(TrainerCallback):
         self._amp = (device.type, torch.bfloat16) if args.bf16 else None
         self._handles = [model.register_forward_pre_hook(self._pre_forward, with_kwargs=True, prepend=True),
                          model.register_forward_hook(self._post_forward, with_kwargs=True, always_call=True)]
-        family_args = dict(self.family_args)
-        config = family_args.get("config")
-        if getattr(getattr(model, "config", None), "use_cache", None) is False and isinstance(config, Mapping) \
-                and "use_cache" not in config:
-            # the Trainer sets model.config.use_cache = args.use_cache (False): without a KV cache the training
-            # forward keeps other tensor layouts, and bf16 backward kernels round differently on them, so replay
-            # must build the model the Trainer ran (committed as part of the model's config)
-            family_args["config"] = {**config, "use_cache": False}
+        # the Trainer changes the model's config itself (config.use_cache = args.use_cache, False): without a
+        # KV cache the training forward keeps other tensor layouts, and bf16 backward kernels round differently
+        # on them, so what the model runs with is committed, not what the caller declared
+        try:
+            family_args = adopt_running(self.family, self.family_args, model)
+        except HFModelError as exc:
+            raise RecorderError(f"this Trainer run cannot be recorded: {exc}") from None
         self.rec = Recorder(self.out_dir, model, inner, family=self.family, family_args=family_args,
                             dataset=self.dataset, steps_per_segment=self.k, scheduler=lr_scheduler,
                             loss="causal_lm", clip=clip, accumulation=gas, autocast=autocast,

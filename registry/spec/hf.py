@@ -39,6 +39,9 @@ _FORBIDDEN = frozenset({"auto_map", "trust_remote_code", "quantization_config", 
                         "_attn_implementation", "attn_implementation", "_experts_implementation"})
 
 
+_MISSING = object()
+
+
 class HFModelError(ValueError):
     """A config that is not allowed or malformed."""
 
@@ -223,6 +226,51 @@ def _check_size(task: HFTask, args: Mapping[str, Any]) -> None:
     n = sum(p.numel() for p in model.parameters())
     if n > MAX_PARAMETERS:
         raise HFModelError(f"{task.family}: the model has {n:,} parameters, more than {MAX_PARAMETERS:,}")
+
+
+def running_config(model: nn.Module) -> tuple[dict[str, Any], str] | None:
+    """The config and attention implementation a live model runs with, in the form the family arguments commit
+    them (None for a model that is not a transformers model)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or not callable(getattr(cfg, "to_dict", None)):
+        return None
+    full = {k: v for k, v in cfg.to_dict().items() if k not in _FORBIDDEN}
+    try:
+        full = json.loads(json.dumps(full, allow_nan=False, default=repr))
+    except ValueError as exc:
+        raise HFModelError(f"the model's config does not serialize as plain JSON: {exc}") from None
+    return full, str(getattr(cfg, "_attn_implementation", None))
+
+
+def running_differences(model: nn.Module, args: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What the live model runs with that normalized arguments `args` do not say: config keys and
+    `attn_implementation`, each as (live value, committed value). The Trainer, for one, sets
+    `config.use_cache = False`, and a model built with `from_config` alone runs `sdpa` attention; replay must
+    build that model, or the numerics differ (bf16 kernels round differently on other layouts)."""
+    live = running_config(model)
+    if live is None:
+        return {}
+    config, attn = live
+    committed = args["config"]
+    out: dict[str, tuple[Any, Any]] = {f"config.{k}": (config[k], committed.get(k)) for k in sorted(config)
+                                       if committed.get(k, _MISSING) != config[k]}
+    if attn != args["attn_implementation"]:
+        out["attn_implementation"] = (attn, args["attn_implementation"])
+    return out
+
+
+def adopt_running(family: str, args: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """`args` with what the live model runs with written in, for a caller (the Trainer callback) whose
+    framework changes the model's config itself; normalized again, so a value the family refuses still fails."""
+    diff = running_differences(model, normalize(family, args))
+    if not diff:
+        return dict(args)
+    config = dict(args["config"])
+    config.update({k.removeprefix("config."): live for k, (live, _) in diff.items() if k.startswith("config.")})
+    out = {**args, "config": config}
+    if "attn_implementation" in diff:
+        out["attn_implementation"] = diff["attn_implementation"][0]
+    return out
 
 
 def build(family: str, args: Mapping[str, Any]) -> nn.Module:
