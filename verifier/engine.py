@@ -61,7 +61,6 @@ from registry.pol.recorder import update_norm
 from registry.pol.replay import (
     check_checkpoint_config,
     check_segment_declarations,
-    parameter_names,
     replay_segment_state,
     segment_distance,
     state_distances,
@@ -531,6 +530,10 @@ class Engine:
         if self.all_segments:
             assigned += list(range(n))
         drawn = max(self.samples_drawn, self.draw)
+        # the replay model, built once; the parameter names (what ρ and update norms are taken over) are its own
+        self._model = rebuild_model(manifest["config"], self.device)
+        names = [n for n, _ in self._model.named_parameters()]
+        self._names = names
         if self.policy.top_q and self.policy.top_q_from_checkpoints:
             report.checks["updateNormsVerified"] = self._verify_all_norms(manifest)
         report.checks["seed"] = to_hex(self.seed) if self.seed is not None else None
@@ -548,10 +551,6 @@ class Engine:
                 raise TranscriptError(f"initialization: {report.init['detail']}")
 
         dataset = self._open_dataset(manifest, claim, tmp / "dataset")
-        # the replay model, built once; the parameter names (what ρ is taken over) are its own
-        self._model = rebuild_model(manifest["config"], self.device)
-        names = [n for n, _ in self._model.named_parameters()]
-        self._names = names
         results: list[SegmentResult] = []
         report.segments = results
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
@@ -616,7 +615,7 @@ class Engine:
     def _verify_all_norms(self, manifest: dict[str, Any]) -> int:
         """Every recorded update norm against its two checkpoints (fetched one after the other, not kept), so
         that the top-Q choice rests on nothing the prover merely says."""
-        names = parameter_names(manifest["config"])
+        names = self._names
         rtol = self.policy.update_norm_rtol
 
         def load(i: int) -> Checkpoint:
