@@ -121,6 +121,7 @@ def test_explorer_in_a_real_browser(world: Any, tmp_path: Path) -> None:
             assert challenges[:6] == ["1", "1", "Open", "3", "2", "1"]
 
             page.click("table.challenges a[href='/challenge/1']")
+            page.wait_for_url("**/challenge/1")  # the load event: count() below does not wait for the table
             members = page.locator("table.committee tr")
             texts = [members.nth(i).inner_text() for i in range(1, members.count())]
             assert len(texts) == 3

@@ -91,7 +91,7 @@ class VerifierProc:
         store = ["--ipfs", self.ipfs_api] if self.ipfs_api else ["--store-dir", str(self.home / "store")]
         command = [str(BIN / "proofreg-verifier"), "run", "--account", f"dev:{self.index}", *store,
                    "--state", str(self.home / f"v{self.index}.sqlite"), "--confirmations", "1",
-                   "--poll-interval", "0.2", "--metrics-port", str(self.port), "--rpc-timeout", "2",
+                   "--poll-interval", "0.2", "--metrics-port", str(self.port), "--rpc-timeout", "5",
                    "--fetch-timeout", "3", "--grace", "10", "--deadline-margin", str(DEADLINE_MARGIN), *self.extra]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -364,6 +364,15 @@ KILL_MOMENTS = [("audit_started", None), ("audited", None), ("tx_sent", "commit"
                 ("tx_sent", "reveal"), ("attested", None)]
 
 
+def settle_by_quorum(world: World, ids: list[int], timeout: float = 180.0) -> None:
+    """Quorum is 2 of a committee of 3 with one member stopped: no settlement without both awake members'
+    votes, and the reveal phase opens only at the commit deadline (mined to as soon as both have committed)."""
+    until = time.monotonic() + timeout
+    while any(world.status(i) == OPEN for i in ids) and time.monotonic() < until:
+        world.open_reveals(ids)
+        time.sleep(1.0)
+
+
 def test_sigkill_in_each_phase_misses_nothing_and_attests_once(world: World) -> None:
     victim, steady, third = world.verifiers
     assert third.stop() == 0  # SIGTERM: clean shutdown, exit code 0
@@ -393,11 +402,9 @@ def test_sigkill_in_each_phase_misses_nothing_and_attests_once(world: World) -> 
             landed.append(f"{fresh[-1]['event']}:{fresh[-1].get('purpose', '')}" if fresh else "(starting)")
             victim.start()
             victim.wait_ready()
-        # quorum is 2 of a committee of 3 with one member stopped: no settlement without the victim's vote
-        until = time.monotonic() + 180
-        while any(world.status(i) == OPEN for i in ids) and time.monotonic() < until:
-            world.open_reveals(ids)
-            time.sleep(1.0)
+            # settled before the next round: its challenge's commit phase would reach past this one's reveal
+            # deadline, which then settles by the deadline rule (the stopped member slashed for later tests)
+            settle_by_quorum(world, ids)
         outcomes = world.wait_settled(ids, timeout=60)
     finally:
         third.start()
@@ -426,13 +433,9 @@ def test_ipfs_daemon_stopped_during_audits_gives_the_same_verdicts(world: World,
         return [any(r["event"] == event and r.get("challenge") in ours for r in v.log_records())
                 for v in world.verifiers]
 
-    mine(world, DEV.seed_delay + 1)
-    deadline = time.monotonic() + 60
-    while not any(logged("assigned")):  # stop the IPFS daemon as the audits begin fetching
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    world.ipfs.stop()
+    world.ipfs.stop()  # before the draw, so every audit meets the outage (small audits can finish in a blink)
     try:
+        mine(world, DEV.seed_delay + 1)
         deadline = time.monotonic() + 60
         while not any(logged("audit_unavailable_retry")):
             assert time.monotonic() < deadline, "\n".join(v.log_tail(10) for v in world.verifiers)
@@ -454,10 +457,9 @@ def test_rpc_node_unreachable_for_a_while_then_recovers(world: World) -> None:
     cid = world.challenge(world.honest_claim)
     mine(world, DEV.seed_delay + 1)
     pid = world.node.process.pid
-    os.kill(pid, signal.SIGSTOP)  # the node stops answering (connections hang until the daemons' timeout)
+    os.kill(pid, signal.SIGSTOP)  # the node stops answering (connections hang until the daemons' 5 s timeout)
     try:
-        time.sleep(8)
-        degraded = [v.health() for v in world.verifiers]
+        time.sleep(12)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert world.wait_settled([cid], timeout=120) == {cid: VALID}
@@ -465,7 +467,6 @@ def test_rpc_node_unreachable_for_a_while_then_recovers(world: World) -> None:
         assert any(r["event"] in ("tick_failed", "rpc_unreachable") for r in v.log_records())
         assert float(_metric(v.metrics(), "proofreg_verifier_rpc_errors_total")) >= 1
         assert v.alive()
-    assert any(h is None or h["status"] != "ok" for h in degraded) or True  # informative only
     deadline = time.monotonic() + 30
     while not all((h := v.health()) is not None and h["status"] == "ok" for v in world.verifiers):
         assert time.monotonic() < deadline
