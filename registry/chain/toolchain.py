@@ -88,12 +88,17 @@ def _try_native() -> bool:
 def setup_solc(*, allow_native: bool = True) -> str:
     """Make `solc-v0.8.28` runnable for py-solc-x and ape; returns which kind is installed."""
     target = solc_path()
-    if target.exists() and _reports_version(target):
+    if target.exists():
         text = target.read_text(errors="replace") if target.stat().st_size < 4096 else ""
-        if "solcjs-shim" not in text:
+        ours = "solcjs-shim" in text
+        if not ours and _reports_version(target):
             return "native (already installed)"
-        if text == _launcher_text():
+        if ours and text == _launcher_text() and _reports_version(target):
             return "solcjs (already installed)"
+        if ours:
+            # another checkout's launcher (one home, several clones), or one that no longer runs: py-solc-x
+            # would take the file for an installed native compiler, so it goes before anything is tried
+            target.unlink()
     if allow_native and _try_native():
         return "native"
     if not (REPO_ROOT / "node_modules" / "solc").is_dir():
