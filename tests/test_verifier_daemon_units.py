@@ -141,3 +141,39 @@ def test_dropped_transaction_is_rebroadcast(hardhat_node: Any, tmp_path: Path) -
     logs = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["event"] for r in logs] == ["tx_sent", "tx_resent"] and logs[1]["dropped"] is True
     assert signer.account.key.hex()[2:] not in out.getvalue()
+
+
+def test_a_backing_off_retry_is_brought_forward_at_the_give_up_point(tmp_path: Path) -> None:
+    """An Unavailable audit waits up to a minute before its next try; once the head is deadline_margin blocks
+    from the commit deadline, that last try (which gives up and commits Unavailable) runs at once instead."""
+    import queue
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from verifier.schedule import Scheduler
+
+    db = StateDB(tmp_path / "s.sqlite")
+    db.add_job(1, 1, 10)
+    db.update_job(1, state="member", attempts=3, first_try=time.time(), next_try=time.time() + 60)
+    node = Scheduler.__new__(Scheduler)  # the scheduling rule alone: no chain, no workers
+    node.db, node.queue, node.running, node._running_lock = db, queue.Queue(), set(), threading.Lock()
+    node.config = SimpleNamespace(deadline_margin=5)
+    job = db.job(1)
+    assert job is not None
+    for head in (90, 94):  # still early: the backoff holds
+        node.head = head
+        node._queue_audit(job, commit_deadline=100)
+        assert node.queue.empty() and not node.running
+    node.head = 95  # the give-up point
+    node._queue_audit(job, commit_deadline=100)
+    assert node.queue.get_nowait() == 1 and node.running == {1}
+    node._queue_audit(job, commit_deadline=100)  # queued once, while it runs
+    assert node.queue.empty()
+    # a first try is never held back by the rule, nor run early: it has no backoff yet
+    db.add_job(2, 1, 10)
+    db.update_job(2, state="member")
+    fresh = db.job(2)
+    assert fresh is not None and fresh.attempts == 0
+    node._queue_audit(fresh, commit_deadline=100)
+    assert node.queue.get_nowait() == 2

@@ -114,7 +114,7 @@ class NodeState:
     def _claim(self, claim_id: int) -> tuple[int, dict[str, Any]] | None:
         raise NotImplementedError  # verifier.daemon: the claim's committed fields
 
-    def _queue_audit(self, job: Job) -> None:
+    def _queue_audit(self, job: Job, commit_deadline: int) -> None:
         raise NotImplementedError  # verifier.schedule
 
     def _publish(self, data: bytes) -> tuple[str, bool]:

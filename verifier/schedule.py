@@ -13,6 +13,7 @@ from registry.core.states import CHALLENGE_STATUS
 from verifier.db import Job
 from verifier.node import (
     BLOCKHASH_WINDOW,
+    CH_COMMIT_DEADLINE,
     CH_DEADLINE,
     CH_DRAWN,
     CH_SEED_BLOCK,
@@ -72,7 +73,7 @@ class Scheduler(NodeState):
             self.log("attestation_on_chain", challenge=cid, verdict=mine)
             job.state = "attested"
         if job.state == "member":
-            self._queue_audit(job)
+            self._queue_audit(job, int(ch[CH_COMMIT_DEADLINE]))
         elif job.state == "audited" and self._commit(job, ch):
             job = self.db.job(cid) or job
             ch = f.getChallenge(cid).call()  # our commitment may have opened the reveal
@@ -91,8 +92,12 @@ class Scheduler(NodeState):
         elif self.head > seed_block:
             self._tx("draw", cid, "drawCommittee")
 
-    def _queue_audit(self, job: Job) -> None:
-        if time.time() < job.next_try:
+    def _queue_audit(self, job: Job, commit_deadline: int) -> None:
+        """Queues the job's audit when its retry is due. A retry backing off (up to a minute) is brought forward
+        once the head reaches the give-up point, deadline_margin blocks before the commit deadline: that attempt
+        is the last, and its verdict (Unavailable if the evidence is still missing) must be committed in time."""
+        last_call = job.attempts > 0 and self.head >= commit_deadline - self.config.deadline_margin
+        if time.time() < job.next_try and not last_call:
             return
         with self._running_lock:
             if job.challenge_id in self.running:
