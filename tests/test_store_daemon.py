@@ -40,6 +40,11 @@ VECTORS = {v["name"]: v for v in json.loads(VECTORS_FILE.read_text())["vectors"]
 CHUNK = 256 * 1024
 
 
+#: Calls must fail within their own short timeouts (about 0.5-5 s with retries here), not hang until the
+#: store's 20 s general timeout; the bound sits between the two, with room for a loaded 2-core machine.
+HANG = 10.0
+
+
 def fast(api: str, *, check_cids: bool = False, verify: bool = True, pin_on_add: bool = True) -> DaemonStore:
     """A store with short timeouts: the daemon is offline, so missing content must fail fast."""
     return DaemonStore(api, fetch_timeout=1.5, has_timeout=0.5, retries=2, backoff=0.1, timeout=20.0,
@@ -225,14 +230,14 @@ def test_missing_content_is_not_found_quickly(store: DaemonStore) -> None:
     missing_dir = str(CID.of(unique(64), codec=0x70))
     started = time.monotonic()
     assert store.has(missing) is False
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < HANG
     for call in (lambda: store.cat(missing), lambda: store.cat(missing_dir, 10, 10),
                  lambda: store.ls(missing_dir), lambda: store.resolve(missing_dir, "a/b"),
                  lambda: store.pin(missing_dir)):
         started = time.monotonic()
         with pytest.raises(NotFound) as info:
             call()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < HANG
         message = str(info.value)
         assert "\n" not in message and store.api in message
 
@@ -260,7 +265,7 @@ def test_unreachable_address_is_unavailable() -> None:
         with pytest.raises(Unavailable, match="not answering") as info:
             call()
         assert api in str(info.value) and "\n" not in str(info.value)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < HANG
 
 
 def test_api_addresses() -> None:
@@ -285,7 +290,7 @@ def test_daemon_stopped_during_an_audit_and_restarted(ipfs_daemon_factory: Calla
         started = time.monotonic()
         with pytest.raises(Unavailable) as info:
             call()
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < HANG
         assert daemon.api in str(info.value) and "not answering" in str(info.value)
     assert isinstance(info.value, StoreError)
     daemon.start()
