@@ -145,17 +145,25 @@ def normalize(family: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
             raise HFModelError(f"{family}: config.{key} = {n} is more than {MAX_LAYERS} layers")
     with _quiet():
         config = _make_config(task, cfg)
-    full = config.to_dict()
-    for key in _FORBIDDEN:
-        full.pop(key, None)
     try:
-        full = json.loads(json.dumps(full, allow_nan=False))  # id2label's int keys become strings
-    except (TypeError, ValueError) as exc:
-        raise HFModelError(f"{family}: the config does not serialize as plain JSON: {exc}") from None
-    _plain_json(full, "config")
+        full = _committed_form(config)
+    except HFModelError as exc:
+        raise HFModelError(f"{family}: {exc}") from None
     out = {"transformers": have, "config": full, "attn_implementation": attn, "output": output}
     _check_size(task, out)
     return out
+
+
+def _committed_form(config: Any) -> dict[str, Any]:
+    """A config object as the family arguments commit it: every field the release writes, less the refused
+    keys, as plain JSON (id2label's int keys become strings)."""
+    full = {k: v for k, v in config.to_dict().items() if k not in _FORBIDDEN}
+    try:
+        full = json.loads(json.dumps(full, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise HFModelError(f"the config does not serialize as plain JSON: {exc}") from None
+    _plain_json(full, "config")
+    return full
 
 
 def _make_config(task: HFTask, cfg: Mapping[str, Any]) -> Any:
@@ -234,12 +242,7 @@ def running_config(model: nn.Module) -> tuple[dict[str, Any], str] | None:
     cfg = getattr(model, "config", None)
     if cfg is None or not callable(getattr(cfg, "to_dict", None)):
         return None
-    full = {k: v for k, v in cfg.to_dict().items() if k not in _FORBIDDEN}
-    try:
-        full = json.loads(json.dumps(full, allow_nan=False, default=repr))
-    except ValueError as exc:
-        raise HFModelError(f"the model's config does not serialize as plain JSON: {exc}") from None
-    return full, str(getattr(cfg, "_attn_implementation", None))
+    return _committed_form(cfg), str(getattr(cfg, "_attn_implementation", None))
 
 
 def running_differences(model: nn.Module, args: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
