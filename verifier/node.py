@@ -110,6 +110,11 @@ class NodeState:
             return False
         return receipt is not None and int(receipt["status"]) == 1
 
+    def _at_give_up_point(self, commit_deadline: int) -> bool:
+        """Whether the head is deadline_margin blocks from the commit deadline: an audit still Unavailable is
+        final then, since its verdict must be committed by the deadline."""
+        return self.head >= commit_deadline - self.config.deadline_margin
+
     # the stages' calls into each other
     def _claim(self, claim_id: int) -> tuple[int, dict[str, Any]] | None:
         raise NotImplementedError  # verifier.daemon: the claim's committed fields

@@ -96,8 +96,7 @@ class Scheduler(NodeState):
         """Queues the job's audit when its retry is due. A retry backing off (up to a minute) is brought forward
         once the head reaches the give-up point, deadline_margin blocks before the commit deadline: that attempt
         is the last, and its verdict (Unavailable if the evidence is still missing) must be committed in time."""
-        last_call = job.attempts > 0 and self.head >= commit_deadline - self.config.deadline_margin
-        if time.time() < job.next_try and not last_call:
+        if time.time() < job.next_try and not (job.attempts > 0 and self._at_give_up_point(commit_deadline)):
             return
         with self._running_lock:
             if job.challenge_id in self.running:

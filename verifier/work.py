@@ -93,4 +93,4 @@ class AuditWorkers(NodeState):
             deadline = int(self.contract.functions.getChallenge(job.challenge_id).call()[CH_COMMIT_DEADLINE])
         except Exception:  # noqa: BLE001 - no chain now: keep retrying, the main loop backs off
             return False
-        return self.head >= deadline - self.config.deadline_margin  # the verdict must be committed by then
+        return self._at_give_up_point(deadline)
